@@ -1,0 +1,193 @@
+import type { WebSocket, WebSocketServer } from 'ws';
+import { RingAuthError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { clientHandshake, serverHandshake } from '../transport/auth.js';
+import type { Inbox } from '../transport/inbox.js';
+import { Inbox as InboxClass } from '../transport/inbox.js';
+import type { StoreRequest, StoreResponse } from '../transport/messages.js';
+import { connect, listen, type Endpoint } from '../transport/ws.js';
+import { decodeMessage, encodeControl } from '../transport/wire.js';
+import type { Logger } from '../logger.js';
+
+/**
+ * The rendezvous store: a write-once key/value table with blocking reads, served over an
+ * authenticated WebSocket. ringrun hosts it for its job; without ringrun, rank 0 hosts it at
+ * MASTER_ADDR:MASTER_PORT. Ranks publish their ring address here and read their neighbours'.
+ */
+const STORE_MAX_PAYLOAD = 1 << 20;
+const HANDSHAKE_MS = 10_000;
+
+export interface StoreServer {
+  readonly endpoint: Endpoint;
+  close(): Promise<void>;
+}
+
+export interface StoreServerOptions {
+  host: string;
+  port: number;
+  token: string;
+  /** Ranks allowed to connect are 0..worldSize-1. */
+  worldSize: number;
+  logger: Logger;
+}
+
+export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
+  const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD);
+  const values = new Map<string, unknown>();
+  const waiters = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+
+  const wake = () => {
+    for (const w of waiters) {
+      if (w.keys.every((k) => values.has(k))) {
+        waiters.delete(w);
+        w.reply(w.keys.map((k) => values.get(k)));
+      }
+    }
+  };
+
+  server.on('connection', (ws: WebSocket, req) => {
+    const peer = `store client ${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const inbox = new InboxClass(ws);
+    serverHandshake(inbox, {
+      token: o.token,
+      serverId: 'store',
+      challenge: { rank: -1, role: 'store' },
+      admit: (r) => (r >= 0 && r < o.worldSize ? undefined : `rank ${r} is outside this job of ${o.worldSize} ranks`),
+      timeoutMs: HANDSHAKE_MS,
+      peer,
+    }).then(
+      (rank) => serve(ws, inbox, `rank ${rank} (${peer})`),
+      (e: Error) => {
+        o.logger.warn(`rendezvous store: refused ${peer}: ${e.message}`);
+        ws.close(1008, 'authentication failed');
+      },
+    );
+  });
+
+  function serve(ws: WebSocket, inbox: Inbox, who: string) {
+    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+    const send = (m: StoreResponse) => ws.send(encodeControl(m));
+    ws.on('close', () => {
+      for (const w of mine) waiters.delete(w);
+    });
+    inbox.drain((data) => {
+      let req: StoreRequest;
+      try {
+        const d = decodeMessage(data, who);
+        if (d.kind !== 'control') throw new Error('data frame sent to the store');
+        req = d.msg as unknown as StoreRequest;
+        if (typeof req.id !== 'number') throw new Error('request without id');
+      } catch (e) {
+        o.logger.warn(`rendezvous store: closing ${who}: ${(e as Error).message}`);
+        ws.close(1002, 'protocol error');
+        return;
+      }
+      if (req.t === 'set' && typeof req.key === 'string') {
+        if (values.has(req.key) && JSON.stringify(values.get(req.key)) !== JSON.stringify(req.value)) {
+          send({ t: 'err', id: req.id, message: `key '${req.key}' is already set by another process` });
+          return;
+        }
+        values.set(req.key, req.value);
+        send({ t: 'ok', id: req.id });
+        wake();
+      } else if (req.t === 'get' && Array.isArray(req.keys) && req.keys.every((k) => typeof k === 'string')) {
+        const id = req.id;
+        const w = {
+          keys: req.keys,
+          reply: (vals: unknown[]) => {
+            clearTimeout(timer);
+            mine.delete(w);
+            send({ t: 'ok', id, values: vals });
+          },
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(w);
+          mine.delete(w);
+          send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
+        }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
+        waiters.add(w);
+        mine.add(w);
+        wake();
+      } else {
+        send({ t: 'err', id: req.id, message: `bad request '${String((req as { t?: unknown }).t)}'` });
+      }
+    });
+  }
+
+  return {
+    endpoint,
+    close: () => closeServer(server),
+  };
+}
+
+export function closeServer(server: WebSocketServer): Promise<void> {
+  for (const c of server.clients) c.terminate();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** A rank's connection to the store. */
+export class StoreClient {
+  private nextId = 1;
+  private pending = new Map<number, { resolve(m: StoreResponse): void; reject(e: Error): void }>();
+  private closedError: Error | undefined;
+
+  private constructor(private readonly inbox: Inbox, private readonly where: string) {
+    const ws = inbox.socket;
+    inbox.drain((data) => {
+      try {
+        const d = decodeMessage(data, 'rendezvous store');
+        const m = d.kind === 'control' ? (d.msg as unknown as StoreResponse) : undefined;
+        const p = m && this.pending.get(m.id);
+        if (!p || !m) throw new Error('unexpected reply');
+        this.pending.delete(m.id);
+        p.resolve(m);
+      } catch (e) {
+        ws.terminate();
+      }
+    });
+    ws.on('close', () => {
+      this.closedError = new RingRendezvousError(`lost the connection to the rendezvous store at ${where}`);
+      for (const p of this.pending.values()) p.reject(this.closedError);
+      this.pending.clear();
+    });
+  }
+
+  static async connect(e: Endpoint, token: string, rank: number, deadline: number): Promise<StoreClient> {
+    const where = `${e.host}:${e.port}`;
+    const inbox = await connect(e, STORE_MAX_PAYLOAD, deadline, 'the rendezvous store');
+    try {
+      await clientHandshake(inbox, { token, rank, serverId: 'store', timeoutMs: HANDSHAKE_MS, peer: `the rendezvous store at ${where}` });
+    } catch (err) {
+      inbox.socket.terminate();
+      if (err instanceof RingAuthError) {
+        throw new RingAuthError(`rank ${rank}: the rendezvous store at ${where} refused us or failed to authenticate: ${err.message} (do all ranks share the job token?)`);
+      }
+      throw err;
+    }
+    return new StoreClient(inbox, where);
+  }
+
+  private request(m: StoreRequest): Promise<StoreResponse> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return new Promise((resolve, reject) => {
+      this.pending.set(m.id, { resolve, reject });
+      this.inbox.socket.send(encodeControl(m));
+    });
+  }
+
+  async set(key: string, value: unknown): Promise<void> {
+    const r = await this.request({ t: 'set', id: this.nextId++, key, value });
+    if (r.t === 'err') throw new RingRendezvousError(`rendezvous store: ${r.message}`);
+  }
+
+  /** Waits until every key is set; on timeout throws RingTimeoutError carrying the missing keys. */
+  async get(keys: string[], timeoutMs: number): Promise<unknown[]> {
+    const r = await this.request({ t: 'get', id: this.nextId++, keys, timeoutMs });
+    if (r.t === 'ok') return r.values ?? [];
+    if (r.missing) throw Object.assign(new RingTimeoutError(`rendezvous store: ${r.message}`, {}), { missing: r.missing });
+    throw new RingRendezvousError(`rendezvous store: ${r.message}`);
+  }
+
+  close(): void {
+    this.inbox.socket.close();
+  }
+}

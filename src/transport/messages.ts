@@ -1,0 +1,44 @@
+import type { SerializedRingError } from '../errors.js';
+
+/**
+ * Every control message that crosses a link, as a discriminated union on `t`.
+ * Control messages are msgpackr-encoded; bulk data never is (see wire.ts).
+ */
+
+/** What a collective is, as the ranks must agree on it before its data is trusted. */
+export interface OpDescriptor {
+  kind: 'allreduce' | 'allgather' | 'broadcast' | 'reducescatter' | 'barrier';
+  /** Reduction op (allreduce, reducescatter); '' otherwise. */
+  op: string;
+  /** dtype wire code (see dtypes.ts); 0 for barrier. */
+  dtype: number;
+  /** Element count on this rank. */
+  count: number;
+  /** User-supplied name ('' if none). */
+  name: string;
+  /** Broadcast root; -1 otherwise. */
+  root: number;
+  /** Wire compression ('none' until compression exists). */
+  compression: string;
+}
+
+export interface ChallengeMsg { t: 'challenge'; nonce: Uint8Array; rank: number; role: 'rank' | 'store' }
+export interface AuthMsg { t: 'auth'; nonce: Uint8Array; rank: number; mac: Uint8Array }
+export interface WelcomeMsg { t: 'welcome'; mac: Uint8Array }
+/** A collective's descriptor travelling around the ring: every rank learns every rank's descriptor. */
+export interface DescMsg { t: 'desc'; seq: number; origin: number; d: OpDescriptor }
+/** A fatal error at `origin`: the receiver fails every pending operation and forwards it. */
+export interface AbortMsg { t: 'abort'; origin: number; error: SerializedRingError }
+/** The sender has called shutdown(): it will send nothing more. */
+export interface ByeMsg { t: 'bye'; rank: number }
+
+export type LinkControlMessage = DescMsg | AbortMsg | ByeMsg;
+export type HandshakeMessage = ChallengeMsg | AuthMsg | WelcomeMsg;
+
+// Rendezvous store protocol (after the same handshake).
+export interface StoreSetMsg { t: 'set'; id: number; key: string; value: unknown }
+export interface StoreGetMsg { t: 'get'; id: number; keys: string[]; timeoutMs: number }
+export interface StoreOkMsg { t: 'ok'; id: number; values?: unknown[] }
+export interface StoreErrMsg { t: 'err'; id: number; message: string; missing?: string[] }
+export type StoreRequest = StoreSetMsg | StoreGetMsg;
+export type StoreResponse = StoreOkMsg | StoreErrMsg;

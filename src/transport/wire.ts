@@ -1,0 +1,107 @@
+import { Packr } from 'msgpackr';
+import { RingProtocolError } from '../errors.js';
+
+/**
+ * Wire format of one WebSocket binary message.
+ *
+ *   byte 0: kind — KIND_CONTROL (msgpack body follows) or KIND_DATA.
+ *
+ * A data frame has a fixed 24-byte little-endian header, then raw payload bytes:
+ *
+ *   0  u8   kind = 1          4  u32 seq     (collective sequence number)
+ *   1  u8   codec (0 = raw)   8  u32 step    (ring hop)
+ *   2  u16  reserved         12  u32 chunk   (chunk index within the hop's segment)
+ *                            16  f32 scale   (for codecs that scale; 1 otherwise)
+ *                            20  u32 length  (payload bytes; must equal what follows)
+ *
+ * 24 is a multiple of 8, so a payload is as aligned as the message that carries it.
+ */
+export const KIND_CONTROL = 0;
+export const KIND_DATA = 1;
+export const DATA_HEADER_BYTES = 24;
+
+export interface DataHeader {
+  seq: number;
+  step: number;
+  chunk: number;
+  codec: number;
+  scale: number;
+}
+
+// Plain objects only: no records/structures, no class revival (defends against prototype tricks).
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+export function encodeControl(msg: object): Buffer {
+  const body = packr.pack(msg);
+  const out = Buffer.allocUnsafe(body.length + 1);
+  out[0] = KIND_CONTROL;
+  body.copy(out, 1);
+  return out;
+}
+
+export function encodeDataHeader(h: DataHeader, payloadBytes: number): Buffer {
+  const b = Buffer.allocUnsafe(DATA_HEADER_BYTES);
+  b[0] = KIND_DATA;
+  b[1] = h.codec;
+  b.writeUInt16LE(0, 2);
+  b.writeUInt32LE(h.seq >>> 0, 4);
+  b.writeUInt32LE(h.step >>> 0, 8);
+  b.writeUInt32LE(h.chunk >>> 0, 12);
+  b.writeFloatLE(h.scale, 16);
+  b.writeUInt32LE(payloadBytes >>> 0, 20);
+  return b;
+}
+
+/** One whole message (header + payload) in a single buffer. */
+export function encodeData(h: DataHeader, payload: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(DATA_HEADER_BYTES + payload.byteLength);
+  encodeDataHeader(h, payload.byteLength).copy(out, 0);
+  out.set(payload, DATA_HEADER_BYTES);
+  return out;
+}
+
+export type Decoded =
+  | { kind: 'control'; msg: Record<string, unknown> }
+  | { kind: 'data'; header: DataHeader; payload: Uint8Array };
+
+/** Decodes one message; throws RingProtocolError (naming `from`) on anything malformed. */
+export function decodeMessage(buf: Uint8Array, from: string): Decoded {
+  if (buf.byteLength < 1) throw new RingProtocolError(`empty message from ${from}`);
+  const kind = buf[0];
+  if (kind === KIND_CONTROL) {
+    let msg: unknown;
+    try {
+      msg = packr.unpack(buf.subarray(1));
+    } catch (e) {
+      throw new RingProtocolError(`undecodable control message from ${from}: ${(e as Error).message}`);
+    }
+    if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || typeof (msg as { t?: unknown }).t !== 'string') {
+      throw new RingProtocolError(`control message from ${from} is not an object with a type`);
+    }
+    return { kind: 'control', msg: msg as Record<string, unknown> };
+  }
+  if (kind === KIND_DATA) {
+    if (buf.byteLength < DATA_HEADER_BYTES) {
+      throw new RingProtocolError(`truncated data frame from ${from}: ${buf.byteLength} bytes < ${DATA_HEADER_BYTES}-byte header`);
+    }
+    const dv = new DataView(buf.buffer, buf.byteOffset, DATA_HEADER_BYTES);
+    const length = dv.getUint32(20, true);
+    if (length !== buf.byteLength - DATA_HEADER_BYTES) {
+      throw new RingProtocolError(
+        `data frame from ${from} declares ${length} payload bytes but carries ${buf.byteLength - DATA_HEADER_BYTES}`,
+      );
+    }
+    return {
+      kind: 'data',
+      header: {
+        codec: dv.getUint8(1),
+        seq: dv.getUint32(4, true),
+        step: dv.getUint32(8, true),
+        chunk: dv.getUint32(12, true),
+        scale: dv.getFloat32(16, true),
+      },
+      payload: buf.subarray(DATA_HEADER_BYTES),
+    };
+  }
+  throw new RingProtocolError(`unknown message kind ${kind} from ${from}`);
+}

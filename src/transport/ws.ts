@@ -1,0 +1,114 @@
+import type { AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { RingProtocolError, RingRendezvousError } from '../errors.js';
+import { Inbox } from './inbox.js';
+import { MessageLink } from './link.js';
+
+/**
+ * WebSocket plumbing shared by ring links and the rendezvous store.
+ *
+ * Client frames use an all-zero mask: ws then skips the XOR pass over every payload byte (RFC 6455
+ * masking exists for browsers behind proxies; both ends here are authenticated ranks).
+ */
+export const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
+
+export function wsUrl(e: Endpoint): string {
+  return `ws://${formatHost(e.host)}:${e.port}/`;
+}
+
+/** Starts a WebSocket server; resolves once it listens (port 0 = ephemeral). */
+export function listen(host: string, port: number, maxPayload: number): Promise<{ server: WebSocketServer; endpoint: Endpoint }> {
+  return new Promise((resolve, reject) => {
+    const server = new WebSocketServer({ host, port, maxPayload, perMessageDeflate: false, clientTracking: true });
+    const onError = (e: Error) => reject(new RingRendezvousError(`cannot listen on ${formatHost(host)}:${port}: ${e.message}`, {}, { cause: e }));
+    server.once('error', onError);
+    server.once('listening', () => {
+      server.off('error', onError);
+      const a = server.address() as AddressInfo;
+      resolve({ server, endpoint: { host, port: a.port } });
+    });
+  });
+}
+
+/** Opens a WebSocket, retrying refused connections until `deadline` (ms since epoch). */
+export async function connect(e: Endpoint, maxPayload: number, deadline: number, what: string): Promise<Inbox> {
+  let delay = 20;
+  for (;;) {
+    try {
+      return await new Promise<Inbox>((resolve, reject) => {
+        const ws = new WebSocket(wsUrl(e), {
+          maxPayload,
+          perMessageDeflate: false,
+          generateMask: zeroMask,
+          handshakeTimeout: Math.max(1000, deadline - Date.now()),
+        });
+        ws.binaryType = 'nodebuffer';
+        const inbox = new Inbox(ws);
+        ws.once('open', () => {
+          ws.off('error', reject);
+          resolve(inbox);
+        });
+        ws.once('error', reject);
+      });
+    } catch (err) {
+      if (Date.now() + delay >= deadline) {
+        throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e)}: ${(err as Error).message}`, {}, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 500);
+    }
+  }
+}
+
+/** A ring link over an authenticated WebSocket. */
+export class WsLink extends MessageLink {
+  private readonly ws: WebSocket;
+
+  constructor(peer: number, describe: string, inbox: Inbox) {
+    super(peer, describe);
+    this.ws = inbox.socket;
+    this.ws.on('close', (code: number) => this.ended(new Error(`connection to ${describe} closed (code ${code})`)));
+    this.ws.on('error', (e: Error) => this.ended(e));
+    inbox.drain((data, binary) => {
+      if (binary) this.receive(data);
+      else this.fail(new RingProtocolError(`text frame from ${describe}`));
+    });
+  }
+
+  protected write(parts: Uint8Array[], done: (err?: Error) => void): void {
+    if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) {
+      queueMicrotask(() => done(new Error(`connection to ${this.describe} is closed`)));
+      return;
+    }
+    const msg = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    this.ws.send(msg, { binary: true }, (err) => done(err ?? undefined));
+  }
+
+  protected closeTransport(): void {
+    // Flush what is queued, then close; do not let a dead peer hold the process for ws's 30 s.
+    const ws = this.ws;
+    if (ws.readyState === WebSocket.OPEN) ws.close(1000);
+    const t = setTimeout(() => ws.terminate(), 2000);
+    t.unref();
+    ws.once('close', () => clearTimeout(t));
+  }
+
+  private get socket(): { ref(): void; unref(): void } | undefined {
+    return (this.ws as unknown as { _socket?: { ref(): void; unref(): void } })._socket;
+  }
+  ref(): void {
+    this.socket?.ref();
+  }
+  unref(): void {
+    this.socket?.unref();
+  }
+}
