@@ -187,6 +187,12 @@ export class StoreClient {
     throw new RingRendezvousError(`rendezvous store: ${r.message}`);
   }
 
+  /** This side's address of the connection: the interface that routes to the store. */
+  get localAddress(): string | undefined {
+    const a = (this.inbox.socket as unknown as { _socket?: { localAddress?: string } })._socket?.localAddress;
+    return a?.startsWith('::ffff:') ? a.slice(7) : a;
+  }
+
   close(): void {
     this.inbox.socket.close();
   }

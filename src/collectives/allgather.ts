@@ -1,0 +1,72 @@
+import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
+import type { DataHeader } from '../transport/wire.js';
+import { viewAs, type Collective, type OpContext } from './collective.js';
+import { chunkCount, chunkRange, gatherBlock, type Range } from './schedule.js';
+
+/**
+ * Ring all-gather of per-rank blocks whose lengths may differ. At hop t (0..N-2) rank r sends
+ * block (r - t) mod N and receives block (r - t - 1) mod N, chunk by chunk, forwarding each chunk
+ * at hop t+1 as soon as it lands. Block lengths come from the descriptors every rank published, so
+ * received data is placed only once all of them are known.
+ */
+export class RingAllgather implements Collective<NumericArray> {
+  readonly needsTable = true;
+  private out: NumericArray | undefined;
+  private blocks: Range[] = [];
+  private expected = -1;
+  private got = 0;
+  private readonly nextChunk: Int32Array;
+
+  constructor(private readonly input: NumericArray, private readonly dtype: DTypeInfo, private readonly size: number) {
+    this.nextChunk = new Int32Array(Math.max(0, size - 1));
+  }
+
+  start(ctx: OpContext): void {
+    // Our own block goes out at hop 0 straight from the input; no counts are needed for that.
+    for (let c = 0, n = chunkCount(this.input.length, ctx.chunkElems); c < n && this.size > 1; c++) {
+      const r = chunkRange({ offset: 0, length: this.input.length }, ctx.chunkElems, c)!;
+      ctx.send(0, c, bytesOf(this.input.subarray(r.offset, r.offset + r.length)));
+    }
+  }
+
+  onTable(ctx: OpContext): void {
+    let offset = 0;
+    this.blocks = ctx.descriptors.map((d) => {
+      const b = { offset, length: d!.count };
+      offset += d!.count;
+      return b;
+    });
+    const out = new this.dtype.ctor(offset);
+    out.set(this.input, this.blocks[ctx.rank].offset);
+    this.out = out;
+    this.expected = 0;
+    for (let hop = 0; hop < this.size - 1; hop++) {
+      this.expected += chunkCount(this.blocks[gatherBlock(ctx.left, hop, this.size)].length, ctx.chunkElems);
+    }
+  }
+
+  onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined {
+    const hop = h.step;
+    if (hop >= this.size - 1) return `hop ${hop} is past the last hop ${this.size - 2}`;
+    if (h.chunk !== this.nextChunk[hop]) return `hop ${hop}: expected chunk ${this.nextChunk[hop]}, got ${h.chunk}`;
+    const r = chunkRange(this.blocks[gatherBlock(ctx.left, hop, this.size)], ctx.chunkElems, h.chunk);
+    if (!r) return `hop ${hop}: chunk ${h.chunk} is out of range`;
+    if (payload.byteLength !== r.length * this.dtype.bytes) {
+      return `hop ${hop} chunk ${h.chunk}: ${payload.byteLength} bytes, expected ${r.length * this.dtype.bytes}`;
+    }
+    this.nextChunk[hop]++;
+    const dst = this.out!.subarray(r.offset, r.offset + r.length);
+    dst.set(viewAs(this.dtype.ctor as never, payload) as NumericArray);
+    this.got++;
+    if (hop < this.size - 2) ctx.send(hop + 1, h.chunk, bytesOf(dst));
+    return undefined;
+  }
+
+  get received(): boolean {
+    return this.got === this.expected;
+  }
+
+  result(): NumericArray {
+    return this.out!;
+  }
+}

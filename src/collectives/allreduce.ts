@@ -1,0 +1,95 @@
+import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
+import { divideInPlace, reduceInto, type ReduceOp } from '../kernels/index.js';
+import type { DataHeader } from '../transport/wire.js';
+import { viewAs, type Collective, type OpContext } from './collective.js';
+import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js';
+
+/**
+ * Chunked ring all-reduce (and its first half, reduce-scatter). See schedule.ts for the hop
+ * arithmetic. The working buffer is a copy of the input; each received chunk is reduced (or, in
+ * the all-gather half, copied) into it and forwarded at the next hop straight from it, so the
+ * only per-chunk work is one kernel call and one send. The owner of a segment applies 'average'
+ * to its final chunks before the all-gather, so the division happens once and every rank ends
+ * with bit-identical values.
+ */
+export class RingAllreduce implements Collective<NumericArray> {
+  readonly needsTable = false;
+  private readonly buf: NumericArray;
+  private readonly lastHop: number;
+  private expected = 0;
+  private got = 0;
+  /** Next chunk index expected at each hop: frames of a hop arrive in chunk order. */
+  private readonly nextChunk: Int32Array;
+
+  constructor(
+    input: NumericArray,
+    private readonly dtype: DTypeInfo,
+    private readonly op: ReduceOp,
+    private readonly rank: number,
+    private readonly size: number,
+    /** Reduce-scatter stops after the reduce half. */
+    private readonly scatterOnly: boolean,
+  ) {
+    this.buf = input.slice();
+    this.lastHop = scatterOnly ? size - 2 : 2 * size - 3;
+    this.nextChunk = new Int32Array(Math.max(0, this.lastHop + 1));
+  }
+
+  private span(segment: number) {
+    return segmentRange(this.buf.length, this.size, segment);
+  }
+
+  start(ctx: OpContext): void {
+    const { size } = this;
+    for (let hop = 0; hop <= this.lastHop; hop++) {
+      this.expected += chunkCount(this.span(ringSegment(ctx.left, hop, size)).length, ctx.chunkElems);
+    }
+    if (size === 1) {
+      this.finish(this.buf);
+      return;
+    }
+    const first = this.span(ringSegment(ctx.rank, 0, size));
+    for (let c = 0, n = chunkCount(first.length, ctx.chunkElems); c < n; c++) {
+      const r = chunkRange(first, ctx.chunkElems, c)!;
+      ctx.send(0, c, bytesOf(this.buf.subarray(r.offset, r.offset + r.length)));
+    }
+  }
+
+  /** Applies the end-of-reduction step (average) to a fully reduced piece. */
+  private finish(piece: NumericArray): void {
+    if (this.op === 'average' && this.size > 1) divideInPlace(piece, this.size);
+  }
+
+  onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined {
+    const hop = h.step;
+    if (hop > this.lastHop) return `hop ${hop} is past the last hop ${this.lastHop}`;
+    if (h.chunk !== this.nextChunk[hop]) return `hop ${hop}: expected chunk ${this.nextChunk[hop]}, got ${h.chunk}`;
+    const r = chunkRange(this.span(ringSegment(ctx.left, hop, this.size)), ctx.chunkElems, h.chunk);
+    if (!r) return `hop ${hop}: chunk ${h.chunk} is out of range`;
+    if (payload.byteLength !== r.length * this.dtype.bytes) {
+      return `hop ${hop} chunk ${h.chunk}: ${payload.byteLength} bytes, expected ${r.length * this.dtype.bytes}`;
+    }
+    this.nextChunk[hop]++;
+    const dst = this.buf.subarray(r.offset, r.offset + r.length);
+    const src = viewAs(this.dtype.ctor as never, payload) as NumericArray;
+    if (hop <= this.size - 2) {
+      reduceInto(this.op, dst, src);
+      if (hop === this.size - 2) this.finish(dst);
+    } else {
+      dst.set(src);
+    }
+    this.got++;
+    if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, bytesOf(dst));
+    return undefined;
+  }
+
+  get received(): boolean {
+    return this.got === this.expected;
+  }
+
+  result(): NumericArray {
+    if (!this.scatterOnly) return this.buf;
+    const s = this.span(this.rank);
+    return this.buf.slice(s.offset, s.offset + s.length);
+  }
+}

@@ -1,0 +1,62 @@
+import type { DataHeader } from '../transport/wire.js';
+import type { OpDescriptor } from '../transport/messages.js';
+
+/**
+ * What the communicator gives a running collective. A collective only computes offsets, moves
+ * bytes between its buffers and the frames, and says when it has received everything; the
+ * communicator does sequencing, agreement checks, flow control, timeouts and failures.
+ */
+export interface OpContext {
+  readonly rank: number;
+  readonly size: number;
+  /** Rank this one receives data from: (rank - 1) mod size. */
+  readonly left: number;
+  /** Rank this one sends data to: (rank + 1) mod size. */
+  readonly right: number;
+  /** Elements per chunk for this operation's dtype. */
+  readonly chunkElems: number;
+  /**
+   * Sends one data frame to the right neighbour. `payload` must stay unchanged until the
+   * operation completes (the communicator resolves only after every send has flushed).
+   */
+  send(step: number, chunk: number, payload: Uint8Array): void;
+  /** Every rank's descriptor, indexed by rank (complete only once `onTable` has run). */
+  readonly descriptors: readonly (OpDescriptor | undefined)[];
+}
+
+export interface Collective<T> {
+  /**
+   * True if data frames may only be handled once every rank's descriptor is known (allgather
+   * needs the other ranks' counts to place data). Otherwise only the left neighbour's descriptor
+   * must have been checked.
+   */
+  readonly needsTable: boolean;
+  /** Sends what this rank contributes before receiving anything. */
+  start(ctx: OpContext): void;
+  /** Every descriptor is in and they agree. */
+  onTable?(ctx: OpContext): void;
+  /**
+   * One frame from the left neighbour. Returns a description of the problem when the frame is not
+   * one this collective expects (the communicator turns it into a protocol error).
+   */
+  onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined;
+  /** True once every expected frame has been received and applied. */
+  readonly received: boolean;
+  /** The result, called once after completion. */
+  result(): T;
+}
+
+/**
+ * A typed view of a received payload. A frame may start at any byte offset within the socket's
+ * buffer; typed arrays need an aligned start, so an unaligned payload is copied once.
+ */
+export function viewAs<A extends ArrayLike<number>>(
+  ctor: { new (b: ArrayBufferLike, off: number, n: number): A; BYTES_PER_ELEMENT: number },
+  payload: Uint8Array,
+): A {
+  const bpe = ctor.BYTES_PER_ELEMENT;
+  if (payload.byteOffset % bpe === 0) return new ctor(payload.buffer, payload.byteOffset, payload.byteLength / bpe);
+  const copy = new Uint8Array(payload.byteLength);
+  copy.set(payload);
+  return new ctor(copy.buffer, 0, payload.byteLength / bpe);
+}

@@ -1,0 +1,447 @@
+import {
+  deserializeError,
+  RingError,
+  RingInternalError,
+  RingMismatchError,
+  RingPeerLostError,
+  RingProtocolError,
+  RingShutdownError,
+  RingTimeoutError,
+  serializeError,
+} from '../errors.js';
+import { dtypeByCode } from '../dtypes.js';
+import type { Logger } from '../logger.js';
+import type { Link } from '../transport/link.js';
+import type { LinkControlMessage, OpDescriptor } from '../transport/messages.js';
+import type { DataHeader } from '../transport/wire.js';
+import type { Collective, OpContext } from './collective.js';
+import { mod } from './schedule.js';
+
+export interface CommunicatorOptions {
+  /** Bytes per data frame (the pipeline's unit). */
+  chunkBytes: number;
+  /** Data frames on the wire per link before further sends wait for earlier ones to flush. */
+  maxInflight: number;
+  /** Per-operation timeout in ms; 0 disables it. */
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/** One collective in progress (or, for a future sequence number, what arrived for it early). */
+interface OpState {
+  seq: number;
+  desc?: OpDescriptor;
+  coll?: Collective<unknown>;
+  ctx?: OpContext;
+  descs: (OpDescriptor | undefined)[];
+  descCount: number;
+  leftChecked: boolean;
+  leftMismatch: boolean;
+  tableChecked: boolean;
+  /** Frames from the left that arrived before they could be applied. */
+  held: Array<[DataHeader, Uint8Array]>;
+  pendingSends: number;
+  timer?: NodeJS.Timeout;
+  resolve?: (v: unknown) => void;
+  reject?: (e: Error) => void;
+}
+
+interface QueuedSend {
+  st: OpState;
+  header: DataHeader;
+  payload: Uint8Array;
+}
+
+/** Descriptor fields in the order mismatches are reported, and which collectives compare them. */
+const FIELDS: Array<{ field: keyof OpDescriptor; label: string; when: (d: OpDescriptor) => boolean }> = [
+  { field: 'kind', label: 'collective', when: () => true },
+  { field: 'name', label: 'name', when: () => true },
+  { field: 'dtype', label: 'dtype', when: (d) => d.kind !== 'barrier' },
+  { field: 'op', label: 'reduction op', when: (d) => d.kind === 'allreduce' || d.kind === 'reducescatter' },
+  { field: 'count', label: 'element count', when: (d) => d.kind !== 'allgather' && d.kind !== 'barrier' },
+  { field: 'root', label: 'root', when: (d) => d.kind === 'broadcast' },
+  { field: 'compression', label: 'compression', when: (d) => d.kind !== 'barrier' },
+];
+
+function showValue(field: keyof OpDescriptor, v: unknown): string {
+  if (field === 'dtype') return dtypeByCode(v as number)?.name ?? `dtype#${String(v)}`;
+  if (typeof v === 'string') return `'${v}'`;
+  return String(v);
+}
+
+/** The first field on which two descriptors disagree, or undefined. */
+function firstDifference(a: OpDescriptor, b: OpDescriptor): keyof OpDescriptor | undefined {
+  for (const f of FIELDS) {
+    if (f.field !== 'kind' && !f.when(a)) continue;
+    if (a[f.field] !== b[f.field]) return f.field;
+  }
+  return undefined;
+}
+
+/**
+ * A communicator: this rank's place in the ring, its two links, and the sequencing of collectives.
+ *
+ * Every collective gets the next sequence number; all ranks must call collectives in the same
+ * order. Before its data, each rank sends its operation descriptor to the right, and every rank
+ * forwards descriptors it receives, so after N-1 hops every rank knows every rank's descriptor.
+ * Data from the left is applied only once the left's descriptor matched ours (a disagreeing rank
+ * can never make us read its bytes as ours), and an operation completes only once all N
+ * descriptors agree — so a mismatch becomes the same typed error on every rank, and the table's
+ * arrival doubles as proof that every rank reached the operation (which makes barrier free).
+ *
+ * Failures that leave the ring unusable (a lost peer, a timeout, a protocol violation) are fatal:
+ * every pending operation rejects, an 'abort' travels both ways around the ring so that every rank
+ * fails fast with the original cause, and every later call rejects with the same error.
+ *
+ * Nothing here touches process state or globals, so the communicator can live in a worker thread.
+ */
+export class Communicator {
+  readonly left: number;
+  readonly right: number;
+  private nextSeq = 0;
+  private readonly ops = new Map<number, OpState>();
+  private broken: RingError | undefined;
+  private closing = false;
+  private readonly queue: QueuedSend[] = [];
+  private inflight = 0;
+  private active = 0;
+  private readonly byes = new Set<number>();
+
+  constructor(
+    readonly rank: number,
+    readonly size: number,
+    private readonly leftLink: Link | undefined,
+    private readonly rightLink: Link | undefined,
+    private readonly options: CommunicatorOptions,
+  ) {
+    this.left = mod(rank - 1, size);
+    this.right = mod(rank + 1, size);
+    if (size > 1 && (!leftLink || !rightLink)) throw new RingInternalError('a ring of more than one rank needs two links');
+    leftLink?.setHandlers({
+      data: (h, p) => this.onData(h, p),
+      control: (m) => this.onControl(m, 'left'),
+      closed: (e) => this.onClosed(this.left, 'left', e),
+    });
+    rightLink?.setHandlers({
+      data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
+      control: (m) => this.onControl(m, 'right'),
+      closed: (e) => this.onClosed(this.right, 'right', e),
+    });
+    leftLink?.unref();
+    rightLink?.unref();
+  }
+
+  /** The fatal error this communicator failed with, if any. */
+  get error(): RingError | undefined {
+    return this.broken;
+  }
+
+  /** Runs one collective; all ranks must call run() for the same operations in the same order. */
+  run<T>(desc: OpDescriptor, coll: Collective<T>): Promise<T> {
+    const seq = this.nextSeq++;
+    if (this.broken) return Promise.reject(this.broken);
+    if (this.closing) return Promise.reject(new RingShutdownError(`rank ${this.rank}: ${desc.kind} called after shutdown()`));
+    if (this.byes.size > 0) {
+      const gone = [...this.byes].sort((a, b) => a - b);
+      return Promise.reject(
+        new RingShutdownError(`rank ${this.rank}: ${this.label(desc, seq)} cannot run: rank ${gone.join(', ')} has already called shutdown()`, {
+          rank: this.rank,
+          ranks: gone,
+          op: desc.kind,
+          seq,
+        }),
+      );
+    }
+    const st = this.state(seq);
+    st.desc = desc;
+    st.descs[this.rank] = desc;
+    st.descCount++;
+    st.coll = coll as Collective<unknown>;
+    const chunkElems = desc.dtype ? Math.max(1, Math.floor(this.options.chunkBytes / dtypeByCode(desc.dtype)!.bytes)) : 1;
+    st.ctx = {
+      rank: this.rank,
+      size: this.size,
+      left: this.left,
+      right: this.right,
+      chunkElems,
+      descriptors: st.descs,
+      send: (step, chunk, payload) => this.enqueue(st, { seq, step, chunk, codec: 0, scale: 1 }, payload),
+    };
+    const done = new Promise<T>((resolve, reject) => {
+      st.resolve = resolve as (v: unknown) => void;
+      st.reject = reject;
+    });
+    if (this.active++ === 0) this.setRef(true);
+    if (this.options.timeoutMs > 0) {
+      st.timer = setTimeout(() => this.fatal(this.timeoutError(st)), this.options.timeoutMs);
+    }
+    this.rightLink?.sendControl({ t: 'desc', seq, origin: this.rank, d: desc });
+    coll.start(st.ctx);
+    this.check(st);
+    return done;
+  }
+
+  private label(d: OpDescriptor, seq: number): string {
+    return `${d.kind} #${seq}${d.name ? ` '${d.name}'` : ''}`;
+  }
+
+  private state(seq: number): OpState {
+    let st = this.ops.get(seq);
+    if (!st) {
+      st = {
+        seq,
+        descs: new Array(this.size).fill(undefined),
+        descCount: 0,
+        leftChecked: false,
+        leftMismatch: false,
+        tableChecked: false,
+        held: [],
+        pendingSends: 0,
+      };
+      this.ops.set(seq, st);
+    }
+    return st;
+  }
+
+  /** Operations that finished (or failed) here: later frames for them are dropped. */
+  private isPast(seq: number): boolean {
+    return seq < this.nextSeq && !this.ops.has(seq);
+  }
+
+  private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
+    if (m.t === 'desc') {
+      if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
+      if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
+        return this.fatal(this.protocolError(this.left, `forwarded a descriptor with origin ${m.origin}`));
+      }
+      // Forward first: the other ranks need every descriptor even if this rank has failed the op.
+      if (m.origin !== this.right) this.rightLink?.sendControl(m);
+      if (this.isPast(m.seq) || this.broken) return;
+      if (m.seq >= this.nextSeq + 1024) {
+        return this.fatal(this.protocolError(this.left, `sent a descriptor for #${m.seq}, far ahead of this rank's #${this.nextSeq}`));
+      }
+      const st = this.state(m.seq);
+      if (st.descs[m.origin]) return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
+      st.descs[m.origin] = m.d;
+      st.descCount++;
+      this.check(st);
+    } else if (m.t === 'abort') {
+      if (this.broken) return;
+      const cause = deserializeError(m.error);
+      const e = new (cause.constructor as new (msg: string, d: object) => RingError)(
+        `rank ${this.rank}: aborted because rank ${m.origin} failed: ${m.error.message}`,
+        { ...m.error.details, rank: this.rank },
+      );
+      // Pass it on away from where it came from, then fail here.
+      (from === 'left' ? this.rightLink : this.leftLink)?.sendControl(m);
+      this.fail(e);
+    } else if (m.t === 'bye') {
+      this.byes.add(m.rank);
+    }
+  }
+
+  private onData(h: DataHeader, payload: Uint8Array): void {
+    if (this.broken || this.isPast(h.seq)) return;
+    if (h.seq >= this.nextSeq + 1024) {
+      return this.fatal(this.protocolError(this.left, `sent data for #${h.seq}, far ahead of this rank's #${this.nextSeq}`));
+    }
+    const st = this.state(h.seq);
+    // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
+    if (st.leftMismatch || (st.desc && !st.resolve)) return;
+    if (!st.coll || !st.leftChecked || (st.coll.needsTable && !st.tableChecked)) {
+      st.held.push([h, payload]);
+      return;
+    }
+    this.apply(st, h, payload);
+    this.maybeComplete(st);
+  }
+
+  private apply(st: OpState, h: DataHeader, payload: Uint8Array): void {
+    if (h.codec !== 0) return this.fatal(this.protocolError(this.left, `used unknown codec ${h.codec}`));
+    const problem = st.coll!.onData(st.ctx!, h, payload);
+    if (problem) this.fatal(this.protocolError(this.left, `sent an unexpected frame for ${this.label(st.desc!, st.seq)}: ${problem}`));
+  }
+
+  /** Advances an operation through its agreement checks as descriptors arrive. */
+  private check(st: OpState): void {
+    if (!st.desc || this.broken) return;
+    if (!st.leftChecked && !st.leftMismatch && st.descs[this.left]) {
+      if (firstDifference(st.desc, st.descs[this.left]!) === undefined) st.leftChecked = true;
+      else {
+        // Never apply its bytes; the full table (which still arrives) names the difference.
+        st.leftMismatch = true;
+        st.held = [];
+      }
+    }
+    if (!st.tableChecked && st.descCount === this.size) {
+      const mismatch = this.mismatch(st);
+      if (mismatch) return this.settle(st, mismatch);
+      st.tableChecked = true;
+      st.coll!.onTable?.(st.ctx!);
+    }
+    if (st.held.length > 0 && st.leftChecked && (!st.coll!.needsTable || st.tableChecked)) {
+      const held = st.held;
+      st.held = [];
+      for (const [h, p] of held) {
+        this.apply(st, h, p);
+        if (this.broken) return;
+      }
+    }
+    this.maybeComplete(st);
+  }
+
+  /** The same error on every rank: the first field (in FIELDS order) on which ranks disagree. */
+  private mismatch(st: OpState): RingMismatchError | undefined {
+    const descs = st.descs as OpDescriptor[];
+    for (const f of FIELDS) {
+      if (f.field !== 'kind' && !descs.every((d) => d.kind === descs[0].kind && f.when(d))) continue;
+      const groups = new Map<unknown, number[]>();
+      descs.forEach((d, r) => {
+        const v = d[f.field];
+        if (!groups.has(v)) groups.set(v, []);
+        groups.get(v)!.push(r);
+      });
+      if (groups.size === 1) continue;
+      const parts = [...groups].map(([v, ranks]) => `rank${ranks.length > 1 ? 's' : ''} ${ranks.join(',')}: ${showValue(f.field, v)}`);
+      const odd = [...groups.values()].slice(1).flat();
+      return new RingMismatchError(
+        `rank ${this.rank}: ${this.label(st.desc!, st.seq)}: ranks disagree on the ${f.label} (${parts.join('; ')})`,
+        { rank: this.rank, ranks: odd, op: st.desc!.kind, seq: st.seq, field: f.field },
+      );
+    }
+    return undefined;
+  }
+
+  private maybeComplete(st: OpState): void {
+    if (st.resolve && st.tableChecked && st.coll!.received && st.pendingSends === 0 && !this.broken) {
+      this.settle(st, undefined);
+    }
+  }
+
+  /** Finishes an operation here, with its result or an error that concerns it alone. */
+  private settle(st: OpState, error: Error | undefined): void {
+    const { resolve, reject, coll } = st;
+    if (!resolve) return;
+    st.resolve = st.reject = undefined;
+    clearTimeout(st.timer);
+    if (st.pendingSends === 0) this.ops.delete(st.seq);
+    if (--this.active === 0) this.setRef(false);
+    if (error) reject!(error);
+    else resolve(coll!.result());
+  }
+
+  private enqueue(st: OpState, header: DataHeader, payload: Uint8Array): void {
+    st.pendingSends++;
+    this.queue.push({ st, header, payload });
+    this.pump();
+  }
+
+  /** Keeps up to maxInflight frames on the wire; each flush lets the next one go. */
+  private pump(): void {
+    while (this.inflight < this.options.maxInflight && this.queue.length > 0 && !this.broken) {
+      const { st, header, payload } = this.queue.shift()!;
+      if (!st.resolve && st.desc) {
+        // The operation failed here (e.g. a mismatch): its frames are no longer wanted.
+        this.sent(st);
+        continue;
+      }
+      this.inflight++;
+      this.rightLink!.sendData(header, payload, (err) => {
+        this.inflight--;
+        if (err) {
+          this.fatal(
+            new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, {
+              rank: this.rank,
+              ranks: [this.right],
+            }),
+          );
+          return;
+        }
+        this.sent(st);
+        this.maybeComplete(st);
+        this.pump();
+      });
+    }
+  }
+
+  private sent(st: OpState): void {
+    if (--st.pendingSends === 0 && !st.resolve && st.desc) this.ops.delete(st.seq);
+  }
+
+  private onClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
+    if (this.closing || this.broken) return;
+    const pending = [...this.ops.values()].filter((s) => s.resolve).map((s) => this.label(s.desc!, s.seq));
+    const during = pending.length ? ` while ${pending.join(', ')} ${pending.length > 1 ? 'were' : 'was'} pending` : '';
+    const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;
+    this.fatal(
+      new RingPeerLostError(`rank ${this.rank}: rank ${peer} (${side} neighbour) ${how}${during}`, {
+        rank: this.rank,
+        ranks: [peer],
+        op: pending.length ? [...this.ops.values()].find((s) => s.resolve)!.desc!.kind : undefined,
+      }),
+      { quietIfIdle: this.byes.has(peer) },
+    );
+  }
+
+  private protocolError(peer: number, what: string): RingProtocolError {
+    return new RingProtocolError(`rank ${this.rank}: protocol error: rank ${peer} ${what}`, { rank: this.rank, ranks: [peer] });
+  }
+
+  private timeoutError(st: OpState): RingTimeoutError {
+    const d = st.desc!;
+    const missing = st.descs.map((x, r) => (x ? -1 : r)).filter((r) => r >= 0);
+    const waiting = missing.length
+      ? `ranks ${missing.join(', ')} have not reached it`
+      : !st.coll!.received
+        ? `still waiting for data from rank ${this.left} (left neighbour)`
+        : `still waiting for rank ${this.right} (right neighbour) to take ${st.pendingSends} frame(s)`;
+    return new RingTimeoutError(
+      `rank ${this.rank}: ${this.label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: ${waiting}`,
+      { rank: this.rank, ranks: missing.length ? missing : [this.left], op: d.kind, seq: st.seq },
+    );
+  }
+
+  /** A failure that leaves the ring unusable: tell the neighbours, fail everything, close. */
+  private fatal(e: RingError, opts: { quietIfIdle?: boolean } = {}): void {
+    if (this.broken) return;
+    const msg = { t: 'abort' as const, origin: this.rank, error: serializeError(e) };
+    this.leftLink?.sendControl(msg);
+    this.rightLink?.sendControl(msg);
+    const idle = this.active === 0;
+    this.fail(e);
+    if (!(idle && opts.quietIfIdle)) this.options.logger.warn(e.message);
+  }
+
+  private fail(e: RingError): void {
+    this.broken = e;
+    for (const st of [...this.ops.values()]) {
+      if (st.resolve) this.settle(st, e);
+    }
+    this.ops.clear();
+    this.queue.length = 0;
+    this.leftLink?.close();
+    this.rightLink?.close();
+  }
+
+  private setRef(on: boolean): void {
+    for (const l of [this.leftLink, this.rightLink]) if (on) l?.ref();
+    else l?.unref();
+  }
+
+  /** Says goodbye to both neighbours and closes the links. Pending operations reject. */
+  async shutdown(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const err = new RingShutdownError(`rank ${this.rank}: shutdown() called while the operation was pending`);
+    for (const st of [...this.ops.values()]) if (st.resolve) this.settle(st, err);
+    if (!this.broken && this.size > 1) {
+      await Promise.all(
+        [this.leftLink!, this.rightLink!].map(
+          (l) => new Promise<void>((res) => l.sendControl({ t: 'bye', rank: this.rank }, () => res())),
+        ),
+      );
+    }
+    this.leftLink?.close();
+    this.rightLink?.close();
+  }
+}

@@ -1,0 +1,169 @@
+import { RingInvalidArgError } from './errors.js';
+
+/**
+ * Environment discovery: the ONLY module that reads process.env for ringreduce.
+ *
+ * Who started this process decides where rank and size come from, checked in this order:
+ *   ringrun          RINGRUN_STORE (host:port) + RINGRUN_TOKEN + RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE
+ *   torchrun-style   RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (Kubernetes jobs too)
+ *   Open MPI         OMPI_COMM_WORLD_RANK / _SIZE / _LOCAL_RANK / _LOCAL_SIZE
+ *   MPICH / PMI      PMI_RANK, PMI_SIZE (local rank: MPI_LOCALRANKID / MPI_LOCALNRANKS)
+ *   Slurm            SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (local size from SLURM_TASKS_PER_NODE)
+ *   nothing          a single process: rank 0 of 1
+ * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it.
+ */
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export type LaunchSource = 'ringrun' | 'torchrun' | 'openmpi' | 'pmi' | 'slurm' | 'single';
+
+export interface Discovered {
+  source: LaunchSource;
+  rank: number;
+  size: number;
+  localRank: number;
+  localSize: number;
+  /** Rendezvous store address, when known. */
+  store?: { host: string; port: number };
+  /** True when this process must host the store itself (rank 0 without a launcher-hosted store). */
+  hostStore: boolean;
+  /** Job token and where it came from. */
+  token?: string;
+}
+
+export interface EnvTuning {
+  startTimeoutMs?: number;
+  timeoutMs?: number;
+  chunkBytes?: number;
+  advertiseHost?: string;
+  noNative: boolean;
+  token?: string;
+}
+
+function int(env: Env, name: string, min: number): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  if (!/^\s*-?\d+\s*$/.test(v) || Number(v) < min) {
+    throw new RingInvalidArgError(`environment variable ${name} must be an integer >= ${min}, got '${v}'`);
+  }
+  return Number(v);
+}
+
+function seconds(env: Env, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new RingInvalidArgError(`environment variable ${name} must be a number of seconds >= 0, got '${v}'`);
+  return Math.round(n * 1000);
+}
+
+export function parseHostPort(v: string, what: string): { host: string; port: number } {
+  const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(v.trim());
+  if (!m || Number(m[2]) > 65535) throw new RingInvalidArgError(`${what} must be host:port, got '${v}'`);
+  return { host: m[1], port: Number(m[2]) };
+}
+
+/** Expands Slurm's SLURM_TASKS_PER_NODE ("2(x3),1") and returns the entry of node `nodeId`. */
+export function slurmTasksOnNode(spec: string, nodeId: number): number | undefined {
+  const counts: number[] = [];
+  for (const part of spec.split(',')) {
+    const m = /^(\d+)(?:\(x(\d+)\))?$/.exec(part.trim());
+    if (!m) return undefined;
+    for (let i = 0; i < Number(m[2] ?? 1); i++) counts.push(Number(m[1]));
+  }
+  return counts[nodeId];
+}
+
+function masterStore(env: Env, size: number, source: LaunchSource): { host: string; port: number } | undefined {
+  const addr = env.MASTER_ADDR;
+  const port = int(env, 'MASTER_PORT', 1);
+  if (size <= 1) return undefined;
+  if (!addr || port === undefined) {
+    throw new RingInvalidArgError(
+      `started by ${source} with ${size} ranks but MASTER_ADDR/MASTER_PORT are not set: ` +
+        `set both (e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500), or start the job with ringrun`,
+    );
+  }
+  if (port > 65535) throw new RingInvalidArgError(`MASTER_PORT must be a port number, got '${env.MASTER_PORT}'`);
+  return { host: addr, port };
+}
+
+function check(d: Discovered, names: string): Discovered {
+  if (d.size < 1) throw new RingInvalidArgError(`${names}: world size must be >= 1, got ${d.size}`);
+  if (d.rank < 0 || d.rank >= d.size) throw new RingInvalidArgError(`${names}: rank ${d.rank} is outside 0..${d.size - 1}`);
+  if (d.localRank < 0 || d.localSize < 1 || d.localRank >= d.localSize) {
+    throw new RingInvalidArgError(`${names}: local rank ${d.localRank} is outside 0..${d.localSize - 1}`);
+  }
+  return d;
+}
+
+export function discover(env: Env = process.env): Discovered {
+  const token = env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined;
+  if (env.RINGRUN_STORE) {
+    const size = int(env, 'WORLD_SIZE', 1) ?? 1;
+    const rank = int(env, 'RANK', 0) ?? 0;
+    return check(
+      {
+        source: 'ringrun',
+        rank,
+        size,
+        localRank: int(env, 'LOCAL_RANK', 0) ?? rank,
+        localSize: int(env, 'LOCAL_WORLD_SIZE', 1) ?? size,
+        store: parseHostPort(env.RINGRUN_STORE, 'RINGRUN_STORE'),
+        hostStore: false,
+        token,
+      },
+      'RANK/WORLD_SIZE (ringrun)',
+    );
+  }
+  const pick = (
+    source: LaunchSource,
+    names: string,
+    rank: number | undefined,
+    size: number | undefined,
+    localRank: number | undefined,
+    localSize: number | undefined,
+  ): Discovered => {
+    if (rank === undefined || size === undefined) {
+      throw new RingInvalidArgError(`${names}: both rank and size must be set`);
+    }
+    const store = masterStore(env, size, source);
+    return check(
+      { source, rank, size, localRank: localRank ?? 0, localSize: localSize ?? 1, store, hostStore: !!store && rank === 0, token },
+      names,
+    );
+  };
+  if (env.RANK !== undefined || env.WORLD_SIZE !== undefined) {
+    return pick('torchrun', 'RANK/WORLD_SIZE', int(env, 'RANK', 0), int(env, 'WORLD_SIZE', 1), int(env, 'LOCAL_RANK', 0), int(env, 'LOCAL_WORLD_SIZE', 1));
+  }
+  if (env.OMPI_COMM_WORLD_RANK !== undefined) {
+    return pick(
+      'openmpi',
+      'OMPI_COMM_WORLD_RANK/SIZE',
+      int(env, 'OMPI_COMM_WORLD_RANK', 0),
+      int(env, 'OMPI_COMM_WORLD_SIZE', 1),
+      int(env, 'OMPI_COMM_WORLD_LOCAL_RANK', 0),
+      int(env, 'OMPI_COMM_WORLD_LOCAL_SIZE', 1),
+    );
+  }
+  if (env.PMI_RANK !== undefined) {
+    return pick('pmi', 'PMI_RANK/PMI_SIZE', int(env, 'PMI_RANK', 0), int(env, 'PMI_SIZE', 1), int(env, 'MPI_LOCALRANKID', 0), int(env, 'MPI_LOCALNRANKS', 1));
+  }
+  if (env.SLURM_PROCID !== undefined && env.SLURM_NTASKS !== undefined) {
+    const nodeId = int(env, 'SLURM_NODEID', 0) ?? 0;
+    const local = env.SLURM_TASKS_PER_NODE ? slurmTasksOnNode(env.SLURM_TASKS_PER_NODE, nodeId) : undefined;
+    return pick('slurm', 'SLURM_PROCID/SLURM_NTASKS', int(env, 'SLURM_PROCID', 0), int(env, 'SLURM_NTASKS', 1), int(env, 'SLURM_LOCALID', 0), local);
+  }
+  return { source: 'single', rank: 0, size: 1, localRank: 0, localSize: 1, hostStore: false, token };
+}
+
+/** Tuning knobs that may come from the environment (explicit init() options win). */
+export function tuning(env: Env = process.env): EnvTuning {
+  return {
+    startTimeoutMs: seconds(env, 'RINGRUN_START_TIMEOUT') ?? seconds(env, 'RINGREDUCE_START_TIMEOUT'),
+    timeoutMs: seconds(env, 'RINGREDUCE_TIMEOUT'),
+    chunkBytes: int(env, 'RINGREDUCE_CHUNK_BYTES', 1),
+    advertiseHost: env.RINGREDUCE_HOST || undefined,
+    noNative: env.RINGREDUCE_NO_NATIVE === '1' || env.RINGREDUCE_NO_NATIVE === 'true',
+    token: env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined,
+  };
+}

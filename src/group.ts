@@ -1,0 +1,138 @@
+import { RingAllgather } from './collectives/allgather.js';
+import { RingAllreduce } from './collectives/allreduce.js';
+import { RingBarrier } from './collectives/barrier.js';
+import { RingBroadcast } from './collectives/broadcast.js';
+import { Communicator } from './collectives/communicator.js';
+import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
+import { RingInvalidArgError } from './errors.js';
+import type { ReduceOp } from './kernels/index.js';
+import type { OpDescriptor } from './transport/messages.js';
+
+export type { ReduceOp } from './kernels/index.js';
+
+export interface AllreduceOptions {
+  /** Reduction: 'sum' (default), 'average', 'min', 'max', 'product'. */
+  op?: ReduceOp;
+  /** A name for the operation; ranks must agree on it (helps to find mismatched calls). */
+  name?: string;
+}
+export interface ReducescatterOptions extends AllreduceOptions {}
+export interface AllgatherOptions {
+  name?: string;
+}
+export interface BroadcastOptions {
+  /** The rank whose data everyone receives (default 0). */
+  root?: number;
+  name?: string;
+}
+export interface BarrierOptions {
+  name?: string;
+}
+
+const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
+
+/**
+ * One rank's handle on a ring: rank, size and the collectives, with argument checks at this
+ * public boundary. `init()` creates the process-wide one; `createLocalGroups()` makes several in
+ * one process (tests, experiments).
+ */
+export class RingGroup {
+  constructor(
+    private readonly comm: Communicator,
+    readonly localRank: number,
+    readonly localSize: number,
+    private readonly onShutdown: () => Promise<void> = async () => {},
+  ) {}
+
+  get rank(): number {
+    return this.comm.rank;
+  }
+  get size(): number {
+    return this.comm.size;
+  }
+
+  private array(fn: string, x: unknown): DTypeInfo {
+    const dt = dtypeOf(x);
+    if (!dt) {
+      const got = x === null ? 'null' : typeof x === 'object' ? (x as object).constructor?.name ?? 'object' : typeof x;
+      throw new RingInvalidArgError(
+        `${fn}(x): x must be a Float32Array, Float64Array, Int32Array, Uint32Array, Int16Array, Uint16Array, Int8Array or Uint8Array, got ${got}`,
+        { rank: this.rank, op: fn },
+      );
+    }
+    return dt;
+  }
+
+  private name(fn: string, name: unknown): string {
+    if (name === undefined) return '';
+    if (typeof name !== 'string') throw new RingInvalidArgError(`${fn}: options.name must be a string, got ${typeof name}`, { op: fn });
+    return name;
+  }
+
+  private op(fn: string, op: unknown): ReduceOp {
+    if (op === undefined) return 'sum';
+    if (!OPS.includes(op as ReduceOp)) {
+      throw new RingInvalidArgError(`${fn}: options.op must be one of ${OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
+    }
+    return op as ReduceOp;
+  }
+
+  private desc(kind: OpDescriptor['kind'], dt: DTypeInfo | undefined, count: number, name: string, op = '', root = -1): OpDescriptor {
+    return { kind, op, dtype: dt?.code ?? 0, count, name, root, compression: 'none' };
+  }
+
+  /** Element-wise reduction across ranks; every rank gets the (bit-identical) result in a new array. */
+  allreduce<T extends NumericArray>(x: T, options: AllreduceOptions = {}): Promise<T> {
+    const dt = this.array('allreduce', x);
+    const op = this.op('allreduce', options.op);
+    const name = this.name('allreduce', options.name);
+    return this.comm.run(this.desc('allreduce', dt, x.length, name, op), new RingAllreduce(x, dt, op, this.rank, this.size, false)) as Promise<T>;
+  }
+
+  /**
+   * Reduces like allreduce, but each rank gets only its segment: rank r receives elements
+   * [offset_r, offset_r + length_r) where the count is split as evenly as possible and the first
+   * (count % size) ranks get one element more.
+   */
+  reducescatter<T extends NumericArray>(x: T, options: ReducescatterOptions = {}): Promise<T> {
+    const dt = this.array('reducescatter', x);
+    const op = this.op('reducescatter', options.op);
+    const name = this.name('reducescatter', options.name);
+    return this.comm.run(
+      this.desc('reducescatter', dt, x.length, name, op),
+      new RingAllreduce(x, dt, op, this.rank, this.size, true),
+    ) as Promise<T>;
+  }
+
+  /** Concatenation of every rank's array in rank order; lengths may differ between ranks. */
+  allgather<T extends NumericArray>(x: T, options: AllgatherOptions = {}): Promise<T> {
+    const dt = this.array('allgather', x);
+    const name = this.name('allgather', options.name);
+    return this.comm.run(this.desc('allgather', dt, x.length, name), new RingAllgather(x, dt, this.size)) as Promise<T>;
+  }
+
+  /** The root's array, on every rank, in a new array (x itself is left unchanged). */
+  broadcast<T extends NumericArray>(x: T, options: BroadcastOptions = {}): Promise<T> {
+    const dt = this.array('broadcast', x);
+    const root = options.root ?? 0;
+    if (!Number.isInteger(root) || root < 0 || root >= this.size) {
+      throw new RingInvalidArgError(`broadcast: options.root must be an integer rank in 0..${this.size - 1}, got ${String(root)}`, {
+        op: 'broadcast',
+      });
+    }
+    const name = this.name('broadcast', options.name);
+    return this.comm.run(this.desc('broadcast', dt, x.length, name, '', root), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
+  }
+
+  /** Resolves once every rank has called barrier(). */
+  barrier(options: BarrierOptions = {}): Promise<void> {
+    const name = this.name('barrier', options.name);
+    return this.comm.run(this.desc('barrier', undefined, 0, name), new RingBarrier());
+  }
+
+  /** Closes this rank's links (after telling its neighbours). Pending operations reject. */
+  async shutdown(): Promise<void> {
+    await this.comm.shutdown();
+    await this.onShutdown();
+  }
+}

@@ -1,0 +1,37 @@
+// The public API of ringreduce: a list of exports, nothing else.
+export {
+  init,
+  initialized,
+  rank,
+  size,
+  localRank,
+  localSize,
+  allreduce,
+  allgather,
+  broadcast,
+  reducescatter,
+  barrier,
+  shutdown,
+} from './api.js';
+export { RingGroup } from './group.js';
+export type { AllreduceOptions, AllgatherOptions, BroadcastOptions, ReducescatterOptions, BarrierOptions, ReduceOp } from './group.js';
+export { createLocalGroups } from './local.js';
+export type { LocalGroupsOptions } from './local.js';
+export type { InitOptions } from './options.js';
+export type { NumericArray, DType } from './dtypes.js';
+export type { Logger } from './logger.js';
+export { kernels } from './kernels/index.js';
+export {
+  RingError,
+  RingInvalidArgError,
+  RingNotInitializedError,
+  RingMismatchError,
+  RingTimeoutError,
+  RingPeerLostError,
+  RingAuthError,
+  RingProtocolError,
+  RingRendezvousError,
+  RingShutdownError,
+  RingInternalError,
+} from './errors.js';
+export type { RingErrorCode, RingErrorDetails } from './errors.js';

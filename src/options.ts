@@ -1,0 +1,125 @@
+import { discover, parseHostPort, tuning, type Discovered, type Env } from './env.js';
+import { RingInvalidArgError } from './errors.js';
+import { stderrLogger, type Logger } from './logger.js';
+
+/** Options of init(). Anything not given comes from the environment (see env.ts), then defaults. */
+export interface InitOptions {
+  /** This process's rank; with `size`, overrides the environment. */
+  rank?: number;
+  size?: number;
+  localRank?: number;
+  localSize?: number;
+  /** Rendezvous store as 'host:port' (default: RINGRUN_STORE, else MASTER_ADDR:MASTER_PORT). */
+  store?: string;
+  /** Host the store in this process (default: rank 0 does when no launcher hosts one). */
+  hostStore?: boolean;
+  /** Shared secret of the job (default: RINGRUN_TOKEN / RINGREDUCE_TOKEN). */
+  token?: string;
+  /** Address other ranks reach this one at (default: the local address of the route to the store). */
+  host?: string;
+  /** Bytes per data frame; all ranks must use the same value. Default 1 MiB (RINGREDUCE_CHUNK_BYTES). */
+  chunkBytes?: number;
+  /** Data frames in flight per link. Default 4. */
+  maxInflight?: number;
+  /** Per-operation timeout in ms, 0 = none. Default 300000 (RINGREDUCE_TIMEOUT, in seconds). */
+  timeoutMs?: number;
+  /** Time allowed for all ranks to arrive and link up, ms. Default 60000 (RINGRUN_START_TIMEOUT, s). */
+  startTimeoutMs?: number;
+  /** Where warnings go. Default: stderr. */
+  logger?: Logger;
+}
+
+export interface ResolvedOptions {
+  rank: number;
+  size: number;
+  localRank: number;
+  localSize: number;
+  source: Discovered['source'] | 'options';
+  store?: { host: string; port: number };
+  hostStore: boolean;
+  token: string;
+  tokenIsDefault: boolean;
+  host?: string;
+  chunkBytes: number;
+  maxInflight: number;
+  timeoutMs: number;
+  startTimeoutMs: number;
+  logger: Logger;
+}
+
+export const DEFAULTS = {
+  chunkBytes: 1 << 20,
+  maxInflight: 4,
+  timeoutMs: 300_000,
+  startTimeoutMs: 60_000,
+};
+
+/** Used only when no token is configured anywhere: links are then not protected by a secret. */
+export const INSECURE_DEFAULT_TOKEN = 'ringreduce-insecure-default-token';
+
+function positiveInt(name: string, v: unknown, min = 1): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new RingInvalidArgError(`options.${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+export function resolveOptions(o: InitOptions = {}, env: Env = process.env): ResolvedOptions {
+  if (o === null || typeof o !== 'object') throw new RingInvalidArgError(`init(options): options must be an object`);
+  const t = tuning(env);
+  let d: Discovered;
+  let source: ResolvedOptions['source'];
+  if (o.rank !== undefined || o.size !== undefined) {
+    if (o.rank === undefined || o.size === undefined) throw new RingInvalidArgError('options.rank and options.size must be given together');
+    const size = positiveInt('size', o.size);
+    const rank = positiveInt('rank', o.rank, 0);
+    if (rank >= size) throw new RingInvalidArgError(`options.rank must be in 0..${size - 1}, got ${rank}`);
+    d = { source: 'single', rank, size, localRank: o.localRank ?? rank, localSize: o.localSize ?? size, hostStore: false };
+    source = 'options';
+  } else {
+    d = discover(env);
+    source = d.source;
+  }
+  let store = d.store;
+  if (o.store !== undefined) {
+    if (typeof o.store !== 'string') throw new RingInvalidArgError(`options.store must be 'host:port', got ${typeof o.store}`);
+    store = parseHostPort(o.store, 'options.store');
+  }
+  if (d.size > 1 && !store) {
+    throw new RingInvalidArgError(`rank ${d.rank} of ${d.size}: no rendezvous store: pass options.store ('host:port') or set MASTER_ADDR/MASTER_PORT`);
+  }
+  const hostStore = o.hostStore ?? (source === 'options' ? d.rank === 0 : d.hostStore);
+  const token = o.token ?? t.token;
+  if (token !== undefined && (typeof token !== 'string' || token.length === 0)) {
+    throw new RingInvalidArgError('options.token must be a non-empty string');
+  }
+  const chunkBytes = positiveInt('chunkBytes', o.chunkBytes ?? t.chunkBytes ?? DEFAULTS.chunkBytes, 8);
+  if (chunkBytes > 64 << 20) throw new RingInvalidArgError(`options.chunkBytes must be at most 64 MiB, got ${chunkBytes}`);
+  const timeoutMs = o.timeoutMs ?? t.timeoutMs ?? DEFAULTS.timeoutMs;
+  if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0) || timeoutMs > 2 ** 31 - 1) {
+    throw new RingInvalidArgError(`options.timeoutMs must be a number of ms >= 0, got ${JSON.stringify(timeoutMs)}`);
+  }
+  const startTimeoutMs = o.startTimeoutMs ?? t.startTimeoutMs ?? DEFAULTS.startTimeoutMs;
+  if (typeof startTimeoutMs !== 'number' || !(startTimeoutMs > 0) || startTimeoutMs > 2 ** 31 - 1) {
+    throw new RingInvalidArgError(`options.startTimeoutMs must be a positive number of ms, got ${JSON.stringify(startTimeoutMs)}`);
+  }
+  const host = o.host ?? t.advertiseHost;
+  if (host !== undefined && (typeof host !== 'string' || host === '')) throw new RingInvalidArgError('options.host must be a non-empty string');
+  return {
+    rank: d.rank,
+    size: d.size,
+    localRank: positiveInt('localRank', d.localRank, 0),
+    localSize: positiveInt('localSize', d.localSize),
+    source,
+    store,
+    hostStore,
+    token: token ?? INSECURE_DEFAULT_TOKEN,
+    tokenIsDefault: token === undefined,
+    host,
+    chunkBytes,
+    maxInflight: positiveInt('maxInflight', o.maxInflight ?? DEFAULTS.maxInflight),
+    timeoutMs,
+    startTimeoutMs,
+    logger: o.logger ?? stderrLogger,
+  };
+}

@@ -1,0 +1,184 @@
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import type { WebSocket } from 'ws';
+import { Communicator } from '../collectives/communicator.js';
+import { mod } from '../collectives/schedule.js';
+import { RingError, RingMismatchError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { RingGroup } from '../group.js';
+import type { ResolvedOptions } from '../options.js';
+import { clientHandshake, serverHandshake } from '../transport/auth.js';
+import { Inbox } from '../transport/inbox.js';
+import { DATA_HEADER_BYTES } from '../transport/wire.js';
+import { connect, listen, WsLink, type Endpoint } from '../transport/ws.js';
+import { closeServer, startStoreServer, StoreClient, type StoreServer } from './store.js';
+
+/** What each rank publishes in the store. */
+interface RankRecord {
+  host: string;
+  port: number;
+  size: number;
+  chunkBytes: number;
+  pid: number;
+  hostname: string;
+}
+
+const HANDSHAKE_MS = 10_000;
+
+function storeListenHost(host: string): string {
+  // Listen exactly where MASTER_ADDR points when it is an address; a name may resolve to an
+  // interface we cannot guess, so listen on all of them then.
+  return isIP(host) ? host : '0.0.0.0';
+}
+
+/**
+ * Forms this process's ring: rendezvous through the store, then an authenticated WebSocket to
+ * the left neighbour (we connect) and one from the right neighbour (it connects to us).
+ *
+ *   1. rank 0 starts the store if no launcher hosts one;
+ *   2. listen on an ephemeral port; publish {host, port, size, chunkBytes} as ring/<rank>;
+ *   3. read every rank's record (so a missing rank is named), check they agree;
+ *   4. connect left + accept right, both with the HMAC handshake;
+ *   5. a barrier over the new ring proves every link works end to end; then the store is closed.
+ */
+export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
+  const { rank, size } = o;
+  if (size === 1) {
+    return new RingGroup(new Communicator(0, 1, undefined, undefined, o), o.localRank, o.localSize);
+  }
+  if (o.tokenIsDefault && rank === 0) {
+    o.logger.warn('no job token (RINGRUN_TOKEN / RINGREDUCE_TOKEN) is set: ring links are not protected by a secret');
+  }
+  const deadline = Date.now() + o.startTimeoutMs;
+  const left = mod(rank - 1, size);
+  const right = mod(rank + 1, size);
+  const maxPayload = o.chunkBytes + DATA_HEADER_BYTES + 4096;
+  let storeServer: StoreServer | undefined;
+  let store: StoreClient | undefined;
+  let ring: { server: import('ws').WebSocketServer; endpoint: Endpoint } | undefined;
+  try {
+    if (o.hostStore) {
+      storeServer = await startStoreServer({
+        host: storeListenHost(o.store!.host),
+        port: o.store!.port,
+        token: o.token,
+        worldSize: size,
+        logger: o.logger,
+      }).catch((e: Error) => {
+        throw new RingRendezvousError(`rank 0 cannot host the rendezvous store at ${o.store!.host}:${o.store!.port} (MASTER_ADDR/MASTER_PORT): ${e.message}`);
+      });
+    }
+    store = await StoreClient.connect(o.store!, o.token, rank, deadline);
+    const host = o.host ?? store.localAddress ?? '127.0.0.1';
+    ring = await listen(host, 0, maxPayload);
+    (ring.server as unknown as { _server?: { unref(): void } })._server?.unref();
+
+    // Accept exactly one connection: the right neighbour's, once it proves it holds the token.
+    let accepted: ((l: WsLink) => void) | undefined;
+    const fromRight = new Promise<WsLink>((resolve) => (accepted = resolve));
+    let haveRight = false;
+    ring.server.on('connection', (ws: WebSocket, req) => {
+      const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+      const inbox = new Inbox(ws);
+      serverHandshake(inbox, {
+        token: o.token,
+        serverId: `rank:${rank}`,
+        challenge: { rank, role: 'rank' },
+        admit: (r) =>
+          r !== right ? `only rank ${right} may connect to rank ${rank}` : haveRight ? `rank ${right} is already connected` : undefined,
+        timeoutMs: HANDSHAKE_MS,
+        peer: `connection from ${peer}`,
+      }).then(
+        (r) => {
+          haveRight = true;
+          accepted!(new WsLink(r, `rank ${r} (right neighbour, ${peer})`, inbox));
+        },
+        (e: Error) => {
+          o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${e.message}`);
+          ws.close(1008, 'refused');
+        },
+      );
+    });
+
+    const me: RankRecord = { host, port: ring.endpoint.port, size, chunkBytes: o.chunkBytes, pid: process.pid, hostname: hostname() };
+    await store.set(`ring/${rank}`, me);
+    const keys = Array.from({ length: size }, (_, r) => `ring/${r}`);
+    let table: RankRecord[];
+    try {
+      table = (await store.get(keys, Math.max(0, deadline - Date.now()))) as RankRecord[];
+    } catch (e) {
+      const missing = ((e as { missing?: string[] }).missing ?? []).map((k) => Number(k.slice(5)));
+      if (missing.length === 0) throw e;
+      throw new RingTimeoutError(
+        `rank ${rank}: ranks ${missing.join(', ')} of ${size} did not join within the start timeout (${o.startTimeoutMs / 1000} s)`,
+        { rank, ranks: missing, op: 'init' },
+      );
+    }
+    checkTable(rank, table);
+
+    const [leftLink, rightLink] = await Promise.all([
+      connectLeft(table[left], o, left, deadline),
+      withDeadline(fromRight, deadline, () =>
+        new RingTimeoutError(`rank ${rank}: rank ${right} (right neighbour) did not connect within the start timeout`, {
+          rank,
+          ranks: [right],
+          op: 'init',
+        }),
+      ),
+    ]);
+    const server = ring.server;
+    const comm = new Communicator(rank, size, leftLink, rightLink, o);
+    const group = new RingGroup(comm, o.localRank, o.localSize, () => closeServer(server));
+    await group.barrier({ name: 'ringreduce:init' });
+    store.close();
+    await storeServer?.close();
+    return group;
+  } catch (e) {
+    store?.close();
+    await storeServer?.close();
+    if (ring) await closeServer(ring.server);
+    throw e instanceof RingError ? e : new RingRendezvousError(`rank ${rank}: init failed: ${(e as Error).message}`, { rank }, { cause: e });
+  }
+}
+
+function checkTable(rank: number, table: RankRecord[]): void {
+  for (const field of ['size', 'chunkBytes'] as const) {
+    const groups = new Map<number, number[]>();
+    table.forEach((t, r) => groups.set(t[field], [...(groups.get(t[field]) ?? []), r]));
+    if (groups.size > 1) {
+      const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v}`);
+      throw new RingMismatchError(`rank ${rank}: ranks disagree on ${field === 'size' ? 'the world size' : 'chunkBytes'} (${parts.join('; ')})`, {
+        rank,
+        op: 'init',
+        field,
+      });
+    }
+  }
+}
+
+async function connectLeft(rec: RankRecord, o: ResolvedOptions, left: number, deadline: number): Promise<WsLink> {
+  const where = `${rec.host}:${rec.port}`;
+  const inbox = await connect({ host: rec.host, port: rec.port }, o.chunkBytes + DATA_HEADER_BYTES + 4096, deadline, `rank ${left}`);
+  try {
+    await clientHandshake(inbox, { token: o.token, rank: o.rank, serverId: `rank:${left}`, timeoutMs: HANDSHAKE_MS, peer: `rank ${left} at ${where}` });
+  } catch (e) {
+    inbox.socket.terminate();
+    throw e;
+  }
+  return new WsLink(left, `rank ${left} (left neighbour, ${where})`, inbox);
+}
+
+function withDeadline<T>(p: Promise<T>, deadline: number, error: () => Error): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(error()), Math.max(0, deadline - Date.now()));
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}
