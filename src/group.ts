@@ -37,12 +37,21 @@ const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
  * one process (tests, experiments).
  */
 export class RingGroup {
+  readonly localRank: number;
+  readonly localSize: number;
+  /** 'host:port' where this rank accepts its right neighbour's link (undefined without a network). */
+  readonly address: string | undefined;
+  private readonly onShutdown: () => Promise<void>;
+
   constructor(
     private readonly comm: Communicator,
-    readonly localRank: number,
-    readonly localSize: number,
-    private readonly onShutdown: () => Promise<void> = async () => {},
-  ) {}
+    info: { localRank: number; localSize: number; address?: string; onShutdown?: () => Promise<void> },
+  ) {
+    this.localRank = info.localRank;
+    this.localSize = info.localSize;
+    this.address = info.address;
+    this.onShutdown = info.onShutdown ?? (async () => {});
+  }
 
   get rank(): number {
     return this.comm.rank;

@@ -49,5 +49,5 @@ export async function createLocalGroups(n: number, options: LocalGroupsOptions =
       lefts[(r + 1) % n] = fromLeft;
     }
   }
-  return Array.from({ length: n }, (_, r) => new RingGroup(new Communicator(r, n, lefts[r], rights[r], o), r, n));
+  return Array.from({ length: n }, (_, r) => new RingGroup(new Communicator(r, n, lefts[r], rights[r], o), { localRank: r, localSize: n }));
 }

@@ -9,7 +9,7 @@ import type { ResolvedOptions } from '../options.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
-import { connect, listen, WsLink, type Endpoint } from '../transport/ws.js';
+import { connect, formatHost, listen, WsLink, type Endpoint } from '../transport/ws.js';
 import { closeServer, startStoreServer, StoreClient, type StoreServer } from './store.js';
 
 /** What each rank publishes in the store. */
@@ -43,7 +43,7 @@ function storeListenHost(host: string): string {
 export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
   const { rank, size } = o;
   if (size === 1) {
-    return new RingGroup(new Communicator(0, 1, undefined, undefined, o), o.localRank, o.localSize);
+    return new RingGroup(new Communicator(0, 1, undefined, undefined, o), o);
   }
   if (o.tokenIsDefault && rank === 0) {
     o.logger.warn('no job token (RINGRUN_TOKEN / RINGREDUCE_TOKEN) is set: ring links are not protected by a secret');
@@ -127,7 +127,12 @@ export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
     ]);
     const server = ring.server;
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
-    const group = new RingGroup(comm, o.localRank, o.localSize, () => closeServer(server));
+    const group = new RingGroup(comm, {
+      localRank: o.localRank,
+      localSize: o.localSize,
+      address: `${formatHost(host)}:${ring.endpoint.port}`,
+      onShutdown: () => closeServer(server),
+    });
     await group.barrier({ name: 'ringreduce:init' });
     store.close();
     await storeServer?.close();

@@ -1,0 +1,305 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:os';
+import { stderrLogger, type Logger } from '../logger.js';
+import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
+import type { Endpoint } from '../transport/ws.js';
+import type { LaunchConfig } from './args.js';
+import { rankEnv } from './env.js';
+import { Output } from './output.js';
+import { RankProcess, type RankExit } from './ranks.js';
+
+/**
+ * A job: the rendezvous store plus N ranks, supervised until they all succeed or the job stops.
+ *
+ * The job runs until one of these ends it, and the first one wins (it sets the exit code):
+ *   - every rank exits 0                          -> 0
+ *   - a rank exits non-zero or is killed          -> its code, or 128 + signal number
+ *   - a rank cannot be started                    -> 127 (not found) or 126
+ *   - --timeout expires                           -> 124
+ *   - ringrun gets SIGINT / SIGTERM / SIGHUP      -> 128 + signal number (130 / 143 / 129)
+ * Then, on every path, teardown: SIGTERM to each rank's process group, SIGKILL to what is left after
+ * the grace period, and wait until the groups are empty. The store closes last.
+ */
+
+export interface LaunchOptions {
+  /** Where rank output and ringrun's messages go (default: process.stdout / process.stderr). */
+  stdout?: NodeJS.WritableStream;
+  stderr?: NodeJS.WritableStream;
+  /** The environment the ranks inherit (default: process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Stop the job when this process gets SIGINT, SIGTERM or SIGHUP (the CLI does; default false). */
+  handleSignals?: boolean;
+  /** For the rendezvous store's warnings (default: stderr). */
+  logger?: Logger;
+}
+
+/** Why a job ended before all of its ranks succeeded. */
+export type StopReason =
+  | { kind: 'rank-failed'; rank: RankProcess; exit: Exclude<RankExit, { kind: 'spawn-failed' }> }
+  | { kind: 'spawn-failed'; rank: number; error: NodeJS.ErrnoException }
+  | { kind: 'timeout' }
+  | { kind: 'signal'; signal: NodeJS.Signals };
+
+export const EXIT_TIMEOUT = 124;
+export const EXIT_CANNOT_EXECUTE = 126;
+export const EXIT_NOT_FOUND = 127;
+/** ringrun itself failed (e.g. the store could not listen). */
+export const EXIT_LAUNCHER_ERROR = 1;
+
+const TRAPPED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** How long the failed rank's stderr may take to deliver its last lines before they are shown. */
+const STDERR_DRAIN_MS = 500;
+/** After SIGKILL: how long to wait for the groups to be reaped. */
+const KILL_WAIT_MS = 3000;
+/** After every process is gone: how long output may take to arrive before the pipes are dropped. */
+const OUTPUT_WAIT_MS = 2000;
+const POLL_MS = 25;
+
+/** Shell convention: a process killed by signal S "exits" with 128 + S. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return 128 + (constants.signals[signal] ?? 0);
+}
+
+export function exitCodeFor(reason: StopReason | undefined): number {
+  if (!reason) return 0;
+  switch (reason.kind) {
+    case 'rank-failed':
+      return reason.exit.kind === 'exited' ? reason.exit.code : signalExitCode(reason.exit.signal);
+    case 'spawn-failed':
+      return reason.error.code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
+    case 'timeout':
+      return EXIT_TIMEOUT;
+    case 'signal':
+      return signalExitCode(reason.signal);
+  }
+}
+
+/** Runs a job to its end and resolves to ringrun's exit code. Never leaves a rank running. */
+export function launch(config: LaunchConfig, options: LaunchOptions = {}): Promise<number> {
+  return new Job(config, options).run();
+}
+
+class Job {
+  private readonly ranks: RankProcess[] = [];
+  private readonly out: Output;
+  private readonly err: Output;
+  private reason: StopReason | undefined;
+  /** Set by a second signal: SIGKILL now, skip the rest of the grace period. */
+  private escalated = false;
+  private end!: () => void;
+  /** Resolves when every rank has succeeded or a StopReason is set. */
+  private readonly ended = new Promise<void>((resolve) => (this.end = resolve));
+
+  constructor(
+    private readonly config: LaunchConfig,
+    private readonly options: LaunchOptions,
+  ) {
+    this.out = new Output(options.stdout ?? process.stdout);
+    this.err = new Output(options.stderr ?? process.stderr);
+  }
+
+  async run(): Promise<number> {
+    const untrap = this.options.handleSignals ? this.trapSignals() : undefined;
+    let store: StoreServer | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const token = randomBytes(32).toString('hex');
+      try {
+        store = await startStoreServer({
+          host: '127.0.0.1',
+          port: 0,
+          token,
+          worldSize: this.config.np,
+          logger: this.options.logger ?? stderrLogger,
+        });
+      } catch (e) {
+        this.say(`cannot start the rendezvous store: ${(e as Error).message}`);
+        return EXIT_LAUNCHER_ERROR;
+      }
+      // A signal may have arrived while the store was starting: then there is nothing to spawn.
+      if (!this.reason) {
+        this.spawnAll(store.endpoint, token);
+        const { timeoutSec } = this.config;
+        if (timeoutSec !== undefined) timer = setTimeout(() => this.onTimeout(timeoutSec), timeoutSec * 1000);
+        await this.ended;
+      }
+      clearTimeout(timer);
+      await this.reportFailure();
+      await this.stopAll();
+      await this.drainOutput();
+      return exitCodeFor(this.reason);
+    } finally {
+      clearTimeout(timer);
+      // Only reached with ranks alive if ringrun itself threw: kill them rather than orphan them.
+      for (const r of this.ranks) if (!r.gone) r.signal('SIGKILL');
+      untrap?.();
+      await store?.close();
+      await Promise.all([this.out.flush(), this.err.flush()]);
+      this.out.dispose();
+      this.err.dispose();
+    }
+  }
+
+  private spawnAll(store: Endpoint, token: string): void {
+    const { np, command, args, tagOutput, startTimeoutSec, exports } = this.config;
+    const base = this.options.env ?? process.env;
+    for (let rank = 0; rank < np; rank++) {
+      const env = rankEnv(base, { worldSize: np, store, token, startTimeoutSec, exports }, rank);
+      const spec = { rank, command, args, env, tagOutput, stdout: this.out, stderr: this.err };
+      this.ranks.push(new RankProcess(spec, (r, exit) => this.onRankExit(r, exit)));
+    }
+  }
+
+  private onRankExit(r: RankProcess, exit: RankExit): void {
+    if (exit.kind === 'spawn-failed') {
+      if (this.stop({ kind: 'spawn-failed', rank: r.rank, error: exit.error })) {
+        this.say(`cannot start '${this.config.command}': ${describeSpawnError(this.config.command, exit.error)}`);
+        this.sayStopping(`the other ${countRanks(this.running())}`);
+      }
+    } else if (exit.kind === 'signaled' || exit.code !== 0) {
+      this.stop({ kind: 'rank-failed', rank: r, exit }); // reported by reportFailure()
+    } else if (this.ranks.every((x) => x.exit)) {
+      this.end();
+    }
+  }
+
+  private onTimeout(timeoutSec: number): void {
+    if (this.stop({ kind: 'timeout' })) {
+      this.say(`job timed out after ${timeoutSec} s; stopping ${countRanks(this.running())}`);
+    }
+  }
+
+  private onSignal(signal: NodeJS.Signals): void {
+    if (this.stop({ kind: 'signal', signal })) {
+      const again = signal === 'SIGINT' ? ' (Ctrl-C again to kill them at once)' : '';
+      this.say(`received ${signal}; stopping ${countRanks(this.running())}${again}`);
+      return;
+    }
+    // Already stopping: a second signal means now.
+    if (this.escalated) return;
+    this.escalated = true;
+    this.say(`received ${signal} again; sending SIGKILL to every rank`);
+    for (const r of this.ranks) r.signal('SIGKILL');
+  }
+
+  /** Records the first reason to stop; false if the job is already stopping. */
+  private stop(reason: StopReason): boolean {
+    if (this.reason) return false;
+    this.reason = reason;
+    this.end();
+    return true;
+  }
+
+  /** `ringrun: rank 1 (pid 123) exited with code 3`, then the rank's last stderr lines. */
+  private async reportFailure(): Promise<void> {
+    const reason = this.reason;
+    if (reason?.kind !== 'rank-failed') return;
+    const r = reason.rank;
+    // 'exit' can come before the last bytes of the pipe; give them a moment to arrive.
+    await within(r.stderrDone, STDERR_DRAIN_MS);
+    const how = reason.exit.kind === 'exited' ? `exited with code ${reason.exit.code}` : `was killed by signal ${reason.exit.signal}`;
+    this.say(`rank ${r.rank} (pid ${r.pid}) ${how}`);
+    const tail = r.stderrTail();
+    if (tail.length === 0) {
+      this.say(`rank ${r.rank} wrote nothing to stderr`);
+    } else {
+      this.say(`last ${tail.length === 1 ? 'stderr line' : `${tail.length} stderr lines`} of rank ${r.rank}:`);
+      this.err.write(tail.map((line) => `    ${line}\n`).join(''));
+    }
+    this.sayStopping(`the other ${countRanks(this.running())}`);
+  }
+
+  /**
+   * SIGTERM to every process group that still has members (including groups whose rank has exited
+   * but left children behind), SIGKILL after the grace period, then wait for the groups to empty.
+   */
+  private async stopAll(): Promise<void> {
+    const left = this.ranks.filter((r) => !r.gone);
+    if (left.length === 0) return;
+    if (!this.reason) {
+      const which = left.map((r) => r.rank).join(', ');
+      this.say(`rank${left.length === 1 ? '' : 's'} ${which} exited but left processes behind; stopping them`);
+    }
+    for (const r of left) r.signal('SIGTERM');
+    if (await this.waitGone(this.config.graceSec * 1000, () => this.escalated)) return;
+    const stubborn = this.ranks.filter((r) => !r.gone);
+    if (!this.escalated) {
+      this.say(`${countRanks(stubborn)} still running ${this.config.graceSec} s after SIGTERM; sending SIGKILL`);
+    }
+    for (const r of stubborn) r.signal('SIGKILL');
+    if (!(await this.waitGone(KILL_WAIT_MS))) {
+      // SIGKILL cannot be ignored: what is left are zombies nobody has reaped yet.
+      this.say(`processes of ${countRanks(this.ranks.filter((r) => !r.gone))} not yet reaped after SIGKILL`);
+    }
+  }
+
+  /** Polls until every rank's group is empty; false on timeout or when `interrupted()` says so. */
+  private async waitGone(ms: number, interrupted: () => boolean = () => false): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      if (this.ranks.every((r) => r.gone)) return true;
+      if (Date.now() >= deadline || interrupted()) return false;
+      await delay(POLL_MS);
+    }
+  }
+
+  /** Waits for the last output; a pipe held open by a process outside its rank's group is dropped. */
+  private async drainOutput(): Promise<void> {
+    const done = await within(Promise.all(this.ranks.map((r) => r.outputDone)), OUTPUT_WAIT_MS);
+    if (!done) for (const r of this.ranks) r.abandonOutput();
+  }
+
+  private running(): RankProcess[] {
+    return this.ranks.filter((r) => !r.exit);
+  }
+
+  private sayStopping(which: string): void {
+    if (this.running().length > 0) this.say(`stopping ${which}`);
+  }
+
+  private say(message: string): void {
+    this.err.write(`ringrun: ${message}\n`);
+  }
+
+  private trapSignals(): () => void {
+    const handler = (signal: NodeJS.Signals) => this.onSignal(signal);
+    for (const s of TRAPPED_SIGNALS) process.on(s, handler);
+    return () => {
+      for (const s of TRAPPED_SIGNALS) process.off(s, handler);
+    };
+  }
+}
+
+function describeSpawnError(command: string, e: NodeJS.ErrnoException): string {
+  if (e.code === 'ENOENT') {
+    const hint = /\.[cm]?[jt]s$/.test(command) ? ` (to run a script, use 'ringrun -np N node ${command}')` : '';
+    return `not found${hint}`;
+  }
+  if (e.code === 'EACCES') return 'permission denied';
+  return e.message;
+}
+
+function countRanks(ranks: readonly unknown[]): string {
+  return `${ranks.length} rank${ranks.length === 1 ? '' : 's'}`;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Resolves true if `p` settles within `ms`, false otherwise. */
+function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    p.then(
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+      () => {
+        clearTimeout(timer);
+        resolve(true);
+      },
+    );
+  });
+}

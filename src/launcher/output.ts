@@ -1,0 +1,140 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Rank output, forwarded line by line so that lines of different ranks never interleave mid-line.
+ * Lines are split on the '\n' byte of the raw bytes (never inside a UTF-8 character, whose bytes
+ * are all >= 0x80), so nothing is decoded on the way through.
+ */
+
+/** A whole line without its '\n' (complete), or the unterminated rest of one. */
+export interface Line {
+  bytes: Buffer;
+  complete: boolean;
+}
+
+/** A line longer than this is passed on in pieces, so a rank that never prints '\n' cannot fill memory. */
+export const MAX_LINE_BYTES = 64 * 1024;
+
+export class LineSplitter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly maxLineBytes = MAX_LINE_BYTES) {}
+
+  /** The lines `chunk` completes; its unterminated tail is kept for the next chunk. */
+  push(chunk: Buffer): Line[] {
+    const lines: Line[] = [];
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+      lines.push({ bytes: this.take(chunk.subarray(start, nl)), complete: true });
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      this.pending.push(chunk.subarray(start));
+      this.pendingBytes += chunk.length - start;
+      if (this.pendingBytes >= this.maxLineBytes) lines.push({ bytes: this.take(), complete: false });
+    }
+    return lines;
+  }
+
+  /** The unterminated rest, once the stream has ended. */
+  end(): Line[] {
+    return this.pendingBytes > 0 ? [{ bytes: this.take(), complete: false }] : [];
+  }
+
+  private take(last?: Buffer): Buffer {
+    const parts = last ? [...this.pending, last] : this.pending;
+    const bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    this.pending = [];
+    this.pendingBytes = 0;
+    return bytes;
+  }
+}
+
+/**
+ * One of ringrun's own streams (stdout or stderr), shared by every rank. When it pushes back, the
+ * rank pipes feeding it pause until it drains. If it breaks (EPIPE: `ringrun ... | head`), output
+ * is dropped rather than stopping the job.
+ */
+export class Output {
+  private broken = false;
+  private draining = false;
+  private readonly paused = new Set<Readable>();
+  private readonly onError = (): void => {
+    this.broken = true;
+    this.resumeAll();
+  };
+
+  constructor(private readonly stream: NodeJS.WritableStream) {
+    stream.on('error', this.onError);
+  }
+
+  write(data: Buffer | string, source?: Readable): void {
+    if (this.broken) return;
+    if (this.stream.write(data) || !source) return;
+    source.pause();
+    this.paused.add(source);
+    if (!this.draining) {
+      this.draining = true;
+      this.stream.once('drain', () => this.resumeAll());
+    }
+  }
+
+  /** Resolves once everything written so far has been handed to the OS (or the stream broke). */
+  flush(): Promise<void> {
+    if (this.broken) return Promise.resolve();
+    return new Promise((resolve) => this.stream.write('', () => resolve()));
+  }
+
+  dispose(): void {
+    this.stream.off('error', this.onError);
+    this.resumeAll();
+  }
+
+  private resumeAll(): void {
+    this.draining = false;
+    for (const s of this.paused) s.resume();
+    this.paused.clear();
+  }
+}
+
+/**
+ * Forwards `source` to `dest` line by line, each line prefixed with `prefix` when tagging.
+ * `tap` sees every line (the rank keeps its last stderr lines). Resolves when the source has ended
+ * and its last, unterminated line has been written; a tagged line always ends with '\n', an
+ * untagged one is passed through byte for byte.
+ */
+export function forwardLines(
+  source: Readable,
+  dest: Output,
+  prefix: Buffer | undefined,
+  tap?: (line: Buffer) => void,
+): Promise<void> {
+  const splitter = new LineSplitter();
+  const newline = Buffer.from('\n');
+  const emit = (lines: Line[]) => {
+    if (lines.length === 0) return;
+    const parts: Buffer[] = [];
+    for (const { bytes, complete } of lines) {
+      tap?.(bytes);
+      if (prefix) parts.push(prefix);
+      parts.push(bytes);
+      if (complete || prefix) parts.push(newline);
+    }
+    // One write per chunk: fewer syscalls, and a chunk's lines stay together.
+    dest.write(Buffer.concat(parts), source);
+  };
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      emit(splitter.end());
+      resolve();
+    };
+    source.on('data', (chunk: Buffer) => emit(splitter.push(chunk)));
+    source.once('end', finish);
+    source.once('close', finish);
+    source.once('error', finish);
+  });
+}

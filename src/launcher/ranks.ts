@@ -1,0 +1,172 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { forwardLines, type Output } from './output.js';
+
+/**
+ * One rank's process: spawned in its own process group, its output forwarded, its end observed.
+ *
+ * `detached: true` makes the rank the leader of a new process group (and session) whose id is its
+ * pid, so `kill(-pid)` reaches everything it started: worker threads' helpers, a shell's children,
+ * a `sleep` it forked. It also keeps a terminal's Ctrl-C away from the ranks: only ringrun gets it,
+ * and ringrun decides how to stop them.
+ */
+
+/** How a rank's process ended. */
+export type RankExit =
+  | { kind: 'exited'; code: number }
+  | { kind: 'signaled'; signal: NodeJS.Signals }
+  | { kind: 'spawn-failed'; error: NodeJS.ErrnoException };
+
+export interface RankSpec {
+  rank: number;
+  command: string;
+  args: readonly string[];
+  env: NodeJS.ProcessEnv;
+  tagOutput: boolean;
+  stdout: Output;
+  stderr: Output;
+}
+
+/** How many of a rank's last stderr lines are kept, to show when it fails. */
+export const STDERR_TAIL_LINES = 20;
+const TAIL_LINE_CHARS = 1000;
+
+export class RankProcess {
+  readonly rank: number;
+  /** Also the id of its process group; undefined if it never started. */
+  readonly pid: number | undefined;
+  /** Set once, when the process has exited or failed to start; `exited` resolves then. */
+  exit: RankExit | undefined;
+  readonly exited: Promise<RankExit>;
+  /** Resolves when stderr has ended and its last line is written. */
+  readonly stderrDone: Promise<void>;
+  /** Resolves when stdout and stderr have ended (every process holding them has closed them). */
+  readonly outputDone: Promise<void>;
+
+  private readonly child: ChildProcess | undefined;
+  private readonly tail: string[] = [];
+
+  constructor(spec: RankSpec, onExit: (r: RankProcess, exit: RankExit) => void) {
+    this.rank = spec.rank;
+    let child: ChildProcess | undefined;
+    let settle!: (e: RankExit) => void;
+    this.exited = new Promise<RankExit>((resolve) => (settle = resolve));
+    const finish = (e: RankExit) => {
+      if (this.exit) return;
+      this.exit = e;
+      if (this.pid !== undefined && !groupAlive(this.pid)) live.delete(this);
+      settle(e);
+      onExit(this, e);
+    };
+
+    try {
+      child = spawn(spec.command, spec.args, {
+        env: spec.env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+        shell: false,
+      });
+    } catch (e) {
+      // Most spawn failures arrive as an 'error' event; a few (e.g. E2BIG) are thrown.
+      const error = e as NodeJS.ErrnoException;
+      process.nextTick(() => finish({ kind: 'spawn-failed', error }));
+    }
+    this.child = child;
+    this.pid = child?.pid;
+
+    if (!child) {
+      this.stderrDone = this.outputDone = Promise.resolve();
+      return;
+    }
+    child.once('exit', (code, signal) => {
+      finish(signal ? { kind: 'signaled', signal } : { kind: 'exited', code: code ?? 0 });
+    });
+    // Without a pid the process never started (ENOENT, EACCES...); once started, 'error' can only
+    // come from child.kill(), which ringrun does not use.
+    child.once('error', (error: NodeJS.ErrnoException) => {
+      if (this.pid === undefined) finish({ kind: 'spawn-failed', error });
+    });
+
+    const tag = (stream: string) => (spec.tagOutput ? Buffer.from(`[1,${spec.rank}]<${stream}>:`) : undefined);
+    const stdoutDone = forwardLines(child.stdout!, spec.stdout, tag('stdout'));
+    this.stderrDone = forwardLines(child.stderr!, spec.stderr, tag('stderr'), (line) => this.remember(line));
+    this.outputDone = Promise.all([stdoutDone, this.stderrDone]).then(() => undefined);
+
+    if (this.pid !== undefined) {
+      live.add(this);
+      installExitHook();
+    }
+  }
+
+  /** The last stderr lines, oldest first. */
+  stderrTail(): readonly string[] {
+    return this.tail;
+  }
+
+  /**
+   * Sends `signal` to the rank's whole process group. Falls back to the rank alone when the group is
+   * gone, but only while the rank is unreaped: after that its pid may belong to someone else.
+   */
+  signal(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) return;
+    if (killQuietly(-this.pid, signal)) return;
+    if (!this.exit) killQuietly(this.pid, signal);
+  }
+
+  /** True once the rank has exited and no process is left in its group. */
+  get gone(): boolean {
+    if (!this.exit) return false;
+    if (this.pid === undefined || !groupAlive(this.pid)) {
+      live.delete(this);
+      return true;
+    }
+    return false;
+  }
+
+  /** Stops reading its output (for pipes still held open by a process that escaped its group). */
+  abandonOutput(): void {
+    this.child?.stdout?.destroy();
+    this.child?.stderr?.destroy();
+  }
+
+  private remember(line: Buffer): void {
+    let s = line.toString('utf8');
+    if (s.endsWith('\r')) s = s.slice(0, -1);
+    if (s.length > TAIL_LINE_CHARS) s = `${s.slice(0, TAIL_LINE_CHARS)}...`;
+    this.tail.push(s);
+    if (this.tail.length > STDERR_TAIL_LINES) this.tail.shift();
+  }
+}
+
+/** kill(2) that reports whether the target existed; EPERM counts as gone (not ours to signal). */
+function killQuietly(pid: number, signal: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * True while any process is in the group. Zombies count until something reaps them: the rank
+ * itself is reaped by Node, orphaned grandchildren by init.
+ */
+function groupAlive(pgid: number): boolean {
+  return killQuietly(-pgid, 0);
+}
+
+/**
+ * Ranks whose group may still hold processes. If ringrun exits by any path that skipped the
+ * orderly teardown (an exception, process.exit), the 'exit' hook SIGKILLs them synchronously.
+ */
+const live = new Set<RankProcess>();
+let hookInstalled = false;
+
+function installExitHook(): void {
+  if (hookInstalled) return;
+  hookInstalled = true;
+  process.on('exit', () => {
+    for (const r of live) r.signal('SIGKILL');
+    live.clear();
+  });
+}

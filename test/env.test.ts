@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import { discover, slurmTasksOnNode, tuning } from '../src/env.js';
+import { resolveOptions } from '../src/options.js';
+
+describe('environment discovery', () => {
+  it('nothing set: a single process', () => {
+    expect(discover({})).toMatchObject({ source: 'single', rank: 0, size: 1, localRank: 0, localSize: 1, hostStore: false });
+  });
+
+  it('ringrun', () => {
+    const d = discover({ RINGRUN_STORE: '127.0.0.1:4567', RINGRUN_TOKEN: 'abc', RANK: '2', WORLD_SIZE: '4', LOCAL_RANK: '2', LOCAL_WORLD_SIZE: '4' });
+    expect(d).toEqual({
+      source: 'ringrun', rank: 2, size: 4, localRank: 2, localSize: 4,
+      store: { host: '127.0.0.1', port: 4567 }, hostStore: false, token: 'abc',
+    });
+  });
+
+  it('torchrun / Kubernetes style: rank 0 hosts the store at MASTER_ADDR:MASTER_PORT', () => {
+    const env = { RANK: '0', WORLD_SIZE: '3', LOCAL_RANK: '0', LOCAL_WORLD_SIZE: '1', MASTER_ADDR: '10.0.0.5', MASTER_PORT: '29500' };
+    expect(discover(env)).toMatchObject({ source: 'torchrun', rank: 0, size: 3, localRank: 0, localSize: 1, store: { host: '10.0.0.5', port: 29500 }, hostStore: true });
+    expect(discover({ ...env, RANK: '1' })).toMatchObject({ rank: 1, hostStore: false });
+  });
+
+  it('Open MPI', () => {
+    const d = discover({ OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '3', OMPI_COMM_WORLD_LOCAL_RANK: '1', OMPI_COMM_WORLD_LOCAL_SIZE: '3', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29555' });
+    expect(d).toMatchObject({ source: 'openmpi', rank: 1, size: 3, localRank: 1, localSize: 3, store: { host: '127.0.0.1', port: 29555 } });
+  });
+
+  it('MPICH / PMI', () => {
+    const d = discover({ PMI_RANK: '3', PMI_SIZE: '4', MPI_LOCALRANKID: '1', MPI_LOCALNRANKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' });
+    expect(d).toMatchObject({ source: 'pmi', rank: 3, size: 4, localRank: 1, localSize: 2 });
+  });
+
+  it('Slurm, including SLURM_TASKS_PER_NODE expansion', () => {
+    const d = discover({ SLURM_PROCID: '5', SLURM_NTASKS: '7', SLURM_LOCALID: '1', SLURM_NODEID: '2', SLURM_TASKS_PER_NODE: '2(x3),1', MASTER_ADDR: 'n1', MASTER_PORT: '2' });
+    expect(d).toMatchObject({ source: 'slurm', rank: 5, size: 7, localRank: 1, localSize: 2 });
+    expect(slurmTasksOnNode('2(x3),1', 3)).toBe(1);
+    expect(slurmTasksOnNode('4', 0)).toBe(4);
+    expect(slurmTasksOnNode('bogus', 0)).toBeUndefined();
+  });
+
+  it('precedence: ringrun over torchrun over Open MPI over PMI over Slurm', () => {
+    const all = {
+      RINGRUN_STORE: 'a:1', RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: 'm', MASTER_PORT: '3',
+      OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '2', PMI_RANK: '0', PMI_SIZE: '2', SLURM_PROCID: '0', SLURM_NTASKS: '2',
+    };
+    expect(discover(all).source).toBe('ringrun');
+    const { RINGRUN_STORE, ...t } = all;
+    expect(discover(t).source).toBe('torchrun');
+    const { RANK, WORLD_SIZE, ...o } = t;
+    expect(discover(o).source).toBe('openmpi');
+    const { OMPI_COMM_WORLD_RANK, ...p } = o;
+    expect(discover(p).source).toBe('pmi');
+    const { PMI_RANK, ...s } = p;
+    expect(discover(s).source).toBe('slurm');
+    void RINGRUN_STORE; void RANK; void WORLD_SIZE; void OMPI_COMM_WORLD_RANK; void PMI_RANK;
+  });
+
+  it('bad values are typed errors naming the variable', () => {
+    expect(() => discover({ RANK: 'x', WORLD_SIZE: '2' })).toThrow(/RANK must be an integer >= 0, got 'x'/);
+    expect(() => discover({ RANK: '2', WORLD_SIZE: '2', MASTER_ADDR: 'a', MASTER_PORT: '1' })).toThrow(/rank 2 is outside 0..1/);
+    expect(() => discover({ RANK: '0', WORLD_SIZE: '2' })).toThrow(/MASTER_ADDR\/MASTER_PORT are not set/);
+    expect(() => discover({ RINGRUN_STORE: 'nohostport' })).toThrow(/RINGRUN_STORE must be host:port/);
+    expect(() => discover({ OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '2', MASTER_ADDR: 'a', MASTER_PORT: '99999' })).toThrow(/MASTER_PORT/);
+    try {
+      discover({ RANK: '-1', WORLD_SIZE: '2' });
+    } catch (e) {
+      expect((e as { code: string }).code).toBe('RING_ERR_INVALID_ARG');
+    }
+  });
+
+  it('tuning variables', () => {
+    expect(tuning({ RINGRUN_START_TIMEOUT: '2.5', RINGREDUCE_TIMEOUT: '30', RINGREDUCE_CHUNK_BYTES: '65536', RINGREDUCE_HOST: '10.1.1.1', RINGREDUCE_NO_NATIVE: '1', RINGREDUCE_TOKEN: 't' })).toEqual({
+      startTimeoutMs: 2500, timeoutMs: 30000, chunkBytes: 65536, advertiseHost: '10.1.1.1', noNative: true, token: 't',
+    });
+    expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
+  });
+});
+
+describe('init options', () => {
+  it('defaults, environment, explicit options win', () => {
+    const r = resolveOptions({}, {});
+    expect(r).toMatchObject({ rank: 0, size: 1, chunkBytes: 1 << 20, maxInflight: 4, timeoutMs: 300_000, startTimeoutMs: 60_000, tokenIsDefault: true });
+    const env = { RINGRUN_STORE: '127.0.0.1:9', RINGRUN_TOKEN: 'tok', RANK: '1', WORLD_SIZE: '2', RINGREDUCE_CHUNK_BYTES: '4096' };
+    expect(resolveOptions({}, env)).toMatchObject({ rank: 1, size: 2, chunkBytes: 4096, token: 'tok', store: { host: '127.0.0.1', port: 9 } });
+    expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0 });
+    expect(resolveOptions({ rank: 1, size: 3, store: 'h:5' }, {})).toMatchObject({ rank: 1, size: 3, hostStore: false, store: { host: 'h', port: 5 } });
+  });
+
+  it('rejects bad options naming them', () => {
+    expect(() => resolveOptions({ chunkBytes: 0 }, {})).toThrow(/options.chunkBytes must be an integer >= 8, got 0/);
+    expect(() => resolveOptions({ maxInflight: 1.5 }, {})).toThrow(/options.maxInflight/);
+    expect(() => resolveOptions({ timeoutMs: -1 }, {})).toThrow(/options.timeoutMs/);
+    expect(() => resolveOptions({ startTimeoutMs: 0 }, {})).toThrow(/options.startTimeoutMs/);
+    expect(() => resolveOptions({ rank: 1 }, {})).toThrow(/given together/);
+    expect(() => resolveOptions({ rank: 3, size: 2 }, {})).toThrow(/options.rank must be in 0..1/);
+    expect(() => resolveOptions({ rank: 0, size: 2 }, {})).toThrow(/no rendezvous store/);
+    expect(() => resolveOptions({ token: '' }, {})).toThrow(/options.token/);
+  });
+});
