@@ -15,8 +15,16 @@ export interface AllreduceOptions {
   op?: ReduceOp;
   /** A name for the operation; ranks must agree on it (helps to find mismatched calls). */
   name?: string;
+  /**
+   * Reduce into `x` itself and return it, instead of a new array. Saves allocating (and
+   * page-faulting) a buffer as large as `x` per call; `x` must not be touched until it resolves.
+   */
+  inPlace?: boolean;
 }
-export interface ReducescatterOptions extends AllreduceOptions {}
+export interface ReducescatterOptions {
+  op?: ReduceOp;
+  name?: string;
+}
 export interface AllgatherOptions {
   name?: string;
 }
@@ -78,6 +86,12 @@ export class RingGroup {
     return name;
   }
 
+  private flag(fn: string, option: string, v: unknown): boolean {
+    if (v === undefined) return false;
+    if (typeof v !== 'boolean') throw new RingInvalidArgError(`${fn}: options.${option} must be a boolean, got ${typeof v}`, { op: fn });
+    return v;
+  }
+
   private op(fn: string, op: unknown): ReduceOp {
     if (op === undefined) return 'sum';
     if (!OPS.includes(op as ReduceOp)) {
@@ -95,7 +109,11 @@ export class RingGroup {
     const dt = this.array('allreduce', x);
     const op = this.op('allreduce', options.op);
     const name = this.name('allreduce', options.name);
-    return this.comm.run(this.desc('allreduce', dt, x.length, name, op), new RingAllreduce(x, dt, op, this.rank, this.size, false)) as Promise<T>;
+    const inPlace = this.flag('allreduce', 'inPlace', options.inPlace);
+    return this.comm.run(
+      this.desc('allreduce', dt, x.length, name, op),
+      new RingAllreduce(inPlace ? x : x.slice(), dt, op, this.rank, this.size, false),
+    ) as Promise<T>;
   }
 
   /**
@@ -109,7 +127,7 @@ export class RingGroup {
     const name = this.name('reducescatter', options.name);
     return this.comm.run(
       this.desc('reducescatter', dt, x.length, name, op),
-      new RingAllreduce(x, dt, op, this.rank, this.size, true),
+      new RingAllreduce(x.slice(), dt, op, this.rank, this.size, true),
     ) as Promise<T>;
   }
 

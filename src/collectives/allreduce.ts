@@ -6,7 +6,7 @@ import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js
 
 /**
  * Chunked ring all-reduce (and its first half, reduce-scatter). See schedule.ts for the hop
- * arithmetic. The working buffer is a copy of the input; each received chunk is reduced (or, in
+ * arithmetic. The working buffer is the input itself (in place) or a copy; each received chunk is reduced (or, in
  * the all-gather half, copied) into it and forwarded at the next hop straight from it, so the
  * only per-chunk work is one kernel call and one send. The owner of a segment applies 'average'
  * to its final chunks before the all-gather, so the division happens once and every rank ends
@@ -14,15 +14,15 @@ import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js
  */
 export class RingAllreduce implements Collective<NumericArray> {
   readonly needsTable = false;
-  private readonly buf: NumericArray;
   private readonly lastHop: number;
   private expected = 0;
   private got = 0;
   /** Next chunk index expected at each hop: frames of a hop arrive in chunk order. */
   private readonly nextChunk: Int32Array;
 
+  /** `buf` is the working buffer: the caller's array (in place) or a copy of it. */
   constructor(
-    input: NumericArray,
+    private readonly buf: NumericArray,
     private readonly dtype: DTypeInfo,
     private readonly op: ReduceOp,
     private readonly rank: number,
@@ -30,7 +30,6 @@ export class RingAllreduce implements Collective<NumericArray> {
     /** Reduce-scatter stops after the reduce half. */
     private readonly scatterOnly: boolean,
   ) {
-    this.buf = input.slice();
     this.lastHop = scatterOnly ? size - 2 : 2 * size - 3;
     this.nextChunk = new Int32Array(Math.max(0, this.lastHop + 1));
   }

@@ -1,4 +1,5 @@
 import type { NumericArray } from '../dtypes.js';
+import { addBf16Into, addF16Into, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './js-half.js';
 import type { Kernels, ReduceOp } from './types.js';
 
 /**
@@ -34,8 +35,25 @@ function product(dst: NumericArray, src: NumericArray): void {
   }
 }
 
+// One float32 cell seen as int32, to turn bits into a float.
+const cellF = new Float32Array(1);
+const cellI = new Int32Array(cellF.buffer);
+
+/** max |x[i]| on the bits: with the sign cleared, integer order is float order and NaN > Inf. */
+function maxAbs(x: Float32Array): number {
+  const b = new Int32Array(x.buffer, x.byteOffset, x.length);
+  let m = 0;
+  for (let i = 0; i < b.length; i++) {
+    const a = b[i] & 0x7fffffff;
+    if (a > m) m = a;
+  }
+  cellI[0] = m;
+  return cellF[0];
+}
+
 export const jsKernels: Kernels = {
   backend: 'js',
+  isa: 'js',
   reduceInto(op: ReduceOp, dst: NumericArray, src: NumericArray): void {
     switch (op) {
       case 'sum':
@@ -57,4 +75,15 @@ export const jsKernels: Kernels = {
       for (let i = 0; i < n; i++) x[i] = Math.trunc(x[i] / divisor);
     }
   },
+  scaleInPlace(x: Float32Array | Float64Array, factor: number): void {
+    const n = x.length;
+    for (let i = 0; i < n; i++) x[i] *= factor;
+  },
+  maxAbs,
+  f32ToF16,
+  f16ToF32,
+  addF16Into,
+  f32ToBf16,
+  bf16ToF32,
+  addBf16Into,
 };

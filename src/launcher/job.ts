@@ -249,8 +249,9 @@ class Job {
     if (!done) for (const r of this.ranks) r.abandonOutput();
   }
 
+  /** Ranks that started and have not exited yet. */
   private running(): RankProcess[] {
-    return this.ranks.filter((r) => !r.exit);
+    return this.ranks.filter((r) => r.pid !== undefined && !r.exit);
   }
 
   private sayStopping(which: string): void {

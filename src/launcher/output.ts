@@ -101,8 +101,8 @@ export class Output {
 /**
  * Forwards `source` to `dest` line by line, each line prefixed with `prefix` when tagging.
  * `tap` sees every line (the rank keeps its last stderr lines). Resolves when the source has ended
- * and its last, unterminated line has been written; a tagged line always ends with '\n', an
- * untagged one is passed through byte for byte.
+ * and its last line has been written. Every line goes out ending in '\n', even an unterminated
+ * last one or a piece of an over-long one: otherwise the next rank's line would run into it.
  */
 export function forwardLines(
   source: Readable,
@@ -115,11 +115,10 @@ export function forwardLines(
   const emit = (lines: Line[]) => {
     if (lines.length === 0) return;
     const parts: Buffer[] = [];
-    for (const { bytes, complete } of lines) {
+    for (const { bytes } of lines) {
       tap?.(bytes);
       if (prefix) parts.push(prefix);
-      parts.push(bytes);
-      if (complete || prefix) parts.push(newline);
+      parts.push(bytes, newline);
     }
     // One write per chunk: fewer syscalls, and a chunk's lines stay together.
     dest.write(Buffer.concat(parts), source);

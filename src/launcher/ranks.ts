@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { forwardLines, type Output } from './output.js';
+import { groupAlive, killQuietly } from './procgroup.js';
 
 /**
  * One rank's process: spawned in its own process group, its output forwarded, its end observed.
@@ -53,7 +54,6 @@ export class RankProcess {
     const finish = (e: RankExit) => {
       if (this.exit) return;
       this.exit = e;
-      if (this.pid !== undefined && !groupAlive(this.pid)) live.delete(this);
       settle(e);
       onExit(this, e);
     };
@@ -135,24 +135,6 @@ export class RankProcess {
     this.tail.push(s);
     if (this.tail.length > STDERR_TAIL_LINES) this.tail.shift();
   }
-}
-
-/** kill(2) that reports whether the target existed; EPERM counts as gone (not ours to signal). */
-function killQuietly(pid: number, signal: NodeJS.Signals | 0): boolean {
-  try {
-    process.kill(pid, signal);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * True while any process is in the group. Zombies count until something reaps them: the rank
- * itself is reaped by Node, orphaned grandchildren by init.
- */
-function groupAlive(pgid: number): boolean {
-  return killQuietly(-pgid, 0);
 }
 
 /**

@@ -34,6 +34,8 @@ export interface Link {
 export abstract class MessageLink implements Link {
   private handlers: LinkHandlers | undefined;
   private early: Array<Uint8Array> = [];
+  /** Set after a KIND_DATA_HEADER message: the next message is its payload. */
+  private awaiting: { header: DataHeader; length: number } | undefined;
   protected isClosed = false;
 
   constructor(readonly peer: number, protected readonly describe: string) {}
@@ -66,6 +68,16 @@ export abstract class MessageLink implements Link {
       this.early.push(buf);
       return;
     }
+    const awaiting = this.awaiting;
+    if (awaiting) {
+      this.awaiting = undefined;
+      if (buf.byteLength !== awaiting.length) {
+        this.fail(new RingProtocolError(`payload from ${this.describe} has ${buf.byteLength} bytes, its header said ${awaiting.length}`));
+        return;
+      }
+      h.data(awaiting.header, buf);
+      return;
+    }
     let decoded;
     try {
       decoded = decodeMessage(buf, this.describe);
@@ -75,6 +87,7 @@ export abstract class MessageLink implements Link {
       return;
     }
     if (decoded.kind === 'data') h.data(decoded.header, decoded.payload);
+    else if (decoded.kind === 'header') this.awaiting = decoded;
     else h.control(decoded.msg as unknown as LinkControlMessage);
   }
 

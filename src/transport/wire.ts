@@ -15,9 +15,15 @@ import { RingProtocolError } from '../errors.js';
  *                            20  u32 length  (payload bytes; must equal what follows)
  *
  * 24 is a multiple of 8, so a payload is as aligned as the message that carries it.
+ *
+ * A transport may instead send the header alone with kind = KIND_DATA_HEADER and the payload as
+ * the very next message (raw bytes, no header). The WebSocket link does: ws then writes the
+ * caller's payload straight to the socket (writev) instead of first copying header + payload into
+ * one buffer — one memcpy of every byte saved on the sending side.
  */
 export const KIND_CONTROL = 0;
 export const KIND_DATA = 1;
+export const KIND_DATA_HEADER = 2;
 export const DATA_HEADER_BYTES = 24;
 
 export interface DataHeader {
@@ -39,9 +45,9 @@ export function encodeControl(msg: object): Buffer {
   return out;
 }
 
-export function encodeDataHeader(h: DataHeader, payloadBytes: number): Buffer {
+export function encodeDataHeader(h: DataHeader, payloadBytes: number, kind = KIND_DATA): Buffer {
   const b = Buffer.allocUnsafe(DATA_HEADER_BYTES);
-  b[0] = KIND_DATA;
+  b[0] = kind;
   b[1] = h.codec;
   b.writeUInt16LE(0, 2);
   b.writeUInt32LE(h.seq >>> 0, 4);
@@ -62,7 +68,9 @@ export function encodeData(h: DataHeader, payload: Uint8Array): Buffer {
 
 export type Decoded =
   | { kind: 'control'; msg: Record<string, unknown> }
-  | { kind: 'data'; header: DataHeader; payload: Uint8Array };
+  | { kind: 'data'; header: DataHeader; payload: Uint8Array }
+  /** A header whose payload (of `length` bytes) is the next message. */
+  | { kind: 'header'; header: DataHeader; length: number };
 
 /** Decodes one message; throws RingProtocolError (naming `from`) on anything malformed. */
 export function decodeMessage(buf: Uint8Array, from: string): Decoded {
@@ -80,28 +88,29 @@ export function decodeMessage(buf: Uint8Array, from: string): Decoded {
     }
     return { kind: 'control', msg: msg as Record<string, unknown> };
   }
-  if (kind === KIND_DATA) {
+  if (kind === KIND_DATA || kind === KIND_DATA_HEADER) {
     if (buf.byteLength < DATA_HEADER_BYTES) {
       throw new RingProtocolError(`truncated data frame from ${from}: ${buf.byteLength} bytes < ${DATA_HEADER_BYTES}-byte header`);
     }
     const dv = new DataView(buf.buffer, buf.byteOffset, DATA_HEADER_BYTES);
     const length = dv.getUint32(20, true);
+    const header = {
+      codec: dv.getUint8(1),
+      seq: dv.getUint32(4, true),
+      step: dv.getUint32(8, true),
+      chunk: dv.getUint32(12, true),
+      scale: dv.getFloat32(16, true),
+    };
+    if (kind === KIND_DATA_HEADER) {
+      if (buf.byteLength !== DATA_HEADER_BYTES) throw new RingProtocolError(`data header from ${from} has ${buf.byteLength} bytes`);
+      return { kind: 'header', header, length };
+    }
     if (length !== buf.byteLength - DATA_HEADER_BYTES) {
       throw new RingProtocolError(
         `data frame from ${from} declares ${length} payload bytes but carries ${buf.byteLength - DATA_HEADER_BYTES}`,
       );
     }
-    return {
-      kind: 'data',
-      header: {
-        codec: dv.getUint8(1),
-        seq: dv.getUint32(4, true),
-        step: dv.getUint32(8, true),
-        chunk: dv.getUint32(12, true),
-        scale: dv.getFloat32(16, true),
-      },
-      payload: buf.subarray(DATA_HEADER_BYTES),
-    };
+    return { kind: 'data', header, payload: buf.subarray(DATA_HEADER_BYTES) };
   }
   throw new RingProtocolError(`unknown message kind ${kind} from ${from}`);
 }

@@ -3,6 +3,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { RingProtocolError, RingRendezvousError } from '../errors.js';
 import { Inbox } from './inbox.js';
 import { MessageLink } from './link.js';
+import { encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
 
 /**
  * WebSocket plumbing shared by ring links and the rendezvous store.
@@ -84,11 +85,23 @@ export class WsLink extends MessageLink {
     });
   }
 
-  protected write(parts: Uint8Array[], done: (err?: Error) => void): void {
+  /** Header and payload as two messages, back to back: the payload goes out without a copy. */
+  override sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    if (!this.writable(done)) return;
+    this.ws.send(encodeDataHeader(header, payload.byteLength, KIND_DATA_HEADER), { binary: true });
+    this.ws.send(payload, { binary: true }, (err) => done(err ?? undefined));
+  }
+
+  private writable(done: (err?: Error) => void): boolean {
     if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) {
       queueMicrotask(() => done(new Error(`connection to ${this.describe} is closed`)));
-      return;
+      return false;
     }
+    return true;
+  }
+
+  protected write(parts: Uint8Array[], done: (err?: Error) => void): void {
+    if (!this.writable(done)) return;
     const msg = parts.length === 1 ? parts[0] : Buffer.concat(parts);
     this.ws.send(msg, { binary: true }, (err) => done(err ?? undefined));
   }

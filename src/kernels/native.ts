@@ -1,0 +1,83 @@
+/**
+ * The native backend: loads the C++ addon built from native-bindings/ and wraps it in the Kernels
+ * signature. Loading never throws; a failure comes back as a reason string, which index.ts
+ * publishes as `kernels.nativeError`.
+ */
+import { createRequire } from 'node:module';
+
+import type { NumericArray } from '../dtypes.js';
+import { jsKernels } from './js.js';
+import type { Kernels, ReduceOp } from './types.js';
+
+/**
+ * Relative to this file, which sits two levels below the package root both as source
+ * (src/kernels/native.ts, under vitest/tsx) and compiled (dist/kernels/native.js).
+ */
+const ADDON_PATH = '../../native-bindings/build/Release/ringreduce_kernels.node';
+/** Must equal kAbiVersion in native-bindings/src/addon.cc. */
+const ABI_VERSION = 1;
+
+/** What the addon exports for one kernel table (see native-bindings/src/addon.cc). */
+interface Binding {
+  readonly isa: string;
+  reduce(op: number, dst: NumericArray, src: NumericArray): void;
+  divide(x: Float32Array | Float64Array, divisor: number): void;
+  scale(x: Float32Array | Float64Array, factor: number): void;
+  maxAbs(x: Float32Array): number;
+  f32ToF16(dst: Uint8Array, src: Float32Array, scale: number): void;
+  f16ToF32(dst: Float32Array, src: Uint8Array, scale: number): void;
+  addF16(acc: Float32Array, src: Uint8Array, scale: number): void;
+  f32ToBf16(dst: Uint8Array, src: Float32Array): void;
+  bf16ToF32(dst: Float32Array, src: Uint8Array): void;
+  addBf16(acc: Float32Array, src: Uint8Array): void;
+}
+interface Addon extends Binding {
+  readonly abi: number;
+  /** The portable C++ table, exported even where the SIMD one is selected (for tests). */
+  readonly portable: Binding;
+}
+
+const OP_CODES: Record<ReduceOp, number> = { sum: 0, average: 0, min: 1, max: 2, product: 3 };
+
+function wrap(b: Binding): Kernels {
+  return {
+    backend: 'native',
+    isa: b.isa,
+    reduceInto: (op, dst, src) => b.reduce(OP_CODES[op], dst, src),
+    divideInPlace(x, divisor) {
+      // Integer division (truncate toward zero, wrap like a typed-array store) stays in
+      // TypeScript: it is rare (integer 'average') and has no hot path.
+      if (x instanceof Float32Array || x instanceof Float64Array) b.divide(x, divisor);
+      else jsKernels.divideInPlace(x, divisor);
+    },
+    scaleInPlace: (x, factor) => b.scale(x, factor),
+    maxAbs: (x) => b.maxAbs(x),
+    f32ToF16: (dst, src, scale) => b.f32ToF16(dst, src, scale),
+    f16ToF32: (dst, src, scale) => b.f16ToF32(dst, src, scale),
+    addF16Into: (acc, src, scale) => b.addF16(acc, src, scale),
+    f32ToBf16: (dst, src) => b.f32ToBf16(dst, src),
+    bf16ToF32: (dst, src) => b.bf16ToF32(dst, src),
+    addBf16Into: (acc, src) => b.addBf16(acc, src),
+  };
+}
+
+export type NativeLoadResult =
+  | { ok: true; kernels: Kernels; portable: Kernels }
+  | { ok: false; error: string };
+
+export function loadNativeKernels(): NativeLoadResult {
+  let addon: Addon;
+  try {
+    addon = createRequire(import.meta.url)(ADDON_PATH) as Addon;
+  } catch (e) {
+    const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    return { ok: false, error: `native addon not loaded: ${why} (build it with 'node native-bindings/build.mjs')` };
+  }
+  if (addon.abi !== ABI_VERSION) {
+    return {
+      ok: false,
+      error: `native addon is ABI ${String(addon.abi)}, this code expects ${ABI_VERSION}: rebuild it with 'node native-bindings/build.mjs'`,
+    };
+  }
+  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable) };
+}

@@ -1,0 +1,62 @@
+import { readFileSync } from 'node:fs';
+import { helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
+import { launch } from './job.js';
+
+/**
+ * ringrun's entry point (bin/ringrun.js): parse, dispatch, exit.
+ *
+ * Exit codes decided here: 0 for --help / --version, 2 for a bad command line, 1 if ringrun itself
+ * throws. A job's own exit code comes from launch() (see job.ts).
+ */
+export async function main(argv: readonly string[]): Promise<never> {
+  // ringrun must outlive a closed stdout (`ringrun ... | head`): an EPIPE must not crash it while
+  // it still has ranks to stop.
+  const ignore = () => {};
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
+  let code: number;
+  try {
+    // The one place the launcher reads its environment; everything below gets it passed in.
+    code = await run(argv, process.env);
+  } catch (e) {
+    process.stderr.write(`ringrun: internal error (a bug in ringrun): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    code = 1;
+  }
+  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  // process.exit() also runs the 'exit' hook in ranks.ts, the last guard against orphans.
+  process.exit(code);
+}
+
+async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let parsed: ParsedArgs;
+  try {
+    parsed = parseArgs(argv, env);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`ringrun: ${e.message} (see ringrun --help)\n`);
+    return 2;
+  }
+  switch (parsed.kind) {
+    case 'help':
+      process.stdout.write(helpText());
+      return 0;
+    case 'version':
+      process.stdout.write(`${await versionLine()}\n`);
+      return 0;
+    case 'run':
+      return launch(parsed.config, { env, handleSignals: true });
+  }
+}
+
+/** `ringrun 0.1.0 (kernels: js)`: the package version and the kernel backend that loaded. */
+export async function versionLine(): Promise<string> {
+  // dist/launcher/cli.js (or src/launcher/cli.ts) -> package.json at the package root.
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  // Imported only here: launching ranks does not need the kernels (perhaps a native addon) loaded.
+  const { kernels } = await import('../kernels/index.js');
+  return `ringrun ${String(pkg.version)} (kernels: ${kernels.backend})`;
+}
+
+function flushed(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
