@@ -379,7 +379,8 @@ export class Communicator {
         ranks: [peer],
         op: pending.length ? [...this.ops.values()].find((s) => s.resolve)!.desc!.kind : undefined,
       }),
-      { quietIfIdle: this.byes.has(peer) },
+      // Idle, this is how a job ends whose ranks exit without shutdown(): the next call (if any) raises it.
+      { quietIfIdle: true },
     );
   }
 
