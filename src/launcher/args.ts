@@ -190,21 +190,22 @@ Environment of each rank (on top of ringrun's own environment and -x):
   RINGRUN_START_TIMEOUT            seconds, only with --start-timeout
   RINGRUN                          1
 
-Each rank runs in its own process group; stopping a rank signals its whole group.
-On SIGINT, SIGTERM or SIGHUP ringrun sends SIGTERM to every rank, then SIGKILL
-after the grace period; a second Ctrl-C sends SIGKILL at once.
+Each rank runs in its own process group, and stopping a rank signals the whole
+group. On SIGINT, SIGTERM or SIGHUP, ringrun sends SIGTERM to every rank, then
+SIGKILL after the grace period; a second Ctrl-C sends SIGKILL at once.
 
 Exit status:
-  0          every rank exited 0
-  1..255     the exit code of the first rank that failed, or 128+signal if it
-             was killed by a signal (e.g. 137 for SIGKILL)
-  2          bad command line
-  124        --timeout expired
-  126, 127   the command could not be started / was not found
-  129, 130, 143   ringrun received SIGHUP, SIGINT, SIGTERM
-  1          ringrun itself failed (e.g. the rendezvous store could not start)
+  0              every rank exited 0
+  1..255         the exit code of the first rank that failed, or 128+signal if
+                 it was killed by a signal (e.g. 137 for SIGKILL)
+  1              ringrun itself failed (e.g. the store could not start)
+  2              bad command line
+  124            --timeout expired
+  126            the command could not be started
+  127            the command was not found
+  129, 130, 143  ringrun received SIGHUP, SIGINT, SIGTERM
 
 Example:
-  ringrun -np 4 --timeout 3600 -x TF_CPP_MIN_LOG_LEVEL=2 node train.js --epochs 10
+  ringrun -np 4 --timeout 3600 -x OMP_NUM_THREADS=1 node train.js --epochs 10
 `;
 }

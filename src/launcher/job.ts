@@ -49,7 +49,7 @@ export const EXIT_LAUNCHER_ERROR = 1;
 const TRAPPED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** How long the failed rank's stderr may take to deliver its last lines before they are shown. */
 const STDERR_DRAIN_MS = 500;
-/** After SIGKILL: how long to wait for the groups to be reaped. */
+/** After SIGKILL: how long to wait for the killed processes to disappear. */
 const KILL_WAIT_MS = 3000;
 /** After every process is gone: how long output may take to arrive before the pipes are dropped. */
 const OUTPUT_WAIT_MS = 2000;
@@ -175,10 +175,10 @@ class Job {
       this.say(`received ${signal}; stopping ${countRanks(this.running())}${again}`);
       return;
     }
-    // Already stopping: a second signal means now.
+    // Already stopping (a second Ctrl-C, or a signal during a teardown): stop waiting, kill now.
     if (this.escalated) return;
     this.escalated = true;
-    this.say(`received ${signal} again; sending SIGKILL to every rank`);
+    this.say(`received ${signal} while stopping; sending SIGKILL to every rank`);
     for (const r of this.ranks) r.signal('SIGKILL');
   }
 
@@ -228,8 +228,9 @@ class Job {
     }
     for (const r of stubborn) r.signal('SIGKILL');
     if (!(await this.waitGone(KILL_WAIT_MS))) {
-      // SIGKILL cannot be ignored: what is left are zombies nobody has reaped yet.
-      this.say(`processes of ${countRanks(this.ranks.filter((r) => !r.gone))} not yet reaped after SIGKILL`);
+      // SIGKILL cannot be ignored, and zombies do not count: this is a process stuck in the kernel.
+      const stuck = this.ranks.filter((r) => !r.gone);
+      this.say(`processes of ${countRanks(stuck)} still present ${KILL_WAIT_MS / 1000} s after SIGKILL; giving up on them`);
     }
   }
 

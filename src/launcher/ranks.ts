@@ -6,9 +6,9 @@ import { groupAlive, killQuietly } from './procgroup.js';
  * One rank's process: spawned in its own process group, its output forwarded, its end observed.
  *
  * `detached: true` makes the rank the leader of a new process group (and session) whose id is its
- * pid, so `kill(-pid)` reaches everything it started: worker threads' helpers, a shell's children,
- * a `sleep` it forked. It also keeps a terminal's Ctrl-C away from the ranks: only ringrun gets it,
- * and ringrun decides how to stop them.
+ * pid, so `kill(-pid)` reaches everything it started and did not move elsewhere: a shell's
+ * children, helper processes, a `sleep` it forked. It also keeps a terminal's Ctrl-C away from the
+ * ranks: only ringrun gets it, and ringrun decides how to stop them.
  */
 
 /** How a rank's process ended. */
@@ -35,9 +35,8 @@ export class RankProcess {
   readonly rank: number;
   /** Also the id of its process group; undefined if it never started. */
   readonly pid: number | undefined;
-  /** Set once, when the process has exited or failed to start; `exited` resolves then. */
+  /** Set once, when the process has exited or failed to start (then `onExit` is called). */
   exit: RankExit | undefined;
-  readonly exited: Promise<RankExit>;
   /** Resolves when stderr has ended and its last line is written. */
   readonly stderrDone: Promise<void>;
   /** Resolves when stdout and stderr have ended (every process holding them has closed them). */
@@ -49,12 +48,9 @@ export class RankProcess {
   constructor(spec: RankSpec, onExit: (r: RankProcess, exit: RankExit) => void) {
     this.rank = spec.rank;
     let child: ChildProcess | undefined;
-    let settle!: (e: RankExit) => void;
-    this.exited = new Promise<RankExit>((resolve) => (settle = resolve));
     const finish = (e: RankExit) => {
       if (this.exit) return;
       this.exit = e;
-      settle(e);
       onExit(this, e);
     };
 
