@@ -1,27 +1,34 @@
+import { Engine } from './engine/client.js';
 import { RingNotInitializedError } from './errors.js';
 import type { AllgatherOptions, AllreduceOptions, BarrierOptions, BroadcastOptions, ReducescatterOptions } from './group.js';
 import { RingGroup } from './group.js';
 import type { NumericArray } from './dtypes.js';
-import { resolveOptions, type InitOptions } from './options.js';
+import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
 
 /**
  * The process-wide ring, Horovod style: `await init()` once, then the free functions below.
  * `initialized()` says whether it is up; `shutdown()` ends it (and init() may be called again).
+ *
+ * Collectives called from this thread run on this thread's ring. The tfjs optimizer's gradients
+ * go through the comm worker (src/engine), which forms a second ring of its own on first use.
  */
-let current: RingGroup | undefined;
-let starting: Promise<RingGroup> | undefined;
+let current: { group: RingGroup; options: ResolvedOptions; engine?: Engine } | undefined;
+let starting: Promise<typeof current> | undefined;
 
-function group(fn: string): RingGroup {
+function state(fn: string) {
   if (!current) throw new RingNotInitializedError(fn);
   return current;
 }
+const group = (fn: string): RingGroup => state(fn).group;
 
 export async function init(options: InitOptions = {}): Promise<void> {
   if (current) return;
   if (!starting) {
     const resolved = resolveOptions(options);
-    starting = formRing(resolved).finally(() => (starting = undefined));
+    starting = formRing(resolved)
+      .then((g) => ({ group: g, options: resolved }))
+      .finally(() => (starting = undefined));
   }
   current = await starting;
 }
@@ -40,8 +47,34 @@ export const reducescatter = async <T extends NumericArray>(x: T, o?: Reducescat
   group('reducescatter').reducescatter(x, o);
 export const barrier = async (o?: BarrierOptions): Promise<void> => group('barrier').barrier(o);
 
+/** The comm worker for gradient reduction, started on first use (undefined when size() === 1). */
+export function engine(fn: string): Engine | undefined {
+  const s = state(fn);
+  if (s.group.size === 1) return undefined;
+  if (!s.engine) {
+    const o = s.options;
+    s.engine = new Engine({
+      rank: o.rank,
+      size: o.size,
+      localRank: o.localRank,
+      localSize: o.localSize,
+      store: o.store!,
+      token: o.token,
+      host: o.host,
+      chunkBytes: o.chunkBytes,
+      maxInflight: o.maxInflight,
+      timeoutMs: o.timeoutMs,
+      startTimeoutMs: o.startTimeoutMs,
+      fusionBytes: o.fusionBytes,
+      stallWarningMs: o.stallWarningMs,
+    });
+  }
+  return s.engine;
+}
+
 export async function shutdown(): Promise<void> {
-  const g = current;
+  const s = current;
   current = undefined;
-  await g?.shutdown();
+  await s?.engine?.shutdown();
+  await s?.group.shutdown();
 }

@@ -37,6 +37,8 @@ export interface EnvTuning {
   advertiseHost?: string;
   noNative: boolean;
   token?: string;
+  fusionBytes?: number;
+  stallWarningMs?: number;
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -165,5 +167,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     advertiseHost: env.RINGREDUCE_HOST || undefined,
     noNative: env.RINGREDUCE_NO_NATIVE === '1' || env.RINGREDUCE_NO_NATIVE === 'true',
     token: env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined,
+    fusionBytes: int(env, 'RINGREDUCE_FUSION_THRESHOLD', 0),
+    stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
   };
 }

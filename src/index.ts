@@ -35,3 +35,9 @@ export {
   RingInternalError,
 } from './errors.js';
 export type { RingErrorCode, RingErrorDetails } from './errors.js';
+export { DistributedOptimizer } from './tfjs/optimizer.js';
+export type { DistributedOptimizerOptions } from './tfjs/optimizer.js';
+export { callbacks } from './tfjs/callbacks.js';
+export type { LearningRateWarmupOptions } from './tfjs/callbacks.js';
+export { broadcastVariables, broadcastOptimizerState } from './tfjs/variables.js';
+export { shard } from './tfjs/data.js';

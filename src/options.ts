@@ -27,6 +27,10 @@ export interface InitOptions {
   startTimeoutMs?: number;
   /** Where warnings go. Default: stderr. */
   logger?: Logger;
+  /** tfjs engine: gradients reduced together in one fusion buffer, bytes; 0 = no fusion. Default 64 MiB (RINGREDUCE_FUSION_THRESHOLD). */
+  fusionBytes?: number;
+  /** tfjs engine: warn when a submitted tensor waits this long for other ranks, ms. Default 60000 (RINGREDUCE_STALL_WARNING, s). */
+  stallWarningMs?: number;
 }
 
 export interface ResolvedOptions {
@@ -45,6 +49,8 @@ export interface ResolvedOptions {
   timeoutMs: number;
   startTimeoutMs: number;
   logger: Logger;
+  fusionBytes: number;
+  stallWarningMs: number;
 }
 
 export const DEFAULTS = {
@@ -52,6 +58,8 @@ export const DEFAULTS = {
   maxInflight: 4,
   timeoutMs: 300_000,
   startTimeoutMs: 60_000,
+  fusionBytes: 64 << 20,
+  stallWarningMs: 60_000,
 };
 
 /** Used only when no token is configured anywhere: links are then not protected by a secret. */
@@ -121,5 +129,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     timeoutMs,
     startTimeoutMs,
     logger: o.logger ?? stderrLogger,
+    fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
+    stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
   };
 }

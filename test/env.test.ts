@@ -71,7 +71,7 @@ describe('environment discovery', () => {
 
   it('tuning variables', () => {
     expect(tuning({ RINGRUN_START_TIMEOUT: '2.5', RINGREDUCE_TIMEOUT: '30', RINGREDUCE_CHUNK_BYTES: '65536', RINGREDUCE_HOST: '10.1.1.1', RINGREDUCE_NO_NATIVE: '1', RINGREDUCE_TOKEN: 't' })).toEqual({
-      startTimeoutMs: 2500, timeoutMs: 30000, chunkBytes: 65536, advertiseHost: '10.1.1.1', noNative: true, token: 't',
+      startTimeoutMs: 2500, timeoutMs: 30000, chunkBytes: 65536, advertiseHost: '10.1.1.1', noNative: true, token: 't', fusionBytes: undefined, stallWarningMs: undefined,
     });
     expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
   });

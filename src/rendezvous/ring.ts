@@ -38,9 +38,12 @@ function storeListenHost(host: string): string {
  *   2. listen on an ephemeral port; publish {host, port, size, chunkBytes} as ring/<rank>;
  *   3. read every rank's record (so a missing rank is named), check they agree;
  *   4. connect left + accept right, both with the HMAC handshake;
- *   5. a barrier over the new ring proves every link works end to end; then the store is closed.
+ *   5. a barrier over the new ring proves every link works end to end.
+ *
+ * A rank 0 that hosts the store keeps it until shutdown(): the comm thread of the tfjs engine
+ * forms a second ring later through the same store (under another `keyPrefix`).
  */
-export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
+export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<RingGroup> {
   const { rank, size } = o;
   if (size === 1) {
     return new RingGroup(new Communicator(0, 1, undefined, undefined, o), o);
@@ -66,6 +69,7 @@ export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
       }).catch((e: Error) => {
         throw new RingRendezvousError(`rank 0 cannot host the rendezvous store at ${o.store!.host}:${o.store!.port} (MASTER_ADDR/MASTER_PORT): ${e.message}`);
       });
+      storeServer.unref();
     }
     store = await StoreClient.connect(o.store!, o.token, rank, deadline);
     const host = o.host ?? store.localAddress ?? '127.0.0.1';
@@ -100,13 +104,13 @@ export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
     });
 
     const me: RankRecord = { host, port: ring.endpoint.port, size, chunkBytes: o.chunkBytes, pid: process.pid, hostname: hostname() };
-    await store.set(`ring/${rank}`, me);
-    const keys = Array.from({ length: size }, (_, r) => `ring/${r}`);
+    await store.set(`${keyPrefix}/${rank}`, me);
+    const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
     let table: RankRecord[];
     try {
       table = (await store.get(keys, Math.max(0, deadline - Date.now()))) as RankRecord[];
     } catch (e) {
-      const missing = ((e as { missing?: string[] }).missing ?? []).map((k) => Number(k.slice(5)));
+      const missing = ((e as { missing?: string[] }).missing ?? []).map((k) => Number(k.slice(keyPrefix.length + 1)));
       if (missing.length === 0) throw e;
       throw new RingTimeoutError(
         `rank ${rank}: ranks ${missing.join(', ')} of ${size} did not join within the start timeout (${o.startTimeoutMs / 1000} s)`,
@@ -131,11 +135,13 @@ export async function formRing(o: ResolvedOptions): Promise<RingGroup> {
       localRank: o.localRank,
       localSize: o.localSize,
       address: `${formatHost(host)}:${ring.endpoint.port}`,
-      onShutdown: () => closeServer(server),
+      onShutdown: async () => {
+        await closeServer(server);
+        await storeServer?.close();
+      },
     });
-    await group.barrier({ name: 'ringreduce:init' });
+    await group.barrier({ name: `ringreduce:${keyPrefix}` });
     store.close();
-    await storeServer?.close();
     return group;
   } catch (e) {
     store?.close();

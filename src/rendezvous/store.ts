@@ -19,6 +19,8 @@ const HANDSHAKE_MS = 10_000;
 export interface StoreServer {
   readonly endpoint: Endpoint;
   close(): Promise<void>;
+  /** Do not keep the process alive for the store's sake. */
+  unref(): void;
 }
 
 export interface StoreServerOptions {
@@ -116,6 +118,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   return {
     endpoint,
     close: () => closeServer(server),
+    unref: () => (server as unknown as { _server?: { unref(): void } })._server?.unref(),
   };
 }
 

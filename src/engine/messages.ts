@@ -1,0 +1,51 @@
+import type { SerializedRingError } from '../errors.js';
+import type { GroupMeta } from './plan.js';
+
+/** Messages between the main thread and the comm worker, as discriminated unions on `type`. */
+
+/** The resolved init options that cross into the worker (no functions). */
+export interface EngineOptions {
+  rank: number;
+  size: number;
+  localRank: number;
+  localSize: number;
+  store: { host: string; port: number };
+  token: string;
+  host?: string;
+  chunkBytes: number;
+  maxInflight: number;
+  timeoutMs: number;
+  startTimeoutMs: number;
+  fusionBytes: number;
+  stallWarningMs: number;
+}
+
+export interface GroupEntry {
+  name: string;
+  shape: number[];
+  /** Byte offset in the group's buffer. */
+  offset: number;
+  count: number;
+}
+
+export type ToWorker =
+  | { type: 'init'; options: EngineOptions }
+  | {
+      type: 'group';
+      id: number;
+      /** float32 data of every entry, in `entries` order; reduced in place. */
+      buffer: SharedArrayBuffer;
+      /** Int32Array[1]: 0 pending, 1 done, 2 failed — for Atomics.wait on the main thread. */
+      control: SharedArrayBuffer;
+      entries: GroupEntry[];
+      meta: GroupMeta;
+      /** Reply on the sync port (the main thread is blocked in Atomics.wait). */
+      sync: boolean;
+    }
+  | { type: 'shutdown' };
+
+export type FromWorker =
+  | { type: 'ready' }
+  | { type: 'done'; id: number; error?: SerializedRingError }
+  | { type: 'fatal'; error: SerializedRingError }
+  | { type: 'closed' };

@@ -1,0 +1,124 @@
+import type * as TfCore from '@tensorflow/tfjs-core';
+import type * as TfLayers from '@tensorflow/tfjs-layers';
+import { allreduce, rank, size } from '../api.js';
+import { RingInvalidArgError } from '../errors.js';
+import { needLayers } from './tf.js';
+import { broadcastOptimizerState, broadcastVariables } from './variables.js';
+
+type Logs = Record<string, number | TfCore.Scalar>;
+
+export interface LearningRateWarmupOptions {
+  /** Epochs over which the learning rate ramps from lr/size to lr. Default 5 (as Horovod). */
+  warmupEpochs?: number;
+  /** Batches per epoch; default from model.fit's params (ceil(samples / batchSize)). */
+  stepsPerEpoch?: number;
+  /** The target learning rate; default the optimizer's at train begin. */
+  initialLr?: number;
+  /** Print the learning rate at the end of the warmup on rank 0. */
+  verbose?: boolean;
+}
+
+interface LrOptimizer {
+  learningRate?: number;
+  setLearningRate?(lr: number): void;
+  inner?: LrOptimizer;
+}
+
+function setLr(opt: LrOptimizer, lr: number): void {
+  const o = opt.inner ?? opt;
+  if (typeof o.setLearningRate === 'function') o.setLearningRate(lr);
+  else o.learningRate = lr;
+}
+
+function getLr(opt: LrOptimizer): number {
+  const o = opt.inner ?? opt;
+  if (typeof o.learningRate !== 'number') throw new RingInvalidArgError('learningRateWarmup: the optimizer has no numeric learningRate');
+  return o.learningRate;
+}
+
+let classes: ReturnType<typeof define> | undefined;
+
+/** Defined on first use as subclasses of the application's tf.Callback (see tf.ts). */
+function define() {
+  const tfl = needLayers('ringreduce callbacks');
+  type Model = TfLayers.LayersModel & { optimizer: TfCore.Optimizer };
+
+  class BroadcastGlobalVariables extends tfl.Callback {
+    constructor(private readonly root: number) {
+      super();
+    }
+    override async onTrainBegin(): Promise<void> {
+      const model = this.model as unknown as Model;
+      await broadcastVariables(model.weights as never, this.root);
+      if (model.optimizer) await broadcastOptimizerState(model.optimizer, this.root);
+    }
+  }
+
+  class MetricAverage extends tfl.Callback {
+    override async onEpochEnd(_epoch: number, logs?: Logs): Promise<void> {
+      if (!logs) return;
+      const keys = Object.keys(logs).sort();
+      const values = Float64Array.from(keys.map((k) => {
+        const v = logs[k];
+        return typeof v === 'number' ? v : (v as TfCore.Scalar).dataSync()[0];
+      }));
+      const avg = await allreduce(values, { op: 'average', name: `metricAverage:${keys.join(',')}` });
+      keys.forEach((k, i) => (logs[k] = avg[i]));
+    }
+  }
+
+  class LearningRateWarmup extends tfl.Callback {
+    private target = 0;
+    private steps = 0;
+    private epoch = 0;
+    private readonly warmupEpochs: number;
+    constructor(private readonly o: LearningRateWarmupOptions) {
+      super();
+      this.warmupEpochs = o.warmupEpochs ?? 5;
+      if (!(this.warmupEpochs > 0)) throw new RingInvalidArgError(`learningRateWarmup: warmupEpochs must be > 0, got ${this.warmupEpochs}`);
+    }
+    override async onTrainBegin(): Promise<void> {
+      const opt = (this.model as unknown as Model).optimizer as unknown as LrOptimizer;
+      this.target = this.o.initialLr ?? getLr(opt);
+      const p = this.params as { steps?: number; samples?: number; batchSize?: number };
+      this.steps = this.o.stepsPerEpoch ?? p.steps ?? Math.ceil((p.samples ?? 0) / (p.batchSize ?? 32));
+      if (!(this.steps > 0)) throw new RingInvalidArgError('learningRateWarmup: cannot tell the steps per epoch; pass options.stepsPerEpoch');
+    }
+    override async onEpochBegin(epoch: number): Promise<void> {
+      this.epoch = epoch;
+    }
+    /** Horovod's schedule: lr(e) = target / size * (e * (size - 1) / warmupEpochs + 1), e fractional. */
+    override async onBatchBegin(batch: number): Promise<void> {
+      if (this.epoch >= this.warmupEpochs) return;
+      const e = this.epoch + (batch + 1) / this.steps;
+      const n = size();
+      setLr((this.model as unknown as Model).optimizer as unknown as LrOptimizer, (this.target / n) * ((e * (n - 1)) / this.warmupEpochs + 1));
+    }
+    override async onEpochEnd(epoch: number): Promise<void> {
+      if (epoch + 1 === Math.ceil(this.warmupEpochs)) {
+        setLr((this.model as unknown as Model).optimizer as unknown as LrOptimizer, this.target);
+        if (this.o.verbose && rank() === 0) console.log(`ringreduce: learning-rate warmup done after epoch ${epoch + 1}: lr = ${this.target}`);
+      }
+    }
+  }
+  return { BroadcastGlobalVariables, MetricAverage, LearningRateWarmup };
+}
+
+/** tf.Callbacks for model.fit, as Horovod's Keras callbacks. */
+export const callbacks = {
+  /** At train begin, makes every rank's model weights and optimizer state equal to `root`'s. */
+  broadcastGlobalVariables(root = 0): TfLayers.Callback {
+    classes ??= define();
+    return new classes.BroadcastGlobalVariables(root);
+  },
+  /** At each epoch end, replaces every metric in the logs with its average over ranks (keys sorted by name). */
+  metricAverage(): TfLayers.Callback {
+    classes ??= define();
+    return new classes.MetricAverage();
+  },
+  /** Ramps the learning rate from lr/size to lr over the first epochs (Goyal et al.; Horovod's schedule). */
+  learningRateWarmup(options: LearningRateWarmupOptions = {}): TfLayers.Callback {
+    classes ??= define();
+    return new classes.LearningRateWarmup(options);
+  },
+};

@@ -1,0 +1,81 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ringrunBin, root, runNode } from './helpers/run.js';
+
+/**
+ * Data parallelism must not change the math: SGD on a global batch B, one process with batch B
+ * versus N ranks (ringrun -np 2, -np 3) each taking its strided shard of the same B examples with
+ * gradients averaged. After k steps the weights must match within 1e-5 relative (fp32) — measured
+ * per tensor as max|a - b| / max|b| — and every rank must hold bit-identical weights.
+ */
+const fixture = join(root, 'test', 'fixtures', 'tfjs-train.mjs');
+const STEPS = '5';
+const BATCH = '12'; // divisible by 1, 2 and 3
+
+interface Result {
+  rank: number;
+  size: number;
+  weights: Record<string, number[]>;
+  initial: Record<string, number[]>;
+  numTensors: number[];
+}
+
+function parse(stdout: string): Result[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.includes('WEIGHTS '))
+    .map((l) => JSON.parse(l.slice(l.indexOf('WEIGHTS ') + 8)) as Result)
+    .sort((a, b) => a.rank - b.rank);
+}
+
+function relErr(a: number[], b: number[]): number {
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    norm = Math.max(norm, Math.abs(b[i]));
+  }
+  return diff / norm;
+}
+
+describe.each(['fit', 'async'])('DistributedOptimizer equivalence through %s', (mode) => {
+  let single: Result;
+  it('single process reference', async () => {
+    const r = await runNode([fixture], { MODE: mode, STEPS, BATCH }, 60_000);
+    expect(r.code, r.stderr).toBe(0);
+    [single] = parse(r.stdout);
+    expect(single.size).toBe(1);
+    // No tensor leaks: the count is the same after every step.
+    expect(new Set(single.numTensors.slice(1)).size).toBe(1);
+  });
+
+  it.each([2, 3])('ringrun -np %i matches the single process within 1e-5 relative; ranks bit-identical', async (n) => {
+    const r = await runNode([ringrunBin, '-np', String(n), 'node', fixture], { MODE: mode, STEPS, BATCH }, 90_000);
+    expect(r.code, r.stderr).toBe(0);
+    const results = parse(r.stdout);
+    expect(results.map((x) => x.rank)).toEqual(Array.from({ length: n }, (_, i) => i));
+    for (const res of results) {
+      expect(res.weights).toEqual(results[0].weights); // bit-identical (JSON of float32 values)
+      expect(new Set(res.numTensors.slice(1)).size).toBe(1);
+    }
+    for (const [name, w] of Object.entries(single.weights)) {
+      const err = relErr(results[0].weights[name], w);
+      expect(err, `${name}: relative error ${err}`).toBeLessThanOrEqual(1e-5);
+      // And training did move the weights (the comparison is not vacuous).
+      expect(relErr(w, single.initial[name])).toBeGreaterThan(1e-3);
+    }
+  });
+
+  it('a rank with an extra layer: typed mismatch error on every rank, no hang', async () => {
+    const r = await runNode([ringrunBin, '-np', '2', 'node', fixture], { MODE: mode, STEPS, BATCH, SKIP_BROADCAST: '1', EXTRA_LAYER_RANK: '1' }, 60_000);
+    for (const k of [0, 1]) {
+      expect(r.stdout).toMatch(new RegExp(`\\[1,${k}\\]<stdout>:ERROR RING_ERR_MISMATCH rank ${k}: gradient negotiation round \\d+: tensor 'opt0/extra/\\w+' is submitted by rank 1 but not by rank 0`));
+    }
+  });
+});
+
+it('the initial broadcast already refuses different models', async () => {
+  const r = await runNode([ringrunBin, '-np', '2', 'node', fixture], { STEPS, BATCH, EXTRA_LAYER_RANK: '1' }, 60_000);
+  expect(r.stdout).toMatch(/\[1,0\]<stdout>:ERROR RING_ERR_MISMATCH rank 0: broadcast #\d+ 'broadcastVariables:float32': ranks disagree on the element count/);
+  expect(r.stdout).toMatch(/\[1,1\]<stdout>:ERROR RING_ERR_MISMATCH/);
+});
