@@ -49,7 +49,7 @@ function difference(gs: GroupMeta[]): { message: string; field: string; ranks: n
       const present = has.map((t, r) => (t ? r : -1)).filter((r) => r >= 0);
       return {
         field: 'tensors',
-        ranks: missing.length <= present.length ? missing : present,
+        ranks: present.length <= missing.length ? present : missing, // the minority: the ranks with the odd one out
         message: `tensor '${name}' is submitted by rank${present.length > 1 ? 's' : ''} ${present.join(',')} but not by rank${missing.length > 1 ? 's' : ''} ${missing.join(',')}`,
       };
     }
