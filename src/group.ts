@@ -7,6 +7,7 @@ import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import type { ReduceOp } from './kernels/index.js';
 import type { OpDescriptor } from './transport/messages.js';
+import { codecFor, type Compression } from './compression/codec.js';
 
 export type { ReduceOp } from './kernels/index.js';
 
@@ -20,6 +21,12 @@ export interface AllreduceOptions {
    * page-faulting) a buffer as large as `x` per call; `x` must not be touched until it resolves.
    */
   inPlace?: boolean;
+  /**
+   * Wire compression for Float32Array data: 'none' (default), 'fp16' or 'bf16'. Only the wire
+   * carries 16 bits; each hop decodes into float32, accumulates in float32 and re-encodes.
+   * Error bounds: see README ("Compression").
+   */
+  compression?: Compression;
 }
 export interface ReducescatterOptions {
   op?: ReduceOp;
@@ -110,10 +117,16 @@ export class RingGroup {
     const op = this.op('allreduce', options.op);
     const name = this.name('allreduce', options.name);
     const inPlace = this.flag('allreduce', 'inPlace', options.inPlace);
-    return this.comm.run(
-      this.desc('allreduce', dt, x.length, name, op),
-      new RingAllreduce(inPlace ? x : x.slice(), dt, op, this.rank, this.size, false),
-    ) as Promise<T>;
+    const compression = options.compression ?? 'none';
+    if (compression !== 'none' && compression !== 'fp16' && compression !== 'bf16') {
+      throw new RingInvalidArgError(`allreduce: options.compression must be 'none', 'fp16' or 'bf16', got ${JSON.stringify(compression)}`, { op: 'allreduce' });
+    }
+    const codec = codecFor(compression);
+    if (codec && dt.name !== 'float32') {
+      throw new RingInvalidArgError(`allreduce: options.compression '${compression}' applies to Float32Array data, got ${dt.name}`, { op: 'allreduce' });
+    }
+    const d = { ...this.desc('allreduce', dt, x.length, name, op), compression };
+    return this.comm.run(d, new RingAllreduce(inPlace ? x : x.slice(), dt, op, this.rank, this.size, false, codec)) as Promise<T>;
   }
 
   /**

@@ -106,6 +106,7 @@ describe('DistributedOptimizer', () => {
     expect(bad({ backwardPassesPerStep: 0 })).toThrow(/options.backwardPassesPerStep must be an integer >= 1, got 0/);
     expect(bad({ gradientPredivideFactor: -1 })).toThrow(/gradientPredivideFactor must be a positive number/);
     expect(bad({ compression: 'zip' })).toThrow(/options.compression must be 'none', 'fp16' or 'bf16'/);
+    expect(bad({ compression: 'fp16' })).not.toThrow();
     expect(() => new rr.DistributedOptimizer({} as never)).toThrow(/must be a tfjs optimizer/);
     try {
       bad({ op: 'max' })();

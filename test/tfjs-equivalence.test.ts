@@ -79,3 +79,35 @@ it('the initial broadcast already refuses different models', async () => {
   expect(r.stdout).toMatch(/\[1,0\]<stdout>:ERROR RING_ERR_MISMATCH rank 0: broadcast #\d+ 'broadcastVariables:float32': ranks disagree on the element count/);
   expect(r.stdout).toMatch(/\[1,1\]<stdout>:ERROR RING_ERR_MISMATCH/);
 });
+
+/**
+ * With compression the reduced gradients differ from the exact average: per element by at most
+ * N·u·mean|g| (u = 2^-11 fp16, 2^-8 bf16; README "Compression"). One SGD step turns that into at
+ * most lr·N·u·|g| of weight error, against an update of lr·|g|; over k steps the errors add
+ * (first order), so we require max|w - w_ref| <= k·N·u · max|w_ref - w_0| over all weights —
+ * and every rank still holds bit-identical weights.
+ */
+describe.each([['fp16', 2 ** -11], ['bf16', 2 ** -8]] as const)('DistributedOptimizer with %s compression', (compression, u) => {
+  let single: Result;
+  it.each([2, 3])('ringrun -np %i stays within k·N·u of the exact run', async (n) => {
+    if (!single) {
+      const r = await runNode([fixture], { STEPS, BATCH }, 60_000);
+      [single] = parse(r.stdout);
+    }
+    const r = await runNode([ringrunBin, '-np', String(n), 'node', fixture], { STEPS, BATCH, COMPRESSION: compression }, 90_000);
+    expect(r.code, r.stderr).toBe(0);
+    const results = parse(r.stdout);
+    for (const res of results) expect(res.weights).toEqual(results[0].weights);
+    let err = 0;
+    let update = 0;
+    for (const [name, w] of Object.entries(single.weights)) {
+      const a = results[0].weights[name];
+      for (let i = 0; i < w.length; i++) {
+        err = Math.max(err, Math.abs(a[i] - w[i]));
+        update = Math.max(update, Math.abs(w[i] - single.initial[name][i]));
+      }
+    }
+    expect(err / update).toBeLessThanOrEqual(Number(STEPS) * n * u);
+    expect(err).toBeGreaterThan(0); // compression really was on the wire
+  });
+});

@@ -46,6 +46,7 @@ export class RingAllgather implements Collective<NumericArray> {
   }
 
   onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined {
+    if (h.codec !== 0) return `codec ${h.codec} where raw data was expected`;
     const hop = h.step;
     if (hop >= this.size - 1) return `hop ${hop} is past the last hop ${this.size - 2}`;
     if (h.chunk !== this.nextChunk[hop]) return `hop ${hop}: expected chunk ${this.nextChunk[hop]}, got ${h.chunk}`;

@@ -1,6 +1,7 @@
 import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
 import { divideInPlace, reduceInto, type ReduceOp } from '../kernels/index.js';
 import type { DataHeader } from '../transport/wire.js';
+import type { Codec } from '../compression/codec.js';
 import { viewAs, type Collective, type OpContext } from './collective.js';
 import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js';
 
@@ -29,6 +30,8 @@ export class RingAllreduce implements Collective<NumericArray> {
     private readonly size: number,
     /** Reduce-scatter stops after the reduce half. */
     private readonly scatterOnly: boolean,
+    /** Wire compression (float32 only): every hop decodes into the float32 buffer and re-encodes. */
+    private readonly codec?: Codec,
   ) {
     this.lastHop = scatterOnly ? size - 2 : 2 * size - 3;
     this.nextChunk = new Int32Array(Math.max(0, this.lastHop + 1));
@@ -50,8 +53,16 @@ export class RingAllreduce implements Collective<NumericArray> {
     const first = this.span(ringSegment(ctx.rank, 0, size));
     for (let c = 0, n = chunkCount(first.length, ctx.chunkElems); c < n; c++) {
       const r = chunkRange(first, ctx.chunkElems, c)!;
-      ctx.send(0, c, bytesOf(this.buf.subarray(r.offset, r.offset + r.length)));
+      this.send(ctx, 0, c, this.buf.subarray(r.offset, r.offset + r.length));
     }
+  }
+
+  /** Sends a piece of the buffer: as it is, or encoded into a fresh 16-bit staging buffer. */
+  private send(ctx: OpContext, hop: number, chunk: number, piece: NumericArray): void {
+    if (!this.codec) return ctx.send(hop, chunk, bytesOf(piece));
+    const wire = new Uint8Array(piece.length * 2);
+    const factor = this.codec.encode(wire, piece as Float32Array);
+    ctx.send(hop, chunk, wire, this.codec.code, factor);
   }
 
   /** Applies the end-of-reduction step (average) to a fully reduced piece. */
@@ -65,20 +76,52 @@ export class RingAllreduce implements Collective<NumericArray> {
     if (h.chunk !== this.nextChunk[hop]) return `hop ${hop}: expected chunk ${this.nextChunk[hop]}, got ${h.chunk}`;
     const r = chunkRange(this.span(ringSegment(ctx.left, hop, this.size)), ctx.chunkElems, h.chunk);
     if (!r) return `hop ${hop}: chunk ${h.chunk} is out of range`;
-    if (payload.byteLength !== r.length * this.dtype.bytes) {
-      return `hop ${hop} chunk ${h.chunk}: ${payload.byteLength} bytes, expected ${r.length * this.dtype.bytes}`;
+    const codec = this.codec;
+    if (h.codec !== (codec?.code ?? 0)) return `hop ${hop}: codec ${h.codec}, expected ${codec?.code ?? 0}`;
+    const elemBytes = codec ? 2 : this.dtype.bytes;
+    if (payload.byteLength !== r.length * elemBytes) {
+      return `hop ${hop} chunk ${h.chunk}: ${payload.byteLength} bytes, expected ${r.length * elemBytes}`;
     }
     this.nextChunk[hop]++;
-    const dst = this.buf.subarray(r.offset, r.offset + r.length);
-    const src = viewAs(this.dtype.ctor as never, payload) as NumericArray;
-    if (hop <= this.size - 2) {
-      reduceInto(this.op, dst, src);
-      if (hop === this.size - 2) this.finish(dst);
-    } else {
-      dst.set(src);
-    }
     this.got++;
-    if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, bytesOf(dst));
+    const dst = this.buf.subarray(r.offset, r.offset + r.length);
+    if (!codec) {
+      const src = viewAs(this.dtype.ctor as never, payload) as NumericArray;
+      if (hop <= this.size - 2) {
+        reduceInto(this.op, dst, src);
+        if (hop === this.size - 2) this.finish(dst);
+      } else {
+        dst.set(src);
+      }
+      if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, bytesOf(dst));
+      return undefined;
+    }
+    const acc = dst as Float32Array;
+    if (!(h.scale > 0) || !Number.isFinite(h.scale)) return `hop ${hop} chunk ${h.chunk}: bad scale ${h.scale}`;
+    if (hop > this.size - 2) {
+      // All-gather: decode, and pass on the very same bytes (no re-encoding, no drift).
+      codec.decode(acc, payload, h.scale);
+      if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, payload, codec.code, h.scale);
+      return undefined;
+    }
+    if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
+    else {
+      const tmp = new Float32Array(acc.length);
+      codec.decode(tmp, payload, h.scale);
+      reduceInto(this.op, acc, tmp);
+    }
+    if (hop < this.size - 2) {
+      this.send(ctx, hop + 1, h.chunk, acc);
+      return undefined;
+    }
+    // This rank owns the finished chunk. Encode it once, and keep the decoded value itself, so
+    // every rank — this one included — ends with the same bits.
+    this.finish(acc);
+    if (this.scatterOnly) return undefined;
+    const wire = new Uint8Array(acc.length * 2);
+    const factor = codec.encode(wire, acc);
+    codec.decode(acc, wire, factor);
+    ctx.send(hop + 1, h.chunk, wire, codec.code, factor);
     return undefined;
   }
 

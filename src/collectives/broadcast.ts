@@ -33,6 +33,7 @@ export class RingBroadcast implements Collective<NumericArray> {
   }
 
   onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined {
+    if (h.codec !== 0) return `codec ${h.codec} where raw data was expected`;
     if (ctx.rank === this.root) return 'the root of a broadcast receives no data';
     if (h.step !== 0 || h.chunk !== this.nextChunk) return `expected hop 0 chunk ${this.nextChunk}, got hop ${h.step} chunk ${h.chunk}`;
     const r = chunkRange({ offset: 0, length: this.out.length }, ctx.chunkElems, h.chunk);

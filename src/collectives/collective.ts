@@ -19,7 +19,7 @@ export interface OpContext {
    * Sends one data frame to the right neighbour. `payload` must stay unchanged until the
    * operation completes (the communicator resolves only after every send has flushed).
    */
-  send(step: number, chunk: number, payload: Uint8Array): void;
+  send(step: number, chunk: number, payload: Uint8Array, codec?: number, scale?: number): void;
   /** Every rank's descriptor, indexed by rank (complete only once `onTable` has run). */
   readonly descriptors: readonly (OpDescriptor | undefined)[];
 }
@@ -37,7 +37,8 @@ export interface Collective<T> {
   onTable?(ctx: OpContext): void;
   /**
    * One frame from the left neighbour. Returns a description of the problem when the frame is not
-   * one this collective expects (the communicator turns it into a protocol error).
+   * one this collective expects (the communicator turns it into a protocol error), including a
+   * codec other than the one the operation uses (h.codec: 0 = raw).
    */
   onData(ctx: OpContext, h: DataHeader, payload: Uint8Array): string | undefined;
   /** True once every expected frame has been received and applied. */

@@ -165,7 +165,7 @@ export class Communicator {
       right: this.right,
       chunkElems,
       descriptors: st.descs,
-      send: (step, chunk, payload) => this.enqueue(st, { seq, step, chunk, codec: 0, scale: 1 }, payload),
+      send: (step, chunk, payload, codec = 0, scale = 1) => this.enqueue(st, { seq, step, chunk, codec, scale }, payload),
     };
     const done = new Promise<T>((resolve, reject) => {
       st.resolve = resolve as (v: unknown) => void;
@@ -257,7 +257,6 @@ export class Communicator {
   }
 
   private apply(st: OpState, h: DataHeader, payload: Uint8Array): void {
-    if (h.codec !== 0) return this.fatal(this.protocolError(this.left, `used unknown codec ${h.codec}`));
     const problem = st.coll!.onData(st.ctx!, h, payload);
     if (problem) this.fatal(this.protocolError(this.left, `sent an unexpected frame for ${this.label(st.desc!, st.seq)}: ${problem}`));
   }

@@ -3,7 +3,9 @@ import { Packr } from 'msgpackr';
 import { RingError, RingMismatchError, RingProtocolError, serializeError, type SerializedRingError } from '../errors.js';
 import type { RingGroup } from '../group.js';
 import { stderrLogger } from '../logger.js';
+import { scaleInPlace } from '../kernels/index.js';
 import { formRing } from '../rendezvous/ring.js';
+import type { Compression } from '../compression/codec.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
 import { decide, type GroupMeta } from './plan.js';
 
@@ -153,7 +155,7 @@ async function reduceBatch(batch: Pending[]): Promise<void> {
   }
   if (meta.prescale !== 1) scale(data, meta.prescale);
   try {
-    await ring!.allreduce(data, { op, inPlace: true, name: 'engine:fused' });
+    await ring!.allreduce(data, { op, inPlace: true, name: 'engine:fused', compression: meta.compression as Compression });
   } catch (e) {
     const err = e instanceof RingError ? serializeError(e) : serializeError(new RingMismatchError(String(e), {}));
     for (const p of batch) reply(p, err);
@@ -172,7 +174,7 @@ async function reduceBatch(batch: Pending[]): Promise<void> {
 }
 
 function scale(x: Float32Array, f: number): void {
-  for (let i = 0; i < x.length; i++) x[i] *= f;
+  scaleInPlace(x, f);
 }
 
 function checkStalls(): void {

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
+import { fileURLToPath } from 'node:url';
+import { benchHelp, parseBenchArgs, type BenchParsed } from '../bench/args.js';
+import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
 import { launch } from './job.js';
 
 /**
@@ -28,6 +30,7 @@ export async function main(argv: readonly string[]): Promise<never> {
 }
 
 async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (argv[0] === 'bench') return bench(argv.slice(1), env);
   let parsed: ParsedArgs;
   try {
     parsed = parseArgs(argv, env);
@@ -46,6 +49,34 @@ async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<num
     case 'run':
       return launch(parsed.config, { env, handleSignals: true });
   }
+}
+
+/** `ringrun bench ...`: the ranks run dist/bench/worker.js; rank 0 prints the table. */
+async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  let parsed: BenchParsed;
+  try {
+    parsed = parseBenchArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`ringrun bench: ${e.message} (see ringrun bench --help)\n`);
+    return 2;
+  }
+  if (parsed.kind === 'help') {
+    process.stdout.write(benchHelp());
+    return 0;
+  }
+  const worker = fileURLToPath(new URL('../bench/worker.js', import.meta.url));
+  return launch(
+    {
+      np: parsed.config.np,
+      command: process.execPath,
+      args: [worker],
+      tagOutput: false,
+      graceSec: DEFAULT_GRACE_SEC,
+      exports: new Map([['RINGREDUCE_BENCH', JSON.stringify({ ...parsed.config, progress: process.stderr.isTTY === true })]]),
+    },
+    { env, handleSignals: true },
+  );
 }
 
 /** `ringrun 0.1.0 (kernels: js)`: the package version and the kernel backend that loaded. */

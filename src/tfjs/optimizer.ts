@@ -11,7 +11,7 @@ type NamedTensorMap = Record<string, Tensor>;
 export interface DistributedOptimizerOptions {
   /** Reduction of the gradients across ranks: 'average' (default) or 'sum'. */
   op?: 'average' | 'sum';
-  /** Wire compression of the gradients. 'none' (default). */
+  /** Wire compression of the gradients: 'none' (default), 'fp16' or 'bf16' (float32 accumulation). */
   compression?: 'none' | 'fp16' | 'bf16';
   /** Accumulate this many local backward passes (summed) before one reduction and update. Default 1. */
   backwardPassesPerStep?: number;
@@ -44,9 +44,6 @@ function check(options: DistributedOptimizerOptions) {
   const compression = options.compression ?? 'none';
   if (!['none', 'fp16', 'bf16'].includes(compression)) {
     throw new RingInvalidArgError(`DistributedOptimizer: options.compression must be 'none', 'fp16' or 'bf16', got ${JSON.stringify(compression)}`);
-  }
-  if (compression !== 'none') {
-    throw new RingInvalidArgError(`DistributedOptimizer: options.compression '${compression}' is not supported by this version yet; use 'none'`);
   }
   const k = options.backwardPassesPerStep ?? 1;
   if (!Number.isSafeInteger(k) || k < 1) throw new RingInvalidArgError(`DistributedOptimizer: options.backwardPassesPerStep must be an integer >= 1, got ${k}`);

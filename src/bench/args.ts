@@ -1,0 +1,155 @@
+import { UsageError } from '../launcher/args.js';
+
+/**
+ * `ringrun bench`'s command line: an all-reduce bandwidth sweep in nccl-tests' terms.
+ * Pure, like launcher/args.ts: mistakes are UsageErrors naming the option.
+ */
+export interface BenchConfig {
+  np: number;
+  minBytes: number;
+  maxBytes: number;
+  factor: number;
+  op: 'sum' | 'average' | 'min' | 'max' | 'product';
+  compression: 'none' | 'fp16' | 'bf16';
+  iters: number;
+  warmup: number;
+  check: boolean;
+  json?: string;
+  chunkBytes?: number;
+  /** Set by ringrun when its stderr is a terminal. */
+  progress?: boolean;
+}
+
+export function benchHelp(): string {
+  return `Usage: ringrun bench -np N [options]
+
+All-reduce bandwidth of float32 arrays over the ring, like nccl-tests' all_reduce_perf.
+Each size is timed over --iters back-to-back operations after --warmup; a row reports the
+median time of an operation (the slowest rank's), algbw = bytes / time and
+busbw = algbw x 2(N-1)/N. With compression, bytes and bandwidth count the float32 bytes reduced.
+
+Options (a value may also be given as --option=value; sizes accept K, M, G suffixes):
+  -np N, -n N          number of ranks (required)
+  --min-bytes B        smallest size (default 4)
+  --max-bytes B        largest size (default 64M)
+  --factor F           size multiplier between rows (default 2)
+  --op OP              sum | average | min | max | product (default sum)
+  --compression C      none | fp16 | bf16 (default none)
+  --iters K            timed operations per size (default 20)
+  --warmup W           untimed operations per size first (default 5)
+  --chunk-bytes B      ring chunk size (default: the library's, 1M)
+  --check              fill with integers whose sums are exact and count wrong elements (#wrong)
+  --json FILE          also write the rows as a JSON array to FILE
+  -h, --help           this help
+`;
+}
+
+export function parseSize(v: string, name: string): number {
+  const m = /^(\d+)([KMG]?)$/i.exec(v);
+  if (!m) throw new UsageError(`${name} must be a size in bytes like 4, 64K, 64M, got '${v}'`, name);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+}
+
+function int(v: string, name: string, min: number): number {
+  if (!/^\d+$/.test(v) || Number(v) < min) throw new UsageError(`${name} must be an integer >= ${min}, got '${v}'`, name);
+  return Number(v);
+}
+
+export type BenchParsed = { kind: 'help' } | { kind: 'bench'; config: BenchConfig };
+
+export function parseBenchArgs(argv: readonly string[]): BenchParsed {
+  const c: Partial<BenchConfig> & { check: boolean } = { check: false };
+  for (let i = 0; i < argv.length; i++) {
+    let a = argv[i];
+    let value: string | undefined;
+    const eq = a.indexOf('=');
+    if (a.startsWith('--') && eq > 0) {
+      value = a.slice(eq + 1);
+      a = a.slice(0, eq);
+    }
+    const next = () => {
+      if (value !== undefined) return value;
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`, a);
+      return argv[++i];
+    };
+    switch (a) {
+      case '-h':
+      case '--help':
+        return { kind: 'help' };
+      case '-np':
+      case '-n':
+      case '--np':
+        c.np = int(next(), a, 1);
+        break;
+      case '--min-bytes':
+        c.minBytes = parseSize(next(), a);
+        break;
+      case '--max-bytes':
+        c.maxBytes = parseSize(next(), a);
+        break;
+      case '--chunk-bytes':
+        c.chunkBytes = parseSize(next(), a);
+        break;
+      case '--factor': {
+        const v = next();
+        const f = Number(v);
+        if (!(f > 1) || !Number.isFinite(f)) throw new UsageError(`--factor must be a number > 1, got '${v}'`, a);
+        c.factor = f;
+        break;
+      }
+      case '--op': {
+        const v = next();
+        if (!['sum', 'average', 'min', 'max', 'product'].includes(v)) throw new UsageError(`--op must be sum, average, min, max or product, got '${v}'`, a);
+        c.op = v as BenchConfig['op'];
+        break;
+      }
+      case '--compression': {
+        const v = next();
+        if (!['none', 'fp16', 'bf16'].includes(v)) throw new UsageError(`--compression must be none, fp16 or bf16, got '${v}'`, a);
+        c.compression = v as BenchConfig['compression'];
+        break;
+      }
+      case '--iters':
+        c.iters = int(next(), a, 1);
+        break;
+      case '--warmup':
+        c.warmup = int(next(), a, 0);
+        break;
+      case '--check':
+        c.check = true;
+        break;
+      case '--json':
+        c.json = next();
+        break;
+      default:
+        throw new UsageError(`unknown option '${argv[i]}'`, argv[i]);
+    }
+  }
+  if (c.np === undefined) throw new UsageError('-np is required', '-np');
+  const config: BenchConfig = {
+    np: c.np,
+    minBytes: c.minBytes ?? 4,
+    maxBytes: c.maxBytes ?? 64 << 20,
+    factor: c.factor ?? 2,
+    op: c.op ?? 'sum',
+    compression: c.compression ?? 'none',
+    iters: c.iters ?? 20,
+    warmup: c.warmup ?? 5,
+    check: c.check,
+    json: c.json,
+    chunkBytes: c.chunkBytes,
+  };
+  if (config.minBytes < 4) throw new UsageError(`--min-bytes must be at least 4 (one float32), got ${config.minBytes}`, '--min-bytes');
+  if (config.maxBytes < config.minBytes) throw new UsageError(`--max-bytes (${config.maxBytes}) is below --min-bytes (${config.minBytes})`, '--max-bytes');
+  return { kind: 'bench', config };
+}
+
+/** The sizes of the sweep, each a multiple of 4 bytes. */
+export function sweep(c: Pick<BenchConfig, 'minBytes' | 'maxBytes' | 'factor'>): number[] {
+  const out: number[] = [];
+  for (let b = c.minBytes; b <= c.maxBytes; b *= c.factor) {
+    const bytes = Math.max(4, Math.floor(b / 4) * 4);
+    if (out[out.length - 1] !== bytes) out.push(bytes);
+  }
+  return out;
+}

@@ -1,0 +1,82 @@
+import { addBf16Into, addF16Into, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
+
+/**
+ * Wire compression of float32 data: 16 bits per element on the wire, float32 everywhere else.
+ *
+ * fp16 has 5 exponent bits: |x| ≥ 65520 becomes Inf and |x| < 2^-24 becomes 0. So every chunk is
+ * scaled by a power of two chosen from its own max |x| (the largest magnitude lands in
+ * [2^14, 2^15)), and the frame header carries the inverse. A power of two scales exactly, so the
+ * only error is fp16's rounding: per encode, |error| ≤ 2^-11·|x| + 2^-25·2^-14·max|x| of the chunk.
+ * bf16 keeps float32's exponent and needs no scale (except above bf16's largest finite value,
+ * ~3.39e38, where a chunk is halved first so that finite values never become Inf).
+ *
+ * Non-finite inputs stay non-finite (Inf and NaN pass through), as they would uncompressed.
+ */
+export type Compression = 'none' | 'fp16' | 'bf16';
+
+export interface Codec {
+  readonly name: Exclude<Compression, 'none'>;
+  /** The wire code in the frame header (0 is raw). */
+  readonly code: number;
+  /** Encodes `src` into `dst` (2 bytes per element); returns the factor that decodes it. */
+  encode(dst: Uint8Array, src: Float32Array): number;
+  /** dst[i] = decoded(src)[i]. */
+  decode(dst: Float32Array, src: Uint8Array, factor: number): void;
+  /** acc[i] += decoded(src)[i], in one pass. */
+  decodeAdd(acc: Float32Array, src: Uint8Array, factor: number): void;
+}
+
+const MIN_EXP = -126;
+const MAX_EXP = 126;
+
+/** 2^k with max·2^k in [2^14, 2^15), clamped to normal float32 powers of two. */
+export function fp16Scale(max: number): number {
+  if (!(max > 0) || !Number.isFinite(max)) return 1;
+  const e = Math.floor(Math.log2(max));
+  // log2 may be off by one near powers of two: fix it exactly.
+  const exp = 2 ** e > max ? e - 1 : 2 ** (e + 1) <= max ? e + 1 : e;
+  return 2 ** Math.min(MAX_EXP, Math.max(MIN_EXP, 14 - exp));
+}
+
+const BF16_MAX = 3.3895313892515355e38;
+
+export const fp16: Codec = {
+  name: 'fp16',
+  code: 1,
+  encode(dst, src) {
+    const scale = fp16Scale(maxAbs(src));
+    f32ToF16(dst, src, scale);
+    return 1 / scale;
+  },
+  decode: (dst, src, factor) => f16ToF32(dst, src, factor),
+  decodeAdd: (acc, src, factor) => addF16Into(acc, src, factor),
+};
+
+export const bf16: Codec = {
+  name: 'bf16',
+  code: 2,
+  encode(dst, src) {
+    if (maxAbs(src) <= BF16_MAX) {
+      f32ToBf16(dst, src);
+      return 1;
+    }
+    const half = src.slice();
+    scaleInPlace(half, 0.5);
+    f32ToBf16(dst, half);
+    return 2;
+  },
+  decode(dst, src, factor) {
+    bf16ToF32(dst, src);
+    if (factor !== 1) scaleInPlace(dst, factor);
+  },
+  decodeAdd(acc, src, factor) {
+    if (factor === 1) return addBf16Into(acc, src);
+    const tmp = new Float32Array(acc.length);
+    this.decode(tmp, src, factor);
+    for (let i = 0; i < acc.length; i++) acc[i] += tmp[i];
+  },
+};
+
+export function codecFor(c: Compression): Codec | undefined {
+  return c === 'fp16' ? fp16 : c === 'bf16' ? bf16 : undefined;
+}
