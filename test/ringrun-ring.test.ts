@@ -1,20 +1,13 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { runNode } from './helpers/run.js';
 
 /** Real ranks, started by the real ringrun binary (built by `npm test`'s pretest step). */
 const root = join(import.meta.dirname, '..');
 const ringrun = join(root, 'bin', 'ringrun.js');
 const worker = join(root, 'test', 'fixtures', 'ring-worker.mjs');
-
-interface Run {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
 
 let dirs: string[] = [];
 let pidFiles: string[] = [];
@@ -43,23 +36,7 @@ const readPids = (f: string) => {
   }
 };
 
-function run(args: string[], env: Record<string, string>, deadlineMs: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [ringrun, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => (stdout += d));
-    p.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => {
-      p.kill('SIGKILL');
-      reject(new Error(`ringrun did not finish within ${deadlineMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    }, deadlineMs);
-    p.on('exit', (code, signal) => {
-      clearTimeout(t);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[], env: Record<string, string>, deadlineMs: number) => runNode([ringrun, ...args], env, deadlineMs);
 
 function pidFile(): string {
   const d = mkdtempSync(join(tmpdir(), 'ringrun-test-'));

@@ -137,24 +137,25 @@ function define(): Impl {
       return r.data.map((d) => (s === 1 ? d.data : d.data.map((v) => Math.fround(Math.fround(v * r.opts.prescale) * r.opts.postscale))));
     }
 
-    applyGradients(variableGradients: NamedTensorMap | NamedTensor[]): void {
+    /** What a step reduces (undefined while accumulating), and whether its tensors are ours to dispose. */
+    private step(variableGradients: NamedTensorMap | NamedTensor[]) {
       const all = this.list(variableGradients);
       const l = this.accumulate(all);
-      if (!l) return;
-      const owned = l !== all;
-      const r = this.request(l);
+      return l && { l, owned: l !== all, r: this.request(l) };
+    }
+
+    applyGradients(variableGradients: NamedTensorMap | NamedTensor[]): void {
+      const s = this.step(variableGradients);
+      if (!s) return;
       const eng = engine('DistributedOptimizer.applyGradients');
-      this.apply(l, eng ? eng.reduceSync(r.data, r.opts) : this.local(r), owned);
+      this.apply(s.l, eng ? eng.reduceSync(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }
 
     async applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void> {
-      const all = this.list(variableGradients);
-      const l = this.accumulate(all);
-      if (!l) return;
-      const owned = l !== all;
-      const r = this.request(l);
+      const s = this.step(variableGradients);
+      if (!s) return;
       const eng = engine('DistributedOptimizer.applyGradientsAsync');
-      this.apply(l, eng ? await eng.reduce(r.data, r.opts) : this.local(r), owned);
+      this.apply(s.l, eng ? await eng.reduce(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }
 
     async minimizeAsync(f: () => TfCore.Scalar, returnCost = false, varList?: TfCore.Variable[]): Promise<TfCore.Scalar | null> {
