@@ -20,7 +20,8 @@ struct KernelTable {
   const char* isa;
   // dst[i] = op(dst[i], src[i]); integer sum/product wrap; min/max propagate NaN from either side.
   ReduceFn reduce[kOpCount][kDTypeCount];
-  // x[i] = x[i] / d and x[i] = x[i] * f, computed in double and rounded once to the element type.
+  // x[i] = x[i] / d and x[i] = x[i] * f, with the result of the double operation rounded once to
+  // the element type (for float32 and a float32-exact factor, float32 arithmetic gives just that).
   void (*divide_f32)(float* x, size_t n, double d);
   void (*divide_f64)(double* x, size_t n, double d);
   void (*scale_f32)(float* x, size_t n, double f);

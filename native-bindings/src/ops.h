@@ -59,6 +59,21 @@ void scale_loop(T* x, size_t n, double f) {
   for (size_t i = 0; i < n; i++) x[i] = T(double(x[i]) * f);
 }
 
+// float32 x by a factor that is itself a float32 (a power of two, 1/size for a power-of-two size,
+// a codec scale): plain float32 arithmetic gives the same bits as double-then-round, and runs at
+// twice the width. For *, the double product of two floats is exact; for /, rounding to double and
+// then to float is innocuous (53 >= 2*24 + 2). Other factors keep the double loop.
+void divide_f32_any(float* x, size_t n, double d) {
+  const float df = float(d);
+  if (double(df) != d) return divide_loop<float>(x, n, d);
+  for (size_t i = 0; i < n; i++) x[i] = x[i] / df;
+}
+void scale_f32_any(float* x, size_t n, double f) {
+  const float ff = float(f);
+  if (double(ff) != f) return scale_loop<float>(x, n, f);
+  for (size_t i = 0; i < n; i++) x[i] = x[i] * ff;
+}
+
 uint32_t max_abs_loop(const float* x, size_t n, uint32_t m) {
   for (size_t i = 0; i < n; i++) {
     const uint32_t a = rr::bits_of(x[i]) & 0x7fffffffu;

@@ -16,9 +16,9 @@ rr::KernelTable generic_table(const char* isa) {
     t.reduce[rr::kMax][d] = kReduceRow<MaxOp>[d];
     t.reduce[rr::kProduct][d] = kReduceRow<ProductOp>[d];
   }
-  t.divide_f32 = divide_loop<float>;
+  t.divide_f32 = divide_f32_any;
   t.divide_f64 = divide_loop<double>;
-  t.scale_f32 = scale_loop<float>;
+  t.scale_f32 = scale_f32_any;
   t.scale_f64 = scale_loop<double>;
   t.max_abs_f32 = max_abs_any;
   t.f32_to_f16 = f32_to_f16_any;

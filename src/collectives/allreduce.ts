@@ -60,7 +60,7 @@ export class RingAllreduce implements Collective<NumericArray> {
   /** Sends a piece of the buffer: as it is, or encoded into a fresh 16-bit staging buffer. */
   private send(ctx: OpContext, hop: number, chunk: number, piece: NumericArray): void {
     if (!this.codec) return ctx.send(hop, chunk, bytesOf(piece));
-    const wire = new Uint8Array(piece.length * 2);
+    const wire = Buffer.allocUnsafe(piece.length * 2);
     const factor = this.codec.encode(wire, piece as Float32Array);
     ctx.send(hop, chunk, wire, this.codec.code, factor);
   }
@@ -118,7 +118,7 @@ export class RingAllreduce implements Collective<NumericArray> {
     // every rank — this one included — ends with the same bits.
     this.finish(acc);
     if (this.scatterOnly) return undefined;
-    const wire = new Uint8Array(acc.length * 2);
+    const wire = Buffer.allocUnsafe(acc.length * 2);
     const factor = codec.encode(wire, acc);
     codec.decode(acc, wire, factor);
     ctx.send(hop + 1, h.chunk, wire, codec.code, factor);
