@@ -11,7 +11,7 @@ import { formRing } from './rendezvous/ring.js';
  * `initialized()` says whether it is up; `shutdown()` ends it (and init() may be called again).
  *
  * Collectives called from this thread run on this thread's ring. The tfjs optimizer's gradients
- * go through the comm worker (src/engine), which forms a second ring of its own on first use.
+ * go through the comm worker (src/engine), which forms a second ring of its own during init().
  */
 let current: { group: RingGroup; options: ResolvedOptions; engine?: Engine } | undefined;
 let starting: Promise<typeof current> | undefined;
@@ -27,7 +27,23 @@ export async function init(options: InitOptions = {}): Promise<void> {
   if (!starting) {
     const resolved = resolveOptions(options);
     starting = formRing(resolved)
-      .then((g) => ({ group: g, options: resolved }))
+      .then(async (g) => {
+        const s: NonNullable<typeof current> = { group: g, options: resolved };
+        // The comm worker starts now, while this thread is free: a worker that is still booting
+        // when the main thread blocks in Atomics.wait (tfjs' synchronous applyGradients) can
+        // hang, seen here. Its ring is formed now too, so start-up errors surface from init().
+        const e = engine('init', s);
+        if (e) {
+          try {
+            await e.whenReady();
+          } catch (err) {
+            await e.shutdown().catch(() => {});
+            await g.shutdown().catch(() => {});
+            throw err;
+          }
+        }
+        return s;
+      })
       .finally(() => (starting = undefined));
   }
   current = await starting;
@@ -47,9 +63,8 @@ export const reducescatter = async <T extends NumericArray>(x: T, o?: Reducescat
   group('reducescatter').reducescatter(x, o);
 export const barrier = async (o?: BarrierOptions): Promise<void> => group('barrier').barrier(o);
 
-/** The comm worker for gradient reduction, started on first use (undefined when size() === 1). */
-export function engine(fn: string): Engine | undefined {
-  const s = state(fn);
+/** The comm worker for gradient reduction, started by init() (undefined when size() === 1). */
+export function engine(fn: string, s = state(fn)): Engine | undefined {
   if (s.group.size === 1) return undefined;
   if (!s.engine) {
     const o = s.options;
