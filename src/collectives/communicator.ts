@@ -175,7 +175,7 @@ export class Communicator {
     if (this.options.timeoutMs > 0) {
       st.timer = setTimeout(() => this.fatal(this.timeoutError(st)), this.options.timeoutMs);
     }
-    this.rightLink?.sendControl({ t: 'desc', seq, origin: this.rank, d: desc });
+    if (this.size > 1) this.sendTracked(st, { t: 'desc', seq, origin: this.rank, d: desc });
     coll.start(st.ctx);
     this.check(st);
     return done;
@@ -214,12 +214,16 @@ export class Communicator {
       if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
         return this.fatal(this.protocolError(this.left, `forwarded a descriptor with origin ${m.origin}`));
       }
-      // Forward first: the other ranks need every descriptor even if this rank has failed the op.
-      if (m.origin !== this.right) this.rightLink?.sendControl(m);
-      if (this.isPast(m.seq) || this.broken) return;
       if (m.seq >= this.nextSeq + 1024) {
         return this.fatal(this.protocolError(this.left, `sent a descriptor for #${m.seq}, far ahead of this rank's #${this.nextSeq}`));
       }
+      // Forward first: the other ranks need every descriptor even if this rank has failed the op.
+      const past = this.isPast(m.seq) || this.broken !== undefined;
+      if (m.origin !== this.right) {
+        if (past) this.rightLink?.sendControl(m);
+        else this.sendTracked(this.state(m.seq), m);
+      }
+      if (past) return;
       const st = this.state(m.seq);
       if (st.descs[m.origin]) return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
       st.descs[m.origin] = m.d;
@@ -327,6 +331,24 @@ export class Communicator {
     if (--this.active === 0) this.setRef(false);
     if (error) reject!(error);
     else resolve(coll!.result());
+  }
+
+  /**
+   * A descriptor (ours or forwarded) counts as a pending send of its operation: the operation
+   * resolves only once it has left the process. Otherwise a caller that blocks right after the
+   * promise resolves (tfjs' synchronous applyGradients in Atomics.wait) could leave it unsent in a
+   * corked socket — and its neighbours waiting for it forever.
+   */
+  private sendTracked(st: OpState, msg: LinkControlMessage): void {
+    st.pendingSends++;
+    this.rightLink!.sendControl(msg, (err) => {
+      if (err) {
+        this.fatal(new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, { rank: this.rank, ranks: [this.right] }));
+        return;
+      }
+      this.sent(st);
+      this.maybeComplete(st);
+    });
   }
 
   private enqueue(st: OpState, header: DataHeader, payload: Uint8Array): void {

