@@ -342,10 +342,7 @@ export class Communicator {
   private sendTracked(st: OpState, msg: LinkControlMessage): void {
     st.pendingSends++;
     this.rightLink!.sendControl(msg, (err) => {
-      if (err) {
-        this.fatal(new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, { rank: this.rank, ranks: [this.right] }));
-        return;
-      }
+      if (err) return this.sendFailed(err);
       this.sent(st);
       this.maybeComplete(st);
     });
@@ -369,20 +366,16 @@ export class Communicator {
       this.inflight++;
       this.rightLink!.sendData(header, payload, (err) => {
         this.inflight--;
-        if (err) {
-          this.fatal(
-            new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, {
-              rank: this.rank,
-              ranks: [this.right],
-            }),
-          );
-          return;
-        }
+        if (err) return this.sendFailed(err);
         this.sent(st);
         this.maybeComplete(st);
         this.pump();
       });
     }
+  }
+
+  private sendFailed(err: Error): void {
+    this.fatal(new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, { rank: this.rank, ranks: [this.right] }));
   }
 
   private sent(st: OpState): void {
