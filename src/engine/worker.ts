@@ -153,7 +153,7 @@ async function reduceBatch(batch: Pending[]): Promise<void> {
       o += src.length;
     }
   }
-  if (meta.prescale !== 1) scale(data, meta.prescale);
+  if (meta.prescale !== 1) scaleInPlace(data, meta.prescale);
   try {
     await ring!.allreduce(data, { op, inPlace: true, name: 'engine:fused', compression: meta.compression as Compression });
   } catch (e) {
@@ -161,7 +161,7 @@ async function reduceBatch(batch: Pending[]): Promise<void> {
     for (const p of batch) reply(p, err);
     throw e;
   }
-  if (meta.postscale !== 1) scale(data, meta.postscale);
+  if (meta.postscale !== 1) scaleInPlace(data, meta.postscale);
   if (!single) {
     let o = 0;
     for (const p of batch) {
@@ -171,10 +171,6 @@ async function reduceBatch(batch: Pending[]): Promise<void> {
     }
   }
   for (const p of batch) reply(p);
-}
-
-function scale(x: Float32Array, f: number): void {
-  scaleInPlace(x, f);
 }
 
 function checkStalls(): void {

@@ -1,8 +1,7 @@
 import type { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
-import type { Inbox } from '../transport/inbox.js';
-import { Inbox as InboxClass } from '../transport/inbox.js';
+import { Inbox } from '../transport/inbox.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
 import { connect, listen, type Endpoint } from '../transport/ws.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
@@ -48,7 +47,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
 
   server.on('connection', (ws: WebSocket, req) => {
     const peer = `store client ${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    const inbox = new InboxClass(ws);
+    const inbox = new Inbox(ws);
     serverHandshake(inbox, {
       token: o.token,
       serverId: 'store',
