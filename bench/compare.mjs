@@ -6,15 +6,43 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..');
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
-const nps = (args.np ?? '2,4').split(',').map(Number);
-const parseSize = (s) => { const m = /^(\d+)([KMG]?)$/i.exec(s); return Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase()]; };
+const usage = `Usage: node bench/compare.mjs [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5]
+
+Runs, at the same sizes and N in one run, ringreduce (compression none and fp16, via ringrun bench),
+Gloo through torch.distributed and Open MPI's MPI_Allreduce over TCP, and prints times, busbw
+(nccl-tests' definition) and the ratios. Gloo needs Debian's python3-torch; MPI needs openmpi-bin
+and python3-mpi4py; a missing one is skipped with a note.
+  --np LIST      rank counts, comma separated (default 2,4)
+  --sizes LIST   byte sizes with optional K/M/G suffix (default 4,16M,64M)
+  --iters K      timed iterations per size (default 20)
+  --warmup W     untimed iterations first (default 5)
+`;
+let args;
+try {
+  ({ values: args } = parseArgs({ options: { np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+} catch (e) {
+  console.error(`compare: ${e.message}\n\n${usage}`);
+  process.exit(2);
+}
+if (args.help) {
+  process.stdout.write(usage);
+  process.exit(0);
+}
+const bad = (what) => { console.error(`compare: ${what}`); process.exit(2); };
+const positive = (name, v) => (/^[0-9]+$/.test(v) && Number(v) > 0 ? Number(v) : bad(`--${name} must be a positive integer, got '${v}'`));
+const nps = (args.np ?? '2,4').split(',').map((v) => (positive('np', v) >= 2 ? Number(v) : bad('--np values must be at least 2')));
+const parseSize = (s) => {
+  const m = /^(\d+)([KMG]?)$/i.exec(s);
+  if (!m || (Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase()]) % 4) bad(`--sizes: '${s}' is not a byte count that is a multiple of 4 (e.g. 4, 64K, 16M)`);
+  return Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase()];
+};
 const sizes = (args.sizes ?? '4,16M,64M').split(',').map(parseSize);
-const iters = Number(args.iters ?? 20);
-const warmup = Number(args.warmup ?? 5);
+const iters = positive('iters', args.iters ?? '20');
+const warmup = args.warmup === '0' ? 0 : positive('warmup', args.warmup ?? '5');
 const py = '/usr/bin/python3';
 const has = (cmd, a) => spawnSync(cmd, a, { stdio: 'ignore' }).status === 0;
 const haveTorch = has(py, ['-c', 'import torch.distributed']);

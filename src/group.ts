@@ -2,6 +2,7 @@ import { RingAllgather } from './collectives/allgather.js';
 import { RingAllreduce } from './collectives/allreduce.js';
 import { RingBarrier } from './collectives/barrier.js';
 import { RingBroadcast } from './collectives/broadcast.js';
+import { EagerAllreduce, eagerFits } from './collectives/eager.js';
 import { Communicator } from './collectives/communicator.js';
 import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
@@ -126,7 +127,11 @@ export class RingGroup {
       throw new RingInvalidArgError(`allreduce: options.compression '${compression}' applies to Float32Array data, got ${dt.name}`, { op: 'allreduce' });
     }
     const d = { ...this.desc('allreduce', dt, x.length, name, op), compression };
-    return this.comm.run(d, new RingAllreduce(inPlace ? x : x.slice(), dt, op, this.rank, this.size, false, codec)) as Promise<T>;
+    const buf = inPlace ? x : x.slice();
+    const coll = eagerFits(x.byteLength, this.size, this.comm.chunkBytes)
+      ? new EagerAllreduce(buf, dt, op)
+      : new RingAllreduce(buf, dt, op, this.rank, this.size, false, codec);
+    return this.comm.run(d, coll) as Promise<T>;
   }
 
   /**

@@ -22,6 +22,14 @@ export interface OpContext {
   send(step: number, chunk: number, payload: Uint8Array, codec?: number, scale?: number): void;
   /** Every rank's descriptor, indexed by rank (complete only once `onTable` has run). */
   readonly descriptors: readonly (OpDescriptor | undefined)[];
+  /** Every rank's inline payload (see Collective.inline), indexed by rank, like `descriptors`. */
+  readonly inline: readonly (Uint8Array | undefined)[];
+}
+
+/** A rank whose contribution cannot be used (the communicator makes it a protocol error). */
+export interface TableProblem {
+  rank: number;
+  problem: string;
 }
 
 export interface Collective<T> {
@@ -31,10 +39,15 @@ export interface Collective<T> {
    * must have been checked.
    */
   readonly needsTable: boolean;
+  /**
+   * Bytes to carry inside this rank's descriptor, which visits every rank anyway: a small
+   * operation then needs no data frames at all. Called once, before start().
+   */
+  inline?(): Uint8Array | undefined;
   /** Sends what this rank contributes before receiving anything. */
   start(ctx: OpContext): void;
-  /** Every descriptor is in and they agree. */
-  onTable?(ctx: OpContext): void;
+  /** Every descriptor is in and they agree. A problem with a rank's inline payload is returned. */
+  onTable?(ctx: OpContext): TableProblem | undefined | void;
   /**
    * One frame from the left neighbour. Returns a description of the problem when the frame is not
    * one this collective expects (the communicator turns it into a protocol error), including a

@@ -34,6 +34,7 @@ interface OpState {
   coll?: Collective<unknown>;
   ctx?: OpContext;
   descs: (OpDescriptor | undefined)[];
+  inline: (Uint8Array | undefined)[];
   descCount: number;
   leftChecked: boolean;
   leftMismatch: boolean;
@@ -131,6 +132,11 @@ export class Communicator {
     rightLink?.unref();
   }
 
+  /** Bytes per data frame; every rank has the same (checked at rendezvous). */
+  get chunkBytes(): number {
+    return this.options.chunkBytes;
+  }
+
   /** The fatal error this communicator failed with, if any. */
   get error(): RingError | undefined {
     return this.broken;
@@ -165,6 +171,7 @@ export class Communicator {
       right: this.right,
       chunkElems,
       descriptors: st.descs,
+      inline: st.inline,
       send: (step, chunk, payload, codec = 0, scale = 1) => this.enqueue(st, { seq, step, chunk, codec, scale }, payload),
     };
     const done = new Promise<T>((resolve, reject) => {
@@ -175,7 +182,9 @@ export class Communicator {
     if (this.options.timeoutMs > 0) {
       st.timer = setTimeout(() => this.fatal(this.timeoutError(st)), this.options.timeoutMs);
     }
-    if (this.size > 1) this.sendTracked(st, { t: 'desc', seq, origin: this.rank, d: desc });
+    const p = coll.inline?.();
+    st.inline[this.rank] = p;
+    if (this.size > 1) this.sendTracked(st, p ? { t: 'desc', seq, origin: this.rank, d: desc, p } : { t: 'desc', seq, origin: this.rank, d: desc });
     coll.start(st.ctx);
     this.check(st);
     return done;
@@ -191,6 +200,7 @@ export class Communicator {
       st = {
         seq,
         descs: new Array(this.size).fill(undefined),
+        inline: new Array(this.size).fill(undefined),
         descCount: 0,
         leftChecked: false,
         leftMismatch: false,
@@ -227,6 +237,7 @@ export class Communicator {
       const st = this.state(m.seq);
       if (st.descs[m.origin]) return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
       st.descs[m.origin] = m.d;
+      st.inline[m.origin] = m.p;
       st.descCount++;
       this.check(st);
     } else if (m.t === 'abort') {
@@ -280,7 +291,8 @@ export class Communicator {
       const mismatch = this.mismatch(st);
       if (mismatch) return this.settle(st, mismatch);
       st.tableChecked = true;
-      st.coll!.onTable?.(st.ctx!);
+      const bad = st.coll!.onTable?.(st.ctx!);
+      if (bad) return this.fatal(this.protocolError(bad.rank, `${bad.problem} (${this.label(st.desc!, st.seq)})`));
     }
     if (st.held.length > 0 && st.leftChecked && (!st.coll!.needsTable || st.tableChecked)) {
       const held = st.held;

@@ -124,6 +124,7 @@ function validateControl(m: Record<string, unknown>, from: string): void {
       if (!d || typeof d !== 'object') throw bad('descriptor');
       if (typeof d.kind !== 'string' || typeof d.op !== 'string' || typeof d.name !== 'string') throw bad('descriptor fields');
       if (!isInt(d.dtype) || !isInt(d.count) || !isInt(d.root) || typeof d.compression !== 'string') throw bad('descriptor fields');
+      if (m.p !== undefined && !(m.p instanceof Uint8Array)) throw bad('inline payload');
       return;
     }
     case 'abort': {

@@ -26,7 +26,14 @@ export interface ChallengeMsg { t: 'challenge'; nonce: Uint8Array; rank: number;
 export interface AuthMsg { t: 'auth'; nonce: Uint8Array; rank: number; mac: Uint8Array }
 export interface WelcomeMsg { t: 'welcome'; mac: Uint8Array }
 /** A collective's descriptor travelling around the ring: every rank learns every rank's descriptor. */
-export interface DescMsg { t: 'desc'; seq: number; origin: number; d: OpDescriptor }
+export interface DescMsg {
+  t: 'desc';
+  seq: number;
+  origin: number;
+  d: OpDescriptor;
+  /** The origin's whole input, for operations small enough to ride along (see collectives/eager.ts). */
+  p?: Uint8Array;
+}
 /** A fatal error at `origin`: the receiver fails every pending operation and forwards it. */
 export interface AbortMsg { t: 'abort'; origin: number; error: SerializedRingError }
 /** The sender has called shutdown(): it will send nothing more. */
