@@ -82,6 +82,7 @@ export function engine(fn: string, s = state(fn)): Engine | undefined {
       startTimeoutMs: o.startTimeoutMs,
       fusionBytes: o.fusionBytes,
       stallWarningMs: o.stallWarningMs,
+      busyPollUs: o.busyPollUs,
     });
   }
   return s.engine;

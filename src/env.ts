@@ -39,6 +39,7 @@ export interface EnvTuning {
   token?: string;
   fusionBytes?: number;
   stallWarningMs?: number;
+  busyPollUs?: number;
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -169,5 +170,6 @@ export function tuning(env: Env = process.env): EnvTuning {
     token: env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined,
     fusionBytes: int(env, 'RINGREDUCE_FUSION_THRESHOLD', 0),
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
+    busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
   };
 }

@@ -8,7 +8,7 @@ import { memoryLinkPair } from './transport/memory.js';
 import type { Link } from './transport/link.js';
 import { randomBytes } from 'node:crypto';
 
-export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger'> {
+export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger' | 'busyPollUs'> {
   /** 'memory' (default): in-process links; 'ws': real WebSockets on 127.0.0.1, port 0. */
   transport?: 'memory' | 'ws';
 }

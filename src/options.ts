@@ -31,6 +31,13 @@ export interface InitOptions {
   fusionBytes?: number;
   /** tfjs engine: warn when a submitted tensor waits this long for other ranks, ms. Default 60000 (RINGREDUCE_STALL_WARNING, s). */
   stallWarningMs?: number;
+  /**
+   * While an operation is pending, keep polling the sockets instead of sleeping, for up to this many
+   * microseconds after the last message arrived. Cuts small-operation latency when every rank has
+   * a core of its own; costs a busy core while waiting, and hurts when ranks share cores with other
+   * work. Default 0 = off (RINGREDUCE_BUSY_POLL_US).
+   */
+  busyPollUs?: number;
 }
 
 export interface ResolvedOptions {
@@ -51,6 +58,7 @@ export interface ResolvedOptions {
   logger: Logger;
   fusionBytes: number;
   stallWarningMs: number;
+  busyPollUs: number;
 }
 
 export const DEFAULTS = {
@@ -60,6 +68,7 @@ export const DEFAULTS = {
   startTimeoutMs: 60_000,
   fusionBytes: 64 << 20,
   stallWarningMs: 60_000,
+  busyPollUs: 0,
 };
 
 /** Used only when no token is configured anywhere: links are then not protected by a secret. */
@@ -131,5 +140,6 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     logger: o.logger ?? stderrLogger,
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
+    busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? DEFAULTS.busyPollUs, 0),
   };
 }

@@ -98,3 +98,32 @@ describe.each(['memory', 'ws'] as const)('small all-reduce over %s links', (tran
     }
   });
 });
+
+describe('busyPollUs', () => {
+  it('keeps results exact, and the polling loop stops once nothing is pending (the process can sleep and exit)', async () => {
+    const gs = await groups(3, 'ws', { busyPollUs: 2000 });
+    const comm = (g: RingGroup) => (g as unknown as { comm: { polling: boolean } }).comm;
+    for (const count of [1, 5000, 300_000]) {
+      const inputs = gs.map((g) => input(Float32Array, 'sum', g.rank, count));
+      const want = expected(Float32Array, 'sum', inputs);
+      const pending = gs.map((g, r) => g.allreduce(inputs[r]));
+      await new Promise((r) => setImmediate(r));
+      expect(gs.some((g) => comm(g).polling)).toBe(true);
+      const got = await withDeadline(Promise.all(pending), 10_000, `count ${count}`);
+      for (const x of got) expect(firstDiff(x, want)).toBeUndefined();
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      for (const g of gs) expect(comm(g).polling).toBe(false);
+    }
+  });
+
+  it('polls for at most busyPollUs after the last message while a peer is silent', async () => {
+    const gs = await groups(2, 'ws', { busyPollUs: 1000 });
+    const comm = (g: RingGroup) => (g as unknown as { comm: { polling: boolean } }).comm;
+    const lonely = gs[0].allreduce(Float32Array.of(1)); // rank 1 has not called it yet
+    await new Promise((r) => setTimeout(r, 50));
+    expect(comm(gs[0]).polling).toBe(false);
+    const [a] = await Promise.all([lonely, gs[1].allreduce(Float32Array.of(2))]);
+    expect(a[0]).toBe(3);
+  });
+});

@@ -74,6 +74,8 @@ describe('environment discovery', () => {
       startTimeoutMs: 2500, timeoutMs: 30000, chunkBytes: 65536, advertiseHost: '10.1.1.1', noNative: true, token: 't', fusionBytes: undefined, stallWarningMs: undefined,
     });
     expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
+    expect(tuning({ RINGREDUCE_BUSY_POLL_US: '200' }).busyPollUs).toBe(200);
+    expect(() => tuning({ RINGREDUCE_BUSY_POLL_US: '-1' })).toThrow(/RINGREDUCE_BUSY_POLL_US must be an integer >= 0/);
   });
 });
 
@@ -83,7 +85,9 @@ describe('init options', () => {
     expect(r).toMatchObject({ rank: 0, size: 1, chunkBytes: 1 << 20, maxInflight: 4, timeoutMs: 300_000, startTimeoutMs: 60_000, tokenIsDefault: true });
     const env = { RINGRUN_STORE: '127.0.0.1:9', RINGRUN_TOKEN: 'tok', RANK: '1', WORLD_SIZE: '2', RINGREDUCE_CHUNK_BYTES: '4096' };
     expect(resolveOptions({}, env)).toMatchObject({ rank: 1, size: 2, chunkBytes: 4096, token: 'tok', store: { host: '127.0.0.1', port: 9 } });
-    expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0 });
+    expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0, busyPollUs: 0 });
+    expect(resolveOptions({}, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 300 });
+    expect(resolveOptions({ busyPollUs: 50 }, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 50 });
     expect(resolveOptions({ rank: 1, size: 3, store: 'h:5' }, {})).toMatchObject({ rank: 1, size: 3, hostStore: false, store: { host: 'h', port: 5 } });
   });
 
@@ -96,5 +100,6 @@ describe('init options', () => {
     expect(() => resolveOptions({ rank: 3, size: 2 }, {})).toThrow(/options.rank must be in 0..1/);
     expect(() => resolveOptions({ rank: 0, size: 2 }, {})).toThrow(/no rendezvous store/);
     expect(() => resolveOptions({ token: '' }, {})).toThrow(/options.token/);
+    expect(() => resolveOptions({ busyPollUs: 0.5 }, {})).toThrow(/options.busyPollUs must be an integer >= 0/);
   });
 });

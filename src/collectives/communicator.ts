@@ -24,6 +24,11 @@ export interface CommunicatorOptions {
   maxInflight: number;
   /** Per-operation timeout in ms; 0 disables it. */
   timeoutMs: number;
+  /**
+   * While an operation is pending, keep the event loop polling (no sleep) for up to this many
+   * microseconds after the last message arrived; 0 = never. See busyPoll().
+   */
+  busyPollUs?: number;
   logger: Logger;
 }
 
@@ -107,6 +112,8 @@ export class Communicator {
   private inflight = 0;
   private active = 0;
   private readonly byes = new Set<number>();
+  private lastProgress = 0;
+  private polling = false;
 
   constructor(
     readonly rank: number,
@@ -179,6 +186,7 @@ export class Communicator {
       st.reject = reject;
     });
     if (this.active++ === 0) this.setRef(true);
+    this.progress();
     if (this.options.timeoutMs > 0) {
       st.timer = setTimeout(() => this.fatal(this.timeoutError(st)), this.options.timeoutMs);
     }
@@ -219,6 +227,7 @@ export class Communicator {
   }
 
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
+    this.progress();
     if (m.t === 'desc') {
       if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
       if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
@@ -256,6 +265,7 @@ export class Communicator {
   }
 
   private onData(h: DataHeader, payload: Uint8Array): void {
+    this.progress();
     if (this.broken || this.isPast(h.seq)) return;
     if (h.seq >= this.nextSeq + 1024) {
       return this.fatal(this.protocolError(this.left, `sent data for #${h.seq}, far ahead of this rank's #${this.nextSeq}`));
@@ -449,6 +459,30 @@ export class Communicator {
     this.leftLink?.close();
     this.rightLink?.close();
   }
+
+  /**
+   * Busy polling. A process that sleeps in epoll_wait pays for its wake-up when the neighbour's
+   * bytes arrive (measured here: a 4-byte ws round trip is 184 us median when both sides sleep,
+   * 43 us when they keep polling). So while an operation is pending and messages keep coming, the
+   * loop re-arms itself with setImmediate, which makes libuv poll without blocking. It stops when
+   * nothing is pending or nothing has arrived for busyPollUs, so an idle or stuck rank sleeps.
+   */
+  private progress(): void {
+    const limit = this.options.busyPollUs ?? 0;
+    if (limit <= 0 || this.active === 0) return;
+    this.lastProgress = performance.now();
+    if (this.polling) return;
+    this.polling = true;
+    setImmediate(this.poll);
+  }
+
+  private readonly poll = (): void => {
+    if (this.active === 0 || this.broken || performance.now() - this.lastProgress > (this.options.busyPollUs ?? 0) / 1000) {
+      this.polling = false;
+      return;
+    }
+    setImmediate(this.poll);
+  };
 
   private setRef(on: boolean): void {
     for (const l of [this.leftLink, this.rightLink]) if (on) l?.ref();

@@ -18,6 +18,7 @@ export interface EngineOptions {
   startTimeoutMs: number;
   fusionBytes: number;
   stallWarningMs: number;
+  busyPollUs: number;
 }
 
 export interface GroupEntry {
