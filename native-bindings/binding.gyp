@@ -6,7 +6,8 @@
         "src/addon.cc",
         "src/cpu.cc",
         "src/kernels_portable.cc",
-        "src/kernels_x86.cc"
+        "src/kernels_x86.cc",
+        "src/shm.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -83,6 +83,7 @@ export function engine(fn: string, s = state(fn)): Engine | undefined {
       fusionBytes: o.fusionBytes,
       stallWarningMs: o.stallWarningMs,
       busyPollUs: o.busyPollUs,
+      sharedMemory: o.sharedMemory,
     });
   }
   return s.engine;

@@ -40,6 +40,17 @@ export interface EnvTuning {
   fusionBytes?: number;
   stallWarningMs?: number;
   busyPollUs?: number;
+  sharedMemory?: boolean;
+}
+
+/** 1/true/yes/on or 0/false/no/off; undefined when unset. */
+function flag(env: Env, name: string): boolean | undefined {
+  const v = env[name];
+  if (v === undefined || v === '') return undefined;
+  const s = v.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(s)) return true;
+  if (['0', 'false', 'no', 'off'].includes(s)) return false;
+  throw new RingInvalidArgError(`environment variable ${name} must be 1 or 0 (true/false), got '${v}'`);
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -171,5 +182,6 @@ export function tuning(env: Env = process.env): EnvTuning {
     fusionBytes: int(env, 'RINGREDUCE_FUSION_THRESHOLD', 0),
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
+    sharedMemory: flag(env, 'RINGREDUCE_SHM'),
   };
 }

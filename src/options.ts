@@ -38,6 +38,13 @@ export interface InitOptions {
    * work. Default 0 = off (RINGREDUCE_BUSY_POLL_US).
    */
   busyPollUs?: number;
+  /**
+   * Payloads to a neighbour on the same host go through shared memory (a /dev/shm mapping made by
+   * the native addon) instead of the socket; the WebSocket still carries headers and control.
+   * Default true (RINGREDUCE_SHM=0 turns it off); without the addon, or across hosts, links
+   * fall back to the socket by themselves.
+   */
+  sharedMemory?: boolean;
 }
 
 export interface ResolvedOptions {
@@ -59,6 +66,7 @@ export interface ResolvedOptions {
   fusionBytes: number;
   stallWarningMs: number;
   busyPollUs: number;
+  sharedMemory: boolean;
 }
 
 export const DEFAULTS = {
@@ -69,6 +77,7 @@ export const DEFAULTS = {
   fusionBytes: 64 << 20,
   stallWarningMs: 60_000,
   busyPollUs: 0,
+  sharedMemory: true,
 };
 
 /** Used only when no token is configured anywhere: links are then not protected by a secret. */
@@ -78,6 +87,11 @@ function positiveInt(name: string, v: unknown, min = 1): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
     throw new RingInvalidArgError(`options.${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
   }
+  return v;
+}
+
+function bool(name: string, v: unknown): boolean {
+  if (typeof v !== 'boolean') throw new RingInvalidArgError(`options.${name} must be a boolean, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -141,5 +155,6 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? DEFAULTS.busyPollUs, 0),
+    sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
   };
 }

@@ -11,6 +11,7 @@
 
 #include "half.h"
 #include "kernels.h"
+#include "shm.h"
 
 namespace {
 
@@ -177,6 +178,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object selected = Bind(env, fast ? *fast : portable);
   selected.Set("abi", Napi::Number::New(env, kAbiVersion));
   selected.Set("portable", Bind(env, portable));
+  if (rr::ShmSupported()) selected.Set("shmMap", Napi::Function::New(env, rr::ShmMap, "shmMap"));
   return selected;
 }
 

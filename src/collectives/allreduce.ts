@@ -101,7 +101,8 @@ export class RingAllreduce implements Collective<NumericArray> {
     if (hop > this.size - 2) {
       // All-gather: decode, and pass on the very same bytes (no re-encoding, no drift).
       codec.decode(acc, payload, h.scale);
-      if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, payload, codec.code, h.scale);
+      // The payload is only lent for this call (see LinkHandlers.data): forward a copy.
+      if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, new Uint8Array(payload), codec.code, h.scale);
       return undefined;
     }
     if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);

@@ -274,7 +274,8 @@ export class Communicator {
     // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
     if (st.leftMismatch || (st.desc && !st.resolve)) return;
     if (!st.coll || !st.leftChecked || (st.coll.needsTable && !st.tableChecked)) {
-      st.held.push([h, payload]);
+      // A payload is only lent for the call (it may sit in a shared-memory slot): keep a copy.
+      st.held.push([h, new Uint8Array(payload)]);
       return;
     }
     this.apply(st, h, payload);
@@ -406,6 +407,7 @@ export class Communicator {
 
   private onClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
     if (this.closing || this.broken) return;
+    if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `sent something malformed: ${error.message}`));
     const pending = [...this.ops.values()].filter((s) => s.resolve).map((s) => this.label(s.desc!, s.seq));
     const during = pending.length ? ` while ${pending.join(', ')} ${pending.length > 1 ? 'were' : 'was'} pending` : '';
     const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;

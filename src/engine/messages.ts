@@ -19,6 +19,7 @@ export interface EngineOptions {
   fusionBytes: number;
   stallWarningMs: number;
   busyPollUs: number;
+  sharedMemory: boolean;
 }
 
 export interface GroupEntry {

@@ -12,7 +12,7 @@ import { tuning } from '../env.js';
 import { RingInternalError } from '../errors.js';
 import { withCutover } from './cutover.js';
 import { jsKernels } from './js.js';
-import { loadNativeKernels } from './native.js';
+import { loadNativeKernels, type ShmMapFn } from './native.js';
 import type { Kernels, ReduceOp } from './types.js';
 
 export type { Kernels, ReduceOp } from './types.js';
@@ -38,15 +38,21 @@ function nativeDisabled(): boolean {
   }
 }
 
+let shmMap: ShmMapFn | undefined;
+
 function selectBackend(): ActiveKernels {
   if (nativeDisabled()) return { ...jsKernels, nativeError: 'disabled by RINGREDUCE_NO_NATIVE' };
   const loaded = loadNativeKernels();
   if (!loaded.ok) return { ...jsKernels, nativeError: loaded.error };
+  shmMap = loaded.shmMap;
   return { ...withCutover(loaded.kernels, jsKernels), nativeError: undefined };
 }
 
 /** The active backend. */
 export const kernels: ActiveKernels = Object.freeze(selectBackend());
+
+/** The addon's shared-memory map (for same-host links, transport/shm.ts); undefined without the addon. */
+export const sharedMemoryMap: ShmMapFn | undefined = shmMap;
 
 /** e.g. "native (avx2+f16c)" or "js (disabled by RINGREDUCE_NO_NATIVE)", for `ringrun --version`. */
 export function describeKernels(): string {

@@ -31,8 +31,13 @@ interface Binding {
   bf16ToF32(dst: Float32Array, src: Uint8Array): void;
   addBf16(acc: Float32Array, src: Uint8Array): void;
 }
+/** Maps a shared file (Linux): create it (O_EXCL, 0600) or open an existing one of at least `bytes`. */
+export type ShmMapFn = (path: string, bytes: number, create: boolean) => ArrayBuffer;
+
 interface Addon extends Binding {
   readonly abi: number;
+  /** Absent on platforms without it (and in addons built before it existed). */
+  readonly shmMap?: ShmMapFn;
   /** The portable C++ table, exported even where the SIMD one is selected (for tests). */
   readonly portable: Binding;
 }
@@ -62,7 +67,7 @@ function wrap(b: Binding): Kernels {
 }
 
 export type NativeLoadResult =
-  | { ok: true; kernels: Kernels; portable: Kernels }
+  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn }
   | { ok: false; error: string };
 
 export function loadNativeKernels(): NativeLoadResult {
@@ -79,5 +84,5 @@ export function loadNativeKernels(): NativeLoadResult {
       error: `native addon is ABI ${String(addon.abi)}, this code expects ${ABI_VERSION}: rebuild it with 'node native-bindings/build.mjs'`,
     };
   }
-  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable) };
+  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap };
 }

@@ -9,6 +9,7 @@ import type { ResolvedOptions } from '../options.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
+import { shmAvailable } from '../transport/shm.js';
 import { connect, formatHost, listen, WsLink, type Endpoint } from '../transport/ws.js';
 import { closeServer, startStoreServer, StoreClient, type StoreServer } from './store.js';
 
@@ -38,7 +39,9 @@ function storeListenHost(host: string): string {
  *   2. listen on an ephemeral port; publish {host, port, size, chunkBytes} as ring/<rank>;
  *   3. read every rank's record (so a missing rank is named), check they agree;
  *   4. connect left + accept right, both with the HMAC handshake;
- *   5. a barrier over the new ring proves every link works end to end.
+ *   5. offer the right neighbour shared memory for payloads, answer the left's offer (a neighbour
+ *      on the same host takes it; see transport/shm.ts);
+ *   6. a barrier over the new ring proves every link works end to end.
  *
  * A rank 0 that hosts the store keeps it until shutdown(): the comm thread of the tfjs engine
  * forms a second ring later through the same store (under another `keyPrefix`).
@@ -130,6 +133,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       ),
     ]);
     const server = ring.server;
+    await linkSharedMemory(o, leftLink, rightLink, deadline);
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
     const group = new RingGroup(comm, {
       localRank: o.localRank,
@@ -148,6 +152,23 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     await storeServer?.close();
     if (ring) await closeServer(ring.server);
     throw e instanceof RingError ? e : new RingRendezvousError(`rank ${rank}: init failed: ${(e as Error).message}`, { rank }, { cause: e });
+  }
+}
+
+/**
+ * Shared-memory payloads on both links where the neighbour shares this host. Every rank runs both
+ * halves (an offer may be "no offer"), so the set-up never waits on a rank that skipped it.
+ */
+async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink: WsLink, deadline: number): Promise<void> {
+  const ms = Math.max(1000, deadline - Date.now());
+  const slots = 2 * o.maxInflight;
+  const [sendWhy, recvWhy] = await Promise.all([
+    rightLink.offerSharedMemory(o.sharedMemory, slots, o.chunkBytes, ms),
+    leftLink.acceptSharedMemory(o.sharedMemory, o.chunkBytes, ms),
+  ]);
+  const local = shmAvailable();
+  if (o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
+    o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);
   }
 }
 

@@ -1,10 +1,14 @@
 import { RingProtocolError } from '../errors.js';
 import type { LinkControlMessage } from './messages.js';
-import { decodeMessage, encodeControl, encodeDataHeader, type DataHeader } from './wire.js';
+import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
+import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm.js';
 
 /** What a link tells its owner. Set once with Link.setHandlers before traffic flows. */
 export interface LinkHandlers {
-  /** A data frame. `payload` may be retained (it is not reused by the transport). */
+  /**
+   * A data frame. `payload` is valid only until this returns (a shared-memory slot is handed back
+   * right after): copy what must be kept.
+   */
   data(header: DataHeader, payload: Uint8Array): void;
   control(msg: LinkControlMessage): void;
   /** The link is gone: `error` says why (undefined when this side closed it). Called once. */
@@ -49,7 +53,7 @@ export abstract class MessageLink implements Link {
     this.handlers = h;
     const early = this.early;
     this.early = [];
-    for (const m of early) this.receive(m);
+    for (const m of early) this.dispatch(m);
   }
 
   sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
@@ -60,9 +64,35 @@ export abstract class MessageLink implements Link {
     this.write([encodeControl(msg)], done);
   }
 
+  /** Set after a KIND_DATA_HEADER message: the next message is raw payload, whatever its first byte. */
+  private rawNext = false;
+
   /** Called by the subclass for every whole message received. */
   protected receive(buf: Uint8Array): void {
     if (this.isClosed) return;
+    if (this.rawNext) this.rawNext = false;
+    else if (buf.byteLength > 0 && buf[0] >= FIRST_LINK_KIND && buf[0] <= LAST_LINK_KIND) {
+      // The transport's own messages (shared-memory set-up and notices): handled at once, even
+      // before the owner has set handlers.
+      this.linkMessage(buf);
+      return;
+    } else if (buf.byteLength > 0 && buf[0] === KIND_DATA_HEADER) this.rawNext = true;
+    this.dispatch(buf);
+  }
+
+  /** A message of a link-level kind; links that use none treat it as a protocol error. */
+  protected linkMessage(buf: Uint8Array): void {
+    this.fail(new RingProtocolError(`unknown message kind ${buf[0]} from ${this.describe}`));
+  }
+
+  /** A data frame that arrived by other means than a message (e.g. through shared memory). */
+  protected deliverData(header: DataHeader, payload: Uint8Array): void {
+    if (this.isClosed) return;
+    if (this.handlers) this.handlers.data(header, payload);
+    else this.early.push(encodeData(header, payload));
+  }
+
+  private dispatch(buf: Uint8Array): void {
     const h = this.handlers;
     if (!h) {
       this.early.push(buf);

@@ -3,7 +3,26 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { RingProtocolError, RingRendezvousError } from '../errors.js';
 import { Inbox } from './inbox.js';
 import { MessageLink } from './link.js';
-import { encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
+import { DATA_HEADER_BYTES, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
+import {
+  acceptOffer,
+  createRegion,
+  decodeReply,
+  encodeFree,
+  encodeReply,
+  encodeShmData,
+  KIND_SHM_DATA,
+  KIND_SHM_FREE,
+  KIND_SHM_OFFER,
+  KIND_SHM_REPLY,
+  noOffer,
+  shmAvailable,
+  slotOf,
+  slotView,
+  unlinkQuietly,
+  type ShmRegion,
+} from './shm.js';
+import { decodeMessage } from './wire.js';
 
 /**
  * WebSocket plumbing shared by ring links and the rendezvous store.
@@ -22,6 +41,8 @@ export interface Endpoint {
 
 /** Below this many payload bytes a data frame is one message (header + a copy of the payload). */
 const SMALL_PAYLOAD = 64 * 1024;
+/** From this many payload bytes a frame goes through shared memory, when the link has it. */
+const SHM_MIN_BYTES = 16 * 1024;
 
 export const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
@@ -88,11 +109,160 @@ export class WsLink extends MessageLink {
     });
   }
 
+  // ---- shared memory (see shm.ts) ----------------------------------------------------------
+  /** This side sends data through the peer-mapped region: free slots, and frames waiting for one. */
+  private tx: { region: ShmRegion; free: number[]; waiting: Array<[DataHeader, Uint8Array, (err?: Error) => void]> } | undefined;
+  /** The peer sends data through this region; `busy[slot]` while this side has not handed it back. */
+  private rx: { region: ShmRegion; busy: Uint8Array } | undefined;
+  private offerWaiter: ((m: Uint8Array | undefined) => void) | undefined;
+  private replyWaiter: ((m: Uint8Array | undefined) => void) | undefined;
+  private pendingOffer: Uint8Array | undefined;
+  private pendingReply: Uint8Array | undefined;
+
+  /** True once payloads on this link (to or from the peer) go through shared memory. */
+  get sharedMemory(): boolean {
+    return this.tx !== undefined || this.rx !== undefined;
+  }
+
   /**
-   * Large payloads go as two messages back to back, header then payload, so the payload is
+   * As the sending side of this link: offer `slots` shared slots of `payloadBytes` (or, when
+   * `enabled` is false or this host cannot, say there is no offer). Resolves to undefined when
+   * the peer accepted, else to the reason.
+   */
+  async offerSharedMemory(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined> {
+    const why = enabled ? shmAvailable() : 'shared memory is disabled on this rank';
+    if (why !== undefined) {
+      this.ws.send(noOffer());
+      return why;
+    }
+    const { region, offer, path } = createRegion(slots, payloadBytes);
+    try {
+      this.ws.send(offer);
+      const m = await this.await('reply', timeoutMs);
+      const reply = decodeReply(m, this.describe);
+      if (!reply.ok) return reply.reason;
+      this.tx = { region, free: Array.from({ length: slots }, (_, i) => slots - 1 - i), waiting: [] };
+      return undefined;
+    } finally {
+      unlinkQuietly(path);
+    }
+  }
+
+  /** As the receiving side: waits for the peer's offer and maps its region if it is on this host. */
+  async acceptSharedMemory(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined> {
+    const m = await this.await('offer', timeoutMs);
+    const r = acceptOffer(m, maxPayload, enabled, this.describe);
+    if (typeof r === 'string') {
+      this.ws.send(encodeReply(false, r));
+      return r;
+    }
+    this.rx = { region: r, busy: new Uint8Array(r.slots) };
+    this.ws.send(encodeReply(true, ''));
+    return undefined;
+  }
+
+  private await(what: 'offer' | 'reply', timeoutMs: number): Promise<Uint8Array> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const early = what === 'offer' ? this.pendingOffer : this.pendingReply;
+      if (early) return resolve(early);
+      if (this.isClosed) return reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+      const timer = setTimeout(() => reject(new RingProtocolError(`${this.describe} sent no shared-memory ${what} within ${timeoutMs} ms`)), timeoutMs);
+      const settle = (m: Uint8Array | undefined) => {
+        clearTimeout(timer);
+        if (m) resolve(m);
+        else reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+      };
+      if (what === 'offer') this.offerWaiter = settle;
+      else this.replyWaiter = settle;
+    });
+  }
+
+  protected override linkMessage(buf: Uint8Array): void {
+    try {
+      switch (buf[0]) {
+        case KIND_SHM_OFFER:
+        case KIND_SHM_REPLY: {
+          const offer = buf[0] === KIND_SHM_OFFER;
+          if (offer ? this.pendingOffer || this.rx : this.pendingReply || this.tx) throw new RingProtocolError(`second shared-memory ${offer ? 'offer' : 'reply'} from ${this.describe}`);
+          const copy = Uint8Array.from(buf);
+          if (offer) this.pendingOffer = copy;
+          else this.pendingReply = copy;
+          const w = offer ? this.offerWaiter : this.replyWaiter;
+          if (offer) this.offerWaiter = undefined;
+          else this.replyWaiter = undefined;
+          w?.(copy);
+          return;
+        }
+        case KIND_SHM_DATA:
+          return this.shmData(buf);
+        case KIND_SHM_FREE:
+          return this.shmFree(slotOf(buf, this.describe));
+      }
+    } catch (e) {
+      this.fail(e as Error);
+    }
+  }
+
+  private shmData(buf: Uint8Array): void {
+    const rx = this.rx;
+    if (!rx) throw new RingProtocolError(`shared-memory data from ${this.describe}, which has no region here`);
+    const slot = slotOf(buf, this.describe);
+    const head = new Uint8Array(buf.subarray(0, DATA_HEADER_BYTES));
+    head[0] = KIND_DATA_HEADER;
+    const d = decodeMessage(head, this.describe);
+    if (d.kind !== 'header') throw new RingProtocolError(`bad shared-memory data notice from ${this.describe}`);
+    const length = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).readUInt32LE(20);
+    if (slot >= rx.region.slots || length > rx.region.slotBytes) {
+      throw new RingProtocolError(`shared-memory notice from ${this.describe} is out of its region (slot ${slot}, ${length} bytes)`);
+    }
+    if (rx.busy[slot]) throw new RingProtocolError(`${this.describe} reused shared-memory slot ${slot} before it was handed back`);
+    rx.busy[slot] = 1;
+    this.deliverData(d.header, slotView(rx.region, slot, length));
+    // The handler is done with the slot (it copies what it keeps): hand it back.
+    rx.busy[slot] = 0;
+    if (this.isClosed) return;
+    this.cork();
+    this.ws.send(encodeFree(slot));
+  }
+
+  private shmFree(slot: number): void {
+    const tx = this.tx;
+    if (!tx || slot >= tx.region.slots || tx.free.includes(slot)) {
+      throw new RingProtocolError(`${this.describe} handed back shared-memory slot ${slot}, which it did not hold`);
+    }
+    const next = tx.waiting.shift();
+    if (next) this.shmSend(slot, ...next);
+    else tx.free.push(slot);
+  }
+
+  private shmSend(slot: number, header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    slotView(this.tx!.region, slot, payload.byteLength).set(payload);
+    this.cork();
+    this.ws.send(encodeShmData(header, payload.byteLength, slot), { binary: true }, (err) => done(err ?? undefined));
+  }
+
+  protected override ended(error: Error | undefined): void {
+    const waiting = this.tx?.waiting.splice(0) ?? [];
+    for (const w of [this.offerWaiter, this.replyWaiter]) w?.(undefined);
+    this.offerWaiter = this.replyWaiter = undefined;
+    super.ended(error);
+    for (const [, , done] of waiting) done(new Error(`connection to ${this.describe} is closed`));
+  }
+
+  /**
+   * Payloads of SHM_MIN_BYTES and more go through shared memory when the link has it. Otherwise
+   * large payloads go as two messages back to back, header then payload, so the payload is
    * written straight from the caller's array; small ones are cheaper copied into one message.
    */
   override sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    const tx = this.tx;
+    if (tx && payload.byteLength >= SHM_MIN_BYTES && payload.byteLength <= tx.region.slotBytes) {
+      if (!this.writable(done)) return;
+      const slot = tx.waiting.length === 0 ? tx.free.pop() : undefined;
+      if (slot === undefined) tx.waiting.push([header, payload, done]);
+      else this.shmSend(slot, header, payload, done);
+      return;
+    }
     if (payload.byteLength < SMALL_PAYLOAD) return super.sendData(header, payload, done);
     if (!this.writable(done)) return;
     this.cork();
