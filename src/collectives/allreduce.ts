@@ -5,6 +5,23 @@ import type { Codec } from '../compression/codec.js';
 import { viewAs, type Collective, type OpContext } from './collective.js';
 import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js';
 
+/** Staging areas of finished compressed operations, for the next ones (a few, largest kept). */
+const stagingPool: Uint8Array[] = [];
+const POOL_SIZE = 4;
+
+function takeStaging(bytes: number): Uint8Array {
+  const i = stagingPool.findIndex((b) => b.byteLength >= bytes);
+  if (i >= 0) return stagingPool.splice(i, 1)[0].subarray(0, bytes);
+  return new Uint8Array(bytes);
+}
+
+function giveStaging(b: Uint8Array): void {
+  const whole = new Uint8Array(b.buffer);
+  stagingPool.push(whole);
+  stagingPool.sort((x, y) => y.byteLength - x.byteLength);
+  stagingPool.length = Math.min(stagingPool.length, POOL_SIZE);
+}
+
 /**
  * Chunked ring all-reduce (and its first half, reduce-scatter). See schedule.ts for the hop
  * arithmetic. The working buffer is the input itself (in place) or a copy; each received chunk is reduced (or, in
@@ -57,12 +74,29 @@ export class RingAllreduce implements Collective<NumericArray> {
     }
   }
 
-  /** Sends a piece of the buffer: as it is, or encoded into a fresh 16-bit staging buffer. */
+  /** Sends a piece of the buffer: as it is, or encoded into its 16-bit staging slot. */
   private send(ctx: OpContext, hop: number, chunk: number, piece: NumericArray): void {
     if (!this.codec) return ctx.send(hop, chunk, bytesOf(piece));
-    const wire = Buffer.allocUnsafe(piece.length * 2);
+    const wire = this.stage(hop, piece);
     const factor = this.codec.encode(wire, piece as Float32Array);
     ctx.send(hop, chunk, wire, this.codec.code, factor);
+  }
+
+  /**
+   * Compressed runs need somewhere for the 16-bit bytes of every frame this rank sends until the
+   * operation completes. A fresh buffer per frame costs page faults on every byte (half a MiB per
+   * chunk); instead each operation takes one staging area from a small pool — room for one
+   * segment per hop — and gives it back in result(), when every send has flushed.
+   */
+  private staging: Uint8Array | undefined;
+  private stage(hop: number, piece: NumericArray): Uint8Array {
+    const seg = Math.ceil(this.buf.length / this.size);
+    if (!this.staging) this.staging = takeStaging((this.lastHop + 1) * seg * 2);
+    // The piece's place in its segment decides its place in the hop's row.
+    const bufOffset = (piece.byteOffset - this.buf.byteOffset) / 4;
+    const segStart = segmentRange(this.buf.length, this.size, ringSegment(this.rank, hop, this.size)).offset;
+    const at = (hop * seg + bufOffset - segStart) * 2;
+    return this.staging.subarray(at, at + piece.length * 2);
   }
 
   /** Applies the end-of-reduction step (average) to a fully reduced piece. */
@@ -102,7 +136,11 @@ export class RingAllreduce implements Collective<NumericArray> {
       // All-gather: decode, and pass on the very same bytes (no re-encoding, no drift).
       codec.decode(acc, payload, h.scale);
       // The payload is only lent for this call (see LinkHandlers.data): forward a copy.
-      if (hop < this.lastHop) ctx.send(hop + 1, h.chunk, new Uint8Array(payload), codec.code, h.scale);
+      if (hop < this.lastHop) {
+        const copy = this.stage(hop + 1, acc);
+        copy.set(payload);
+        ctx.send(hop + 1, h.chunk, copy, codec.code, h.scale);
+      }
       return undefined;
     }
     if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
@@ -119,7 +157,7 @@ export class RingAllreduce implements Collective<NumericArray> {
     // every rank — this one included — ends with the same bits.
     this.finish(acc);
     if (this.scatterOnly) return undefined;
-    const wire = Buffer.allocUnsafe(acc.length * 2);
+    const wire = this.stage(hop + 1, acc);
     const factor = codec.encode(wire, acc);
     codec.decode(acc, wire, factor);
     ctx.send(hop + 1, h.chunk, wire, codec.code, factor);
@@ -131,6 +169,8 @@ export class RingAllreduce implements Collective<NumericArray> {
   }
 
   result(): NumericArray {
+    if (this.staging) giveStaging(this.staging);
+    this.staging = undefined;
     if (!this.scatterOnly) return this.buf;
     const s = this.span(this.rank);
     return this.buf.slice(s.offset, s.offset + s.length);
