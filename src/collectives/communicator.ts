@@ -231,6 +231,9 @@ export class Communicator {
       this.check(st);
     } else if (m.t === 'abort') {
       if (this.broken) return;
+      if (m.origin >= this.size) {
+        return this.fatal(this.protocolError(from === 'left' ? this.left : this.right, `sent an abort from rank ${m.origin}, outside the ring`));
+      }
       const cause = deserializeError(m.error);
       const e = new (cause.constructor as new (msg: string, d: object) => RingError)(
         `rank ${this.rank}: aborted because rank ${m.origin} failed: ${m.error.message}`,
@@ -240,6 +243,9 @@ export class Communicator {
       (from === 'left' ? this.rightLink : this.leftLink)?.sendControl(m);
       this.fail(e);
     } else if (m.t === 'bye') {
+      // Byes are not forwarded: the sender is the neighbour itself.
+      const peer = from === 'left' ? this.left : this.right;
+      if (m.rank !== peer) return this.fatal(this.protocolError(peer, `said goodbye as rank ${m.rank}`));
       this.byes.add(m.rank);
     }
   }
@@ -250,6 +256,10 @@ export class Communicator {
       return this.fatal(this.protocolError(this.left, `sent data for #${h.seq}, far ahead of this rank's #${this.nextSeq}`));
     }
     const st = this.state(h.seq);
+    // The left sends its descriptor before any data of an operation, on the same ordered link.
+    if (!st.descs[this.left]) {
+      return this.fatal(this.protocolError(this.left, `sent data for #${h.seq} before its descriptor`));
+    }
     // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
     if (st.leftMismatch || (st.desc && !st.resolve)) return;
     if (!st.coll || !st.leftChecked || (st.coll.needsTable && !st.tableChecked)) {
@@ -384,6 +394,8 @@ export class Communicator {
 
   private onClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
     if (this.closing || this.broken) return;
+    // The link dropped a peer that sent something undecodable: that is the peer's protocol error.
+    if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `(${side} neighbour) broke the protocol: ${error.message}`));
     const pending = [...this.ops.values()].filter((s) => s.resolve).map((s) => this.label(s.desc!, s.seq));
     const during = pending.length ? ` while ${pending.join(', ')} ${pending.length > 1 ? 'were' : 'was'} pending` : '';
     const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;

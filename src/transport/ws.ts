@@ -81,7 +81,10 @@ export class WsLink extends MessageLink {
     super(peer, describe);
     this.ws = inbox.socket;
     this.ws.on('close', (code: number) => this.ended(new Error(`connection to ${describe} closed (code ${code})`)));
-    this.ws.on('error', (e: Error) => this.ended(e));
+    // ws reports a peer that breaks RFC 6455 (oversized message, bad opcode, ...) with a WS_ERR_* code.
+    this.ws.on('error', (e: Error & { code?: unknown }) =>
+      this.ended(String(e.code).startsWith('WS_ERR_') ? new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`) : e),
+    );
     inbox.drain((data, binary) => {
       if (binary) this.receive(data);
       else this.fail(new RingProtocolError(`text frame from ${describe}`));
