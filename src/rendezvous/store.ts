@@ -1,5 +1,5 @@
 import type { WebSocket, WebSocketServer } from 'ws';
-import { RingAuthError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
@@ -136,18 +136,19 @@ export class StoreClient {
     const ws = inbox.socket;
     inbox.drain((data) => {
       try {
-        const d = decodeMessage(data, 'rendezvous store');
+        const d = decodeMessage(data, `the rendezvous store at ${where}`);
         const m = d.kind === 'control' ? (d.msg as unknown as StoreResponse) : undefined;
-        const p = m && this.pending.get(m.id);
-        if (!p || !m) throw new Error('unexpected reply');
+        const p = m && (m.t === 'ok' || m.t === 'err') && this.pending.get(m.id);
+        if (!p || !m) throw new RingProtocolError(`the rendezvous store at ${where} sent an unexpected reply`);
         this.pending.delete(m.id);
         p.resolve(m);
       } catch (e) {
+        this.closedError ??= e as Error;
         ws.terminate();
       }
     });
     ws.on('close', () => {
-      this.closedError = new RingRendezvousError(`lost the connection to the rendezvous store at ${where}`);
+      this.closedError ??= new RingRendezvousError(`lost the connection to the rendezvous store at ${where}`);
       for (const p of this.pending.values()) p.reject(this.closedError);
       this.pending.clear();
     });
