@@ -219,13 +219,16 @@ export class Communicator {
       }
       // Forward first: the other ranks need every descriptor even if this rank has failed the op.
       const past = this.isPast(m.seq) || this.broken !== undefined;
+      // But not a duplicate: the next rank would blame this one for it.
+      if (!past && this.ops.get(m.seq)?.descs[m.origin]) {
+        return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
+      }
       if (m.origin !== this.right) {
         if (past) this.rightLink?.sendControl(m);
         else this.sendTracked(this.state(m.seq), m);
       }
       if (past) return;
       const st = this.state(m.seq);
-      if (st.descs[m.origin]) return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
       st.descs[m.origin] = m.d;
       st.descCount++;
       this.check(st);
