@@ -65,10 +65,13 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   });
 
   function serve(ws: WebSocket, inbox: Inbox, who: string) {
-    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void; timer: NodeJS.Timeout }>();
     const send = (m: StoreResponse) => ws.send(encodeControl(m));
     ws.on('close', () => {
-      for (const w of mine) waiters.delete(w);
+      for (const w of mine) {
+        waiters.delete(w);
+        clearTimeout(w.timer);
+      }
     });
     inbox.drain((data) => {
       let req: StoreRequest;
@@ -95,16 +98,17 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         const w = {
           keys: req.keys,
           reply: (vals: unknown[]) => {
-            clearTimeout(timer);
+            clearTimeout(w.timer);
             mine.delete(w);
             send({ t: 'ok', id, values: vals });
           },
+          // A get blocks at most this long; a client that leaves cancels it (see 'close').
+          timer: setTimeout(() => {
+            waiters.delete(w);
+            mine.delete(w);
+            send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
+          }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1))),
         };
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          mine.delete(w);
-          send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
-        }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
         waiters.add(w);
         mine.add(w);
         wake();
