@@ -121,7 +121,12 @@ export function serializeError(e: RingError): SerializedRingError {
   return { code: e.code, message: e.message, details: e.details };
 }
 
+/** True for the codes above (own keys only: 'constructor' or '__proto__' are not codes). */
+export function isRingErrorCode(code: unknown): code is RingErrorCode {
+  return typeof code === 'string' && Object.hasOwn(byCode, code);
+}
+
 export function deserializeError(s: SerializedRingError): RingError {
-  const Ctor = byCode[s.code] ?? byCode.RING_ERR_INTERNAL;
+  const Ctor = isRingErrorCode(s.code) ? byCode[s.code] : byCode.RING_ERR_INTERNAL;
   return new Ctor(String(s.message), s.details ?? {});
 }

@@ -238,19 +238,25 @@ export class Communicator {
       }
       // Forward first: the other ranks need every descriptor even if this rank has failed the op.
       const past = this.isPast(m.seq) || this.broken !== undefined;
+      // But not a duplicate: the next rank would blame this one for it.
+      if (!past && this.ops.get(m.seq)?.descs[m.origin]) {
+        return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
+      }
       if (m.origin !== this.right) {
         if (past) this.rightLink?.sendControl(m);
         else this.sendTracked(this.state(m.seq), m);
       }
       if (past) return;
       const st = this.state(m.seq);
-      if (st.descs[m.origin]) return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
       st.descs[m.origin] = m.d;
       st.inline[m.origin] = m.p;
       st.descCount++;
       this.check(st);
     } else if (m.t === 'abort') {
       if (this.broken) return;
+      if (m.origin >= this.size) {
+        return this.fatal(this.protocolError(from === 'left' ? this.left : this.right, `sent an abort from rank ${m.origin}, outside the ring`));
+      }
       const cause = deserializeError(m.error);
       const e = new (cause.constructor as new (msg: string, d: object) => RingError)(
         `rank ${this.rank}: aborted because rank ${m.origin} failed: ${m.error.message}`,
@@ -260,6 +266,9 @@ export class Communicator {
       (from === 'left' ? this.rightLink : this.leftLink)?.sendControl(m);
       this.fail(e);
     } else if (m.t === 'bye') {
+      // Byes are not forwarded: the sender is the neighbour itself.
+      const peer = from === 'left' ? this.left : this.right;
+      if (m.rank !== peer) return this.fatal(this.protocolError(peer, `said goodbye as rank ${m.rank}`));
       this.byes.add(m.rank);
     }
   }
@@ -271,6 +280,10 @@ export class Communicator {
       return this.fatal(this.protocolError(this.left, `sent data for #${h.seq}, far ahead of this rank's #${this.nextSeq}`));
     }
     const st = this.state(h.seq);
+    // The left sends its descriptor before any data of an operation, on the same ordered link.
+    if (!st.descs[this.left]) {
+      return this.fatal(this.protocolError(this.left, `sent data for #${h.seq} before its descriptor`));
+    }
     // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
     if (st.leftMismatch || (st.desc && !st.resolve)) return;
     if (!st.coll || !st.leftChecked || (st.coll.needsTable && !st.tableChecked)) {
@@ -407,7 +420,8 @@ export class Communicator {
 
   private onClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
     if (this.closing || this.broken) return;
-    if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `sent something malformed: ${error.message}`));
+    // The link dropped a peer that sent something undecodable: that is the peer's protocol error.
+    if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `(${side} neighbour) broke the protocol: ${error.message}`));
     const pending = [...this.ops.values()].filter((s) => s.resolve).map((s) => this.label(s.desc!, s.seq));
     const during = pending.length ? ` while ${pending.join(', ')} ${pending.length > 1 ? 'were' : 'was'} pending` : '';
     const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;

@@ -1,5 +1,5 @@
 import type { WebSocket, WebSocketServer } from 'ws';
-import { RingAuthError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
@@ -65,10 +65,13 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   });
 
   function serve(ws: WebSocket, inbox: Inbox, who: string) {
-    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void; timer: NodeJS.Timeout }>();
     const send = (m: StoreResponse) => ws.send(encodeControl(m));
     ws.on('close', () => {
-      for (const w of mine) waiters.delete(w);
+      for (const w of mine) {
+        waiters.delete(w);
+        clearTimeout(w.timer);
+      }
     });
     inbox.drain((data) => {
       let req: StoreRequest;
@@ -95,16 +98,17 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         const w = {
           keys: req.keys,
           reply: (vals: unknown[]) => {
-            clearTimeout(timer);
+            clearTimeout(w.timer);
             mine.delete(w);
             send({ t: 'ok', id, values: vals });
           },
+          // A get blocks at most this long; a client that leaves cancels it (see 'close').
+          timer: setTimeout(() => {
+            waiters.delete(w);
+            mine.delete(w);
+            send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
+          }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1))),
         };
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          mine.delete(w);
-          send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
-        }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
         waiters.add(w);
         mine.add(w);
         wake();
@@ -136,18 +140,19 @@ export class StoreClient {
     const ws = inbox.socket;
     inbox.drain((data) => {
       try {
-        const d = decodeMessage(data, 'rendezvous store');
+        const d = decodeMessage(data, `the rendezvous store at ${where}`);
         const m = d.kind === 'control' ? (d.msg as unknown as StoreResponse) : undefined;
-        const p = m && this.pending.get(m.id);
-        if (!p || !m) throw new Error('unexpected reply');
+        const p = m && (m.t === 'ok' || m.t === 'err') && this.pending.get(m.id);
+        if (!p || !m) throw new RingProtocolError(`the rendezvous store at ${where} sent an unexpected reply`);
         this.pending.delete(m.id);
         p.resolve(m);
       } catch (e) {
+        this.closedError ??= e as Error;
         ws.terminate();
       }
     });
     ws.on('close', () => {
-      this.closedError = new RingRendezvousError(`lost the connection to the rendezvous store at ${where}`);
+      this.closedError ??= new RingRendezvousError(`lost the connection to the rendezvous store at ${where}`);
       for (const p of this.pending.values()) p.reject(this.closedError);
       this.pending.clear();
     });

@@ -1,5 +1,6 @@
-import { RingProtocolError } from '../errors.js';
-import type { LinkControlMessage } from './messages.js';
+import { dtypeByCode } from '../dtypes.js';
+import { isRingErrorCode, RingProtocolError, type RingErrorDetails } from '../errors.js';
+import type { LinkControlMessage, OpDescriptor } from './messages.js';
 import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
 import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm.js';
 
@@ -109,16 +110,17 @@ export abstract class MessageLink implements Link {
       return;
     }
     let decoded;
+    let control: LinkControlMessage | undefined;
     try {
       decoded = decodeMessage(buf, this.describe);
-      if (decoded.kind === 'control') validateControl(decoded.msg, this.describe);
+      if (decoded.kind === 'control') control = validateControl(decoded.msg, this.describe);
     } catch (e) {
       this.fail(e as Error);
       return;
     }
     if (decoded.kind === 'data') h.data(decoded.header, decoded.payload);
     else if (decoded.kind === 'header') this.awaiting = decoded;
-    else h.control(decoded.msg as unknown as LinkControlMessage);
+    else h.control(control!);
   }
 
   /** Called by the subclass when the transport ends; `error` undefined means a clean close. */
@@ -143,29 +145,58 @@ export abstract class MessageLink implements Link {
 }
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
 
-/** Shape checks for control messages received on a ring link: a malformed one is a protocol error. */
-function validateControl(m: Record<string, unknown>, from: string): void {
+const KINDS: ReadonlySet<unknown> = new Set<OpDescriptor['kind']>(['allreduce', 'allgather', 'broadcast', 'reducescatter', 'barrier']);
+const REDUCTIONS: ReadonlySet<unknown> = new Set(['', 'sum', 'average', 'min', 'max', 'product']);
+const COMPRESSIONS: ReadonlySet<unknown> = new Set(['none', 'fp16', 'bf16']);
+
+/**
+ * Shape checks for control messages received on a ring link: a malformed one is a protocol error.
+ * Returns a fresh message holding only the known fields, each of the right type and range, so
+ * nothing else the peer put in the object travels further.
+ */
+export function validateControl(m: Record<string, unknown>, from: string): LinkControlMessage {
   const bad = (what: string) => new RingProtocolError(`malformed '${String(m.t)}' message from ${from}: ${what}`);
   switch (m.t) {
     case 'desc': {
-      const d = m.d as Record<string, unknown> | undefined;
-      if (!isInt(m.seq) || !isInt(m.origin)) throw bad('seq/origin');
-      if (!d || typeof d !== 'object') throw bad('descriptor');
-      if (typeof d.kind !== 'string' || typeof d.op !== 'string' || typeof d.name !== 'string') throw bad('descriptor fields');
-      if (!isInt(d.dtype) || !isInt(d.count) || !isInt(d.root) || typeof d.compression !== 'string') throw bad('descriptor fields');
-      if (m.p !== undefined && !(m.p instanceof Uint8Array)) throw bad('inline payload');
-      return;
+      const d = m.d;
+      if (!isInt(m.seq) || m.seq < 0 || !isInt(m.origin) || m.origin < 0) throw bad('seq/origin');
+      if (!isRecord(d)) throw bad('descriptor');
+      if (!KINDS.has(d.kind)) throw bad(`collective ${JSON.stringify(d.kind)}`);
+      if (!REDUCTIONS.has(d.op)) throw bad(`reduction op ${JSON.stringify(d.op)}`);
+      if (!(d.kind === 'barrier' ? d.dtype === 0 : isInt(d.dtype) && dtypeByCode(d.dtype) !== undefined)) throw bad(`dtype code ${String(d.dtype)}`);
+      if (!isInt(d.count) || d.count < 0) throw bad(`element count ${String(d.count)}`);
+      if (!isInt(d.root) || d.root < -1) throw bad(`root ${String(d.root)}`);
+      if (typeof d.name !== 'string') throw bad('name');
+      if (!COMPRESSIONS.has(d.compression)) throw bad(`compression ${JSON.stringify(d.compression)}`);
+      const desc = { kind: d.kind, op: d.op, dtype: d.dtype, count: d.count, name: d.name, root: d.root, compression: d.compression } as OpDescriptor;
+      if (m.p === undefined) return { t: 'desc', seq: m.seq, origin: m.origin, d: desc };
+      if (!(m.p instanceof Uint8Array)) throw bad('inline payload');
+      return { t: 'desc', seq: m.seq, origin: m.origin, d: desc, p: m.p };
     }
     case 'abort': {
-      const e = m.error as Record<string, unknown> | undefined;
-      if (!isInt(m.origin) || !e || typeof e.code !== 'string' || typeof e.message !== 'string') throw bad('error');
-      return;
+      const e = m.error;
+      if (!isInt(m.origin) || m.origin < 0) throw bad('origin');
+      if (!isRecord(e) || !isRingErrorCode(e.code) || typeof e.message !== 'string') throw bad('error');
+      const x = e.details === undefined ? {} : e.details;
+      if (!isRecord(x)) throw bad('error details');
+      const details: RingErrorDetails = {};
+      if (x.rank !== undefined) details.rank = isInt(x.rank) ? x.rank : badDetail('rank');
+      if (x.ranks !== undefined) details.ranks = Array.isArray(x.ranks) && x.ranks.every(isInt) ? (x.ranks as number[]).slice() : badDetail('ranks');
+      if (x.op !== undefined) details.op = typeof x.op === 'string' ? x.op : badDetail('op');
+      if (x.seq !== undefined) details.seq = isInt(x.seq) ? x.seq : badDetail('seq');
+      if (x.field !== undefined) details.field = typeof x.field === 'string' ? x.field : badDetail('field');
+      return { t: 'abort', origin: m.origin, error: { code: e.code, message: e.message, details } };
     }
     case 'bye':
-      if (!isInt(m.rank)) throw bad('rank');
-      return;
+      if (!isInt(m.rank) || m.rank < 0) throw bad('rank');
+      return { t: 'bye', rank: m.rank };
     default:
       throw new RingProtocolError(`unexpected control message '${String(m.t)}' from ${from}`);
+  }
+  function badDetail(field: string): never {
+    throw bad(`error details.${field}`);
   }
 }

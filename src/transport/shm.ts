@@ -84,6 +84,9 @@ export function unlinkQuietly(path: string): void {
   }
 }
 
+/** What acceptOffer() says about a "no offer" (which gets no reply). */
+export const NO_OFFER = 'the peer offers no shared memory';
+
 export const noOffer = (): Buffer => {
   const b = Buffer.alloc(12 + NONCE);
   b[0] = KIND_SHM_OFFER;
@@ -113,7 +116,7 @@ export function acceptOffer(buf: Uint8Array, maxPayload: number, enabled: boolea
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const slots = b.readUInt32LE(4);
   const slotBytes = b.readUInt32LE(8);
-  if (slots === 0) return 'the peer offers no shared memory';
+  if (slots === 0) return NO_OFFER;
   if (!enabled) return 'shared memory is disabled on this rank';
   const missing = shmAvailable();
   if (missing) return missing;

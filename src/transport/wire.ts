@@ -1,5 +1,6 @@
 import { Packr } from 'msgpackr';
 import { RingProtocolError } from '../errors.js';
+import { checkMsgpack } from './msgpack-check.js';
 
 /**
  * Wire format of one WebSocket binary message.
@@ -35,7 +36,8 @@ export interface DataHeader {
 }
 
 // Plain objects only: no records/structures, no class revival (defends against prototype tricks).
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+// Received bytes pass checkMsgpack first, which admits plain data only (see msgpack-check.ts).
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, structuredClone: false });
 
 export function encodeControl(msg: object): Buffer {
   const body = packr.pack(msg);
@@ -77,6 +79,8 @@ export function decodeMessage(buf: Uint8Array, from: string): Decoded {
   if (buf.byteLength < 1) throw new RingProtocolError(`empty message from ${from}`);
   const kind = buf[0];
   if (kind === KIND_CONTROL) {
+    const problem = checkMsgpack(buf, 1);
+    if (problem) throw new RingProtocolError(`malformed control message from ${from}: ${problem}`);
     let msg: unknown;
     try {
       msg = packr.unpack(buf.subarray(1));

@@ -16,6 +16,7 @@ import {
   KIND_SHM_OFFER,
   KIND_SHM_REPLY,
   noOffer,
+  NO_OFFER,
   shmAvailable,
   slotOf,
   slotView,
@@ -102,7 +103,10 @@ export class WsLink extends MessageLink {
     super(peer, describe);
     this.ws = inbox.socket;
     this.ws.on('close', (code: number) => this.ended(new Error(`connection to ${describe} closed (code ${code})`)));
-    this.ws.on('error', (e: Error) => this.ended(e));
+    // ws reports a peer that breaks RFC 6455 (oversized message, bad opcode, ...) with a WS_ERR_* code.
+    this.ws.on('error', (e: Error & { code?: unknown }) =>
+      this.ended(String(e.code).startsWith('WS_ERR_') ? new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`) : e),
+    );
     inbox.drain((data, binary) => {
       if (binary) this.receive(data);
       else this.fail(new RingProtocolError(`text frame from ${describe}`));
@@ -118,6 +122,7 @@ export class WsLink extends MessageLink {
   private replyWaiter: ((m: Uint8Array | undefined) => void) | undefined;
   private pendingOffer: Uint8Array | undefined;
   private pendingReply: Uint8Array | undefined;
+  private offered = false;
 
   /** True once payloads on this link (to or from the peer) go through shared memory. */
   get sharedMemory(): boolean {
@@ -130,6 +135,8 @@ export class WsLink extends MessageLink {
    * the peer accepted, else to the reason.
    */
   async offerSharedMemory(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined> {
+    if (this.pendingOffer) throw new RingProtocolError(`${this.describe} offered shared memory on a link where it receives`);
+    this.offered = true;
     const why = enabled ? shmAvailable() : 'shared memory is disabled on this rank';
     if (why !== undefined) {
       this.ws.send(noOffer());
@@ -152,6 +159,7 @@ export class WsLink extends MessageLink {
   async acceptSharedMemory(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined> {
     const m = await this.await('offer', timeoutMs);
     const r = acceptOffer(m, maxPayload, enabled, this.describe);
+    if (r === NO_OFFER) return r;
     if (typeof r === 'string') {
       this.ws.send(encodeReply(false, r));
       return r;
@@ -183,7 +191,10 @@ export class WsLink extends MessageLink {
         case KIND_SHM_OFFER:
         case KIND_SHM_REPLY: {
           const offer = buf[0] === KIND_SHM_OFFER;
-          if (offer ? this.pendingOffer || this.rx : this.pendingReply || this.tx) throw new RingProtocolError(`second shared-memory ${offer ? 'offer' : 'reply'} from ${this.describe}`);
+          // One offer per link, to the side that does not offer; a reply only to an offer.
+          if (offer ? this.pendingOffer || this.offered : !this.replyWaiter) {
+            throw new RingProtocolError(`unexpected shared-memory ${offer ? 'offer' : 'reply'} from ${this.describe}`);
+          }
           const copy = Uint8Array.from(buf);
           if (offer) this.pendingOffer = copy;
           else this.pendingReply = copy;
