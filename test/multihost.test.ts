@@ -214,6 +214,30 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
     await expectNamespacesEmpty();
   });
 
+  it('SIGKILL to ringrun (no teardown at all): the closed sessions stop every remote rank', async () => {
+    const pidDir = mkdtempSync(join(scratch, 'pids-'));
+    const child = spawn(process.execPath, [ringrunBin, '--grace', '1', '-H', hostList, '--rsh', rsh, '-x', 'HOLD=1', '-x', `PID_DIR=${pidDir}`, 'node', rank], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: root,
+    });
+    children.add(child);
+    let stdout = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const deadline = Date.now() + RUN_DEADLINE_MS;
+    while (![0, 1, 2].every((k) => stdout.includes(`rank ${k}: holding`))) {
+      if (Date.now() > deadline) throw new Error(`ranks did not start: ${stdout}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const pids = readdirSync(pidDir).map((f) => Number(readFileSync(join(pidDir, f), 'utf8')));
+    expect(pids.filter(running)).toHaveLength(3);
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('close', r));
+    children.delete(child);
+    // Only the end of their stdin tells the bootstraps: they SIGTERM their ranks and exit.
+    await expectNamespacesEmpty();
+    expect(pids.filter(running), 'ranks still running').toEqual([]);
+  });
+
   it('ranks on different hosts that advertise loopback get a typed error naming them', async () => {
     const r = await ringrun(['-H', hostList, '--rsh', rsh, '-x', 'RINGREDUCE_HOST=127.0.0.1', '--start-timeout', '20', 'node', rank]);
     expect(r.code, show(r)).not.toBe(0);
