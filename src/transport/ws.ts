@@ -1,5 +1,7 @@
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingProtocolError, RingRendezvousError } from '../errors.js';
 import { Inbox } from './inbox.js';
@@ -55,10 +57,17 @@ export function listen(host: string, port: number, maxPayload: number, tls?: Tls
         key: tls.key,
         ca: tls.ca,
         requestCert: tls.ca !== undefined,
-        rejectUnauthorized: tls.ca !== undefined,
+        // Checked in verifyClient instead, so that a refused client hears why (HTTP 403) rather
+        // than a bare reset, and does not retry until its deadline.
+        rejectUnauthorized: false,
         minVersion: 'TLSv1.2',
       });
-      server = new WebSocketServer({ server: https, maxPayload, perMessageDeflate: false, clientTracking: true });
+      const verifyClient = (info: { req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
+        const sock = info.req.socket as TLSSocket;
+        if (tls.ca === undefined || sock.authorized) return done(true);
+        done(false, 403, `TLS client certificate refused: ${String(sock.authorizationError ?? 'none presented')}`);
+      };
+      server = new WebSocketServer({ server: https, maxPayload, perMessageDeflate: false, clientTracking: true, verifyClient });
       ownedServers.set(server, https);
       https.once('error', (e) => server.emit('error', e));
       https.listen(port, host);
@@ -132,8 +141,13 @@ export async function connect(e: Endpoint, maxPayload: number, deadline: number,
       if (isTlsRefusal(err)) {
         throw new RingAuthError(`TLS handshake with ${what} at ${wsUrl(e, tls)} failed: ${(err as Error).message} (are both certificates signed by the job's CA?)`);
       }
+      if (tls && /Unexpected server response: 403/.test((err as Error).message)) {
+        throw new RingAuthError(`${what} at ${wsUrl(e, tls)} refused our TLS client certificate (is it signed by the job's CA, RINGREDUCE_TLS_CA?)`);
+      }
       if (Date.now() + delay >= deadline) {
-        throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e, tls)}: ${(err as Error).message}`, {}, { cause: err });
+        // A TLS server answering a plain client just hangs up.
+        const hint = !tls && /socket hang up/.test((err as Error).message) ? ' (does the other side use TLS? then set RINGREDUCE_TLS_CERT/_KEY/_CA here too)' : '';
+        throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e, tls)}: ${(err as Error).message}${hint}`, {}, { cause: err });
       }
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(delay * 2, 500);
