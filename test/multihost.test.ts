@@ -189,7 +189,11 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
   it('two ranks per host: LOCAL_RANK / LOCAL_WORLD_SIZE per host, exact results', async () => {
     const r = await ringrun(['-H', `${hostAddr(1)}:2,${hostAddr(2)}:2`, '--rsh', rsh, 'node', rank]);
     expect(r.code, show(r)).toBe(0);
-    for (const k of [0, 1, 2, 3]) expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}/4: local ${k % 2}/2, 0 wrong of 100003`);
+    for (const k of [0, 1, 2, 3]) {
+      expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}/4: local ${k % 2}/2, 0 wrong of 100003`);
+      // Every process of the machine was searched for the token: no command line shows it.
+      expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}: token set, on 0 command lines`);
+    }
     await expectNamespacesEmpty();
   });
 
