@@ -12,6 +12,9 @@ import { RingInvalidArgError } from './errors.js';
  *   MPICH / PMI      PMI_RANK, PMI_SIZE (local rank: MPI_LOCALRANKID / MPI_LOCALNRANKS)
  *   Slurm            SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (local size from SLURM_TASKS_PER_NODE)
  *   nothing          a single process: rank 0 of 1
+ * Also read here: RINGREDUCE_IFACE (advertise that interface's address), RINGREDUCE_TLS_CERT /
+ * _KEY / _CA (wss:// with those PEM files), RINGREDUCE_VERBOSE (say which addresses were chosen).
+ *
  * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it, or
  * RINGREDUCE_STORE names it: `host:port` (rank 0 hosts it there) or `file:///shared/dir` (a
  * directory every rank can see; nobody hosts anything).
