@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -9,6 +9,7 @@ import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type LaunchConfig }
 import { rankEnv } from '../src/launcher/env.js';
 import { isThisHost, parseHostfile, placeRanks } from '../src/launcher/hosts.js';
 import { launch, shellQuote } from '../src/launcher/job.js';
+import { preflightHost } from '../src/launcher/preflight.js';
 import { LineSplitter } from '../src/launcher/output.js';
 
 /**
@@ -658,5 +659,108 @@ describe('ringrun jobs', () => {
     expect(lines(out)).toContain('[1,0]<stdout>:rank=0 size=2 local_rank=0 local_size=2 store=ok token=ok ringrun=1 argv_clean=true');
     expect(lines(out)).toContain('[1,1]<stdout>:foo=from-launch copied=- start_timeout=-');
     expect(lines(err)).toContain('[1,1]<stderr>:hello from rank 1');
+  });
+});
+
+describe('preflight: one actionable line per way a host can fail', () => {
+  const check = (script: string, timeoutSec = 10) =>
+    preflightHost({ host: 'node7', argv: ['sh', '-c', script], timeoutSec, root: '/opt/rr', cwd: '/work/job' });
+
+  it.each<[string, string, boolean, RegExp]>([
+    ['success', `echo 'ringrun-remote: ok node=v20.1.0 ringreduce=0.1.0 host=node7'`, true, /^node=v20\.1\.0 ringreduce=0\.1\.0 host=node7$/],
+    ['ssh cannot connect', `echo 'ssh: connect to host node7 port 22: Connection refused' >&2; exit 255`, false,
+      /^cannot connect with 'sh' \(it said: ssh: connect to host node7 port 22: Connection refused\); check that 'ssh node7 true' works without a password$/],
+    ['no node', `echo 'sh: 1: node: not found' >&2; exit 127`, false, /^'node' is not on the PATH of a non-interactive shell there \(it said: sh: 1: node: not found\)/],
+    ['no project', `echo "Error: Cannot find module '/opt/rr/dist/launcher/remote.js'" >&2; exit 1`, false,
+      /^the project is not at \/opt\/rr there; install and build it at the same path on every host/],
+    ['no working directory', `echo 'ringrun-remote: the working directory /work/job does not exist on node7' >&2; exit 3`, false,
+      /^the working directory \/work\/job does not exist there/],
+    ['old node', `echo 'ringrun-remote: node v18.0.0 on node7 is too old: ringreduce needs node >= 20' >&2; exit 4`, false, /^node is too old there \(it said: .*v18\.0\.0/],
+    ['anything else', `echo 'surprise' >&2; exit 9`, false, /^the check failed with exit code 9 \(it said: surprise\)$/],
+  ])('%s', async (_what, script, ok, message) => {
+    const r = await check(script);
+    expect(r.host).toBe('node7');
+    expect(r.ok).toBe(ok);
+    expect(r.message).toMatch(message);
+  });
+
+  it('a host that does not answer in time is killed and reported', async () => {
+    const t0 = Date.now();
+    const r = await check('sleep 30', 0.5);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(r).toMatchObject({ ok: false });
+    expect(r.message).toMatch(/^no answer within 0\.5 s: is the host up and reachable with 'sh'\? \(--preflight-timeout to wait longer\)$/);
+  });
+
+  it('an rsh command that does not exist', async () => {
+    const r = await preflightHost({ host: 'h', argv: ['rr-no-such-rsh'], timeoutSec: 5, root: '/r', cwd: '/c' });
+    expect(r).toEqual({ host: 'h', ok: false, message: "cannot run 'rr-no-such-rsh' (ENOENT); set --rsh to a command that reaches other hosts" });
+  });
+
+  it('the real bootstrap answers the check (and names a missing working directory)', () => {
+    const bootstrap = join(root, 'dist', 'launcher', 'remote.js');
+    const ok = spawnSync(process.execPath, [bootstrap, '--preflight', root], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`^ringrun-remote: ok node=${process.version.replace(/\./g, '\\.')} ringreduce=${pkgVersion.replace(/\./g, '\\.')} host=`));
+    const missing = spawnSync(process.execPath, [bootstrap, '--preflight', join(scratch, 'no-such-dir')], { encoding: 'utf8' });
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toContain(`the working directory ${join(scratch, 'no-such-dir')} does not exist on`);
+  });
+});
+
+describe('the remote bootstrap (dist/launcher/remote.js), driven over stdin like ringrun does', () => {
+  const bootstrap = () => join(root, 'dist', 'launcher', 'remote.js');
+  const hello = (over: Record<string, unknown>) =>
+    `${JSON.stringify({ v: 1, rank: 3, host: 'here', cwd: scratch, env: { RR_FROM_HELLO: 'yes' }, command: 'node', args: [], graceSec: 1, ...over })}\n`;
+
+  function startBootstrap(): { child: ChildProcess; out: () => string; err: () => string; code: Promise<number | null> } {
+    const child = spawn(process.execPath, [bootstrap()], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const code = new Promise<number | null>((resolve) => child.once('close', (c) => (children.delete(child), resolve(c))));
+    return { child, out: () => out, err: () => err, code };
+  }
+
+  it('runs the command in the given directory with the given environment, and exits with its code', async () => {
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: ['-e', 'console.log(process.cwd(), process.env.RR_FROM_HELLO); process.exit(5)'] }));
+    expect(await b.code).toBe(5);
+    expect(b.out()).toBe(`${scratch} yes\n`);
+  });
+
+  it('a command that does not exist: exit 127 and a message naming it', async () => {
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ command: 'rr-no-such-command-xyz' }));
+    expect(await b.code).toBe(127);
+    expect(b.err()).toMatch(/^ringrun-remote: rank 3: cannot start 'rr-no-such-command-xyz' on .+: not found\n$/);
+  });
+
+  it('the end of its input (ringrun gone, ssh session closed) stops the rank and its group', async () => {
+    const pids = pidFile();
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: [fixture('sleeper'), pids], env: { RANK: '0' } }));
+    await waitFor('the rank and its grandchild to start', () => readPids(pids).length === 2);
+    b.child.stdin!.end();
+    // The rank dies of the SIGTERM it was sent: 128 + 15, as ringrun reports it.
+    expect(await b.code).toBe(143);
+    await expectAllGone(pids, 2);
+  });
+
+  it("'SIGKILL' on its input kills the rank's group; the bootstrap reports 137 without calling it news", async () => {
+    const pids = pidFile();
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: [fixture('sleeper'), pids, '--ignore-term'], env: { RANK: '0' } }));
+    await waitFor('the rank and its grandchild to start', () => readPids(pids).length === 2);
+    await new Promise((r) => setTimeout(r, 500)); // the grandchild installs its SIGTERM handler once node has booted
+    b.child.stdin!.write('SIGTERM\n'); // ignored by this rank and its grandchild
+    await new Promise((r) => setTimeout(r, 200));
+    expect(readPids(pids).filter(alive)).toHaveLength(2);
+    b.child.stdin!.write('SIGKILL\n');
+    expect(await b.code).toBe(137);
+    expect(b.err()).not.toContain('was killed by signal');
+    await expectAllGone(pids, 2);
   });
 });

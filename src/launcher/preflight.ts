@@ -24,6 +24,19 @@ export interface PreflightSpec {
   cwd: string;
 }
 
+/** Checks still running: if ringrun exits meanwhile (a signal), they go too. */
+const running = new Set<number>();
+let hooked = false;
+function track(pid: number | undefined): void {
+  if (pid === undefined) return;
+  running.add(pid);
+  if (hooked) return;
+  hooked = true;
+  process.on('exit', () => {
+    for (const p of running) killQuietly(-p, 'SIGKILL');
+  });
+}
+
 const lastLine = (s: string) =>
   s
     .split('\n')
@@ -38,6 +51,7 @@ export function preflightHost(spec: PreflightSpec): Promise<PreflightResult> {
     let err = '';
     let timedOut = false;
     const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    track(child.pid);
     child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
     const timer = setTimeout(() => {
@@ -50,6 +64,7 @@ export function preflightHost(spec: PreflightSpec): Promise<PreflightResult> {
     });
     child.once('close', (code) => {
       clearTimeout(timer);
+      if (child.pid !== undefined) running.delete(child.pid);
       const said = lastLine(err) || lastLine(out);
       const detail = said ? ` (it said: ${said})` : '';
       if (timedOut) {
