@@ -26,6 +26,15 @@ describe('environment discovery', () => {
     expect(d).toMatchObject({ source: 'openmpi', rank: 1, size: 3, localRank: 1, localSize: 3, store: { host: '127.0.0.1', port: 29555 } });
   });
 
+  it('Kubernetes Indexed Job: RANK from the completion index, a service name as MASTER_ADDR, LOCAL_* optional', () => {
+    const d = discover({ RANK: '3', WORLD_SIZE: '4', MASTER_ADDR: 'rr-train-0.rr-train', MASTER_PORT: '29500', RINGREDUCE_TOKEN: 'from-a-secret' });
+    expect(d).toEqual({
+      source: 'torchrun', rank: 3, size: 4, localRank: 0, localSize: 1,
+      store: { host: 'rr-train-0.rr-train', port: 29500 }, hostStore: false, token: 'from-a-secret',
+    });
+    expect(discover({ RANK: '0', WORLD_SIZE: '4', MASTER_ADDR: 'rr-train-0.rr-train', MASTER_PORT: '29500' }).hostStore).toBe(true);
+  });
+
   it('MPICH / PMI', () => {
     const d = discover({ PMI_RANK: '3', PMI_SIZE: '4', MPI_LOCALRANKID: '1', MPI_LOCALNRANKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' });
     expect(d).toMatchObject({ source: 'pmi', rank: 3, size: 4, localRank: 1, localSize: 2 });

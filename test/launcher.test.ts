@@ -646,6 +646,17 @@ describe('ringrun jobs', () => {
     expect(lines(r.stderr)).toEqual([`ringrun: cannot start '${fixture('env')}': permission denied`]);
   });
 
+  it('-H with only this host\'s names runs every rank here, without ssh, counted as one host', async () => {
+    // --rsh points nowhere: using it would fail the job.
+    const r = await ringrun(['-H', `localhost:1,127.0.0.1:1,${hostname()}:1`, '--rsh', 'rr-no-such-rsh', 'node', fixture('env')]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const rank of [0, 1, 2]) {
+      expect(lines(r.stdout)).toContain(
+        `[1,${rank}]<stdout>:rank=${rank} size=3 local_rank=${rank} local_size=3 store=ok token=ok ringrun=1 argv_clean=true`,
+      );
+    }
+  });
+
   it('launch() runs a job programmatically and resolves to its exit code', async () => {
     const stdout = new PassThrough();
     const stderr = new PassThrough();

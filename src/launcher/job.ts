@@ -193,7 +193,11 @@ class Job {
     const { np, hosts } = this.config;
     if (!hosts) return Array.from({ length: np }, (_, r) => ({ host: 'localhost', local: true, localRank: r, localSize: np }));
     const mine = localAddresses();
-    return placeRanks(hosts, np).map((p) => ({ ...p, local: isThisHost(p.host, mine) }));
+    const slots = placeRanks(hosts, np).map((p) => ({ ...p, local: isThisHost(p.host, mine) }));
+    // `-H localhost:1,myname:1` is one machine twice: count its ranks together.
+    const here = slots.filter((s) => s.local);
+    here.forEach((s, i) => Object.assign(s, { localRank: i, localSize: here.length }));
+    return slots;
   }
 
   /** Checks every remote host at once; says what is wrong with each that fails. */
