@@ -242,6 +242,28 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
     expect(pids.filter(running), 'ranks still running').toEqual([]);
   });
 
+  const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!haveOpenssl)('--tls-cert/--tls-key/--tls-ca across the hosts: store and links over wss://, exact results (skipped without openssl)', async () => {
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    const f = (n: string) => join(scratch, n);
+    for (const args of [
+      ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=rr7 test ca'],
+      ['req', ...ec, '-keyout', f('rank.key'), '-out', f('rank.csr'), '-subj', '/CN=rank'],
+      ['x509', '-req', '-in', f('rank.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('rank.pem'), '-days', '1'],
+    ]) {
+      const o = spawnSync('openssl', args, { encoding: 'utf8' });
+      expect(o.status, o.stderr).toBe(0);
+    }
+    const r = await ringrun(['--verbose', '-H', hostList, '--rsh', rsh, '--tls-cert', f('rank.pem'), '--tls-key', f('rank.key'), '--tls-ca', f('ca.pem'), 'node', rank]);
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`ringrun: rendezvous store listens on wss://${net.replace(/\./g, '\\.')}\\.1:\\d+`));
+    for (const k of [0, 1, 2]) {
+      expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}/3: local 0/1, 0 wrong of 100003`);
+      expect(r.stderr).toMatch(new RegExp(`\\[1,${k}\\]<stderr>:ringreduce: rank ${k}: ring links listen on wss://${hostAddr(k + 1).replace(/\./g, '\\.')}:`));
+    }
+    await expectNamespacesEmpty();
+  });
+
   it('ranks on different hosts that advertise loopback get a typed error naming them', async () => {
     const r = await ringrun(['-H', hostList, '--rsh', rsh, '-x', 'RINGREDUCE_HOST=127.0.0.1', '--start-timeout', '20', 'node', rank]);
     expect(r.code, show(r)).not.toBe(0);
