@@ -137,14 +137,19 @@ class Job {
     try {
       const slots = this.slots();
       const remoteHosts = [...new Set(slots.filter((s) => !s.local).map((s) => s.host))];
-      if (this.config.verbose) this.describeHosts(slots);
+      if (this.config.verbose && this.config.hosts) this.describeHosts(slots);
+      let tls: TlsConfig | undefined;
+      try {
+        tls = this.loadTls(); // before the preflight: a local mistake should not wait for the hosts
+      } catch (e) {
+        this.say((e as Error).message);
+        return EXIT_LAUNCHER_ERROR;
+      }
       if (remoteHosts.length > 0 && !(await this.preflight(remoteHosts))) return EXIT_LAUNCHER_ERROR;
       if (this.reason) return exitCodeFor(this.reason);
       let plan: StorePlan;
-      let tls: TlsConfig | undefined;
       try {
         plan = await this.planStore(remoteHosts);
-        tls = this.loadTls();
       } catch (e) {
         this.say((e as Error).message);
         return EXIT_LAUNCHER_ERROR;
