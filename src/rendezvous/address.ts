@@ -1,6 +1,6 @@
 import { createSocket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import { RingInvalidArgError } from '../errors.js';
@@ -110,15 +110,19 @@ export async function chooseAddress(o: { host?: string; iface?: string; storeHos
 }
 
 /**
- * Identifies the machine (and network namespace) a rank runs in: two ranks with different keys
- * cannot reach each other over loopback. The namespace matters for containers sharing a hostname.
+ * Identifies the kernel and network namespace a rank runs in: two ranks can reach each other over
+ * loopback exactly when both match. The kernel is named by its boot id (containers on one machine
+ * share it, even with different host names); without /proc, by the host name.
  */
 export function machineKey(): string {
-  let netns = '';
-  try {
-    netns = readlinkSync('/proc/self/ns/net');
-  } catch {
-    // not Linux: the hostname alone
-  }
-  return `${hostname()}${netns ? ` ${netns}` : ''}`;
+  const read = (path: string, f: (p: string) => string) => {
+    try {
+      return f(path).trim();
+    } catch {
+      return '';
+    }
+  };
+  const boot = read('/proc/sys/kernel/random/boot_id', (p) => readFileSync(p, 'utf8'));
+  const netns = read('/proc/self/ns/net', readlinkSync);
+  return boot ? `${boot} ${netns}` : hostname();
 }

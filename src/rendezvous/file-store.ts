@@ -14,7 +14,7 @@ import type { RendezvousStore } from './store.js';
  * private temporary file, then hard-linked to its name: link(2) fails if the name exists, so a key
  * is written once and readers never see half a value. Where a filesystem has no hard links, the
  * file is created with O_EXCL and written in place; readers then treat an unparsable file as not
- * yet there. Readers poll (20 ms, backing off to 250 ms) until the deadline.
+ * yet there. Readers poll the directory (20 ms, backing off to 250 ms) until the deadline.
  *
  * Files are mode 0600. Once a ring is up, every rank deletes its own entries (all ranks have read
  * them by then), so a directory is empty again after a successful start. A crashed start can leave
@@ -105,21 +105,28 @@ export class FileStore implements RendezvousStore {
     }
   }
 
+  /**
+   * One directory listing per poll, and each file read once it is listed: with N ranks waiting for
+   * N keys, a shared filesystem sees N listings per interval, not N * N opens.
+   */
   async get(keys: string[], timeoutMs: number): Promise<unknown[]> {
     const deadline = Date.now() + timeoutMs;
-    const values: unknown[] = new Array(keys.length);
-    const missing: string[] = [];
-    await Promise.all(
-      keys.map(async (k, i) => {
-        const e = await this.read(k, deadline);
-        if (e) values[i] = e.value;
-        else missing.push(k);
-      }),
-    );
-    if (missing.length > 0) {
-      throw Object.assign(new RingTimeoutError(`rendezvous store ${this.where}: timed out`, {}), { missing: missing.sort() });
+    const values = new Map<string, unknown>();
+    let wait = POLL_FIRST_MS;
+    for (;;) {
+      const listed = new Set(await fs.readdir(this.dir));
+      for (const k of keys) {
+        if (values.has(k) || !listed.has(encodeURIComponent(k))) continue;
+        const e = await this.read(k, 0); // listed: there unless half-written (then next round)
+        if (e) values.set(k, e.value);
+      }
+      if (values.size === keys.length) return keys.map((k) => values.get(k));
+      if (Date.now() >= deadline) break;
+      await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(1, deadline - Date.now()))));
+      wait = Math.min(wait * 2, POLL_MAX_MS);
     }
-    return values;
+    const missing = keys.filter((k) => !values.has(k)).sort();
+    throw Object.assign(new RingTimeoutError(`rendezvous store ${this.where}: timed out`, {}), { missing });
   }
 
   async release(keys: string[]): Promise<void> {

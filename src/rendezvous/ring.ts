@@ -205,13 +205,13 @@ function checkTable(rank: number, table: RankRecord[]): void {
  * rank, naming the ranks and the fix, instead of letting the neighbours time out.
  */
 function checkReachable(rank: number, table: RankRecord[]): void {
-  const machines = new Set(table.map((t) => t.machine ?? t.hostname));
+  const machines = new Set(table.map((t) => t.machine));
   if (machines.size < 2) return;
   const loop = table.flatMap((t, r) => (isLoopback(t.host) ? [r] : []));
   if (loop.length === 0) return;
   const which = loop.map((r) => `rank ${r} (${table[r].hostname}: ${table[r].host})`).join(', ');
   throw new RingRendezvousError(
-    `rank ${rank}: the ranks run on ${machines.size} machines but ${which} advertise${loop.length === 1 ? 's' : ''} a loopback address ` +
+    `rank ${rank}: the ranks run on ${machines.size} machines (or network namespaces) but ${which} advertise${loop.length === 1 ? 's' : ''} a loopback address ` +
       `that the other machines cannot reach; set RINGREDUCE_IFACE (ringrun --iface) to the interface that connects the machines, ` +
       `or RINGREDUCE_HOST to this machine's address, or use a store address that is not loopback`,
     { rank, ranks: loop, op: 'init', field: 'host' },
