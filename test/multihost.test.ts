@@ -113,7 +113,11 @@ let scratch: string;
 function ringrun(args: string[], onOutput?: (stdout: string, stderr: string) => void, inNs?: number): Promise<Finished> {
   const argv = [process.execPath, ringrunBin, ...args];
   if (inNs !== undefined) argv.unshift('ip', 'netns', 'exec', nsName(inNs));
-  const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+  return run(argv[0], argv.slice(1), onOutput);
+}
+
+function run(cmd: string, args: string[], onOutput?: (stdout: string, stderr: string) => void): Promise<Finished> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
   children.add(child);
   let stdout = '';
   let stderr = '';
@@ -125,7 +129,7 @@ function ringrun(args: string[], onOutput?: (stdout: string, stderr: string) => 
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`ringrun ${args.join(' ')} still running after ${RUN_DEADLINE_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+      reject(new Error(`${cmd} ${args.join(' ')} still running after ${RUN_DEADLINE_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
     }, RUN_DEADLINE_MS);
     child.once('close', (code) => {
       clearTimeout(timer);
@@ -261,6 +265,29 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
       expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}/3: local 0/1, 0 wrong of 100003`);
       expect(r.stderr).toMatch(new RegExp(`\\[1,${k}\\]<stderr>:ringreduce: rank ${k}: ring links listen on wss://${hostAddr(k + 1).replace(/\./g, '\\.')}:`));
     }
+    await expectNamespacesEmpty();
+  });
+
+  const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0;
+  it.skipIf(!haveMpirun)("Open MPI's mpirun across the hosts with RINGREDUCE_STORE=file:///dir: no address known up front (skipped without openmpi-bin)", async () => {
+    const store = join(scratch, `store-${Date.now()}`);
+    const args = [
+      '--allow-run-as-root', '--mca', 'plm_rsh_agent', rsh, '--mca', 'oob_tcp_if_include', `${net}.0/24`,
+      '-H', HOSTS.map((i) => hostAddr(i)).join(','), '-np', '3',
+      '-x', `RINGREDUCE_STORE=file://${store}`, '-x', 'RINGREDUCE_VERBOSE=1', '-x', 'COUNT=100003', 'node', 'examples/allreduce.js',
+    ];
+    const r = await run('mpirun', args);
+    if (process.env.RR_SHOW_OUTPUT) console.log(`mpirun ${args.join(' ')}\n${show(r)}`);
+    expect(r.code, show(r)).toBe(0);
+    for (const k of [0, 1, 2]) {
+      const line = r.stdout.split('\n').find((l) => l.startsWith(`rank ${k}/3: allreduce of 100003 floats`));
+      expect(line, show(r)).toContain(', 0 wrong; sum[0..2]=3,6,9; allgather=[0,1,2]; broadcast=3.14159; ');
+      expect(line).toContain(`reducescatter=[${6 * k},${6 * k + 3}]`);
+      // No store host to route to, no default route in the namespaces: each rank's own interface.
+      expect(r.stderr).toMatch(new RegExp(`ringreduce: rank ${k}: ring links listen on ws://${net.replace(/\./g, '\\.')}\\.1[1-3]:\\d+ \\(the first non-loopback interface, ${NS_IFACE}`));
+    }
+    // The ranks cleaned up after themselves: entries and the shared token are gone.
+    expect(readdirSync(store)).toEqual([]);
     await expectNamespacesEmpty();
   });
 

@@ -75,18 +75,20 @@ export async function routeAddress(host: string): Promise<string> {
 const isUnspecified = (a: string): boolean => a === '0.0.0.0' || a === '::';
 
 /** Where to look when there is no store host to route to: the default route, else any non-loopback interface. */
-export async function defaultAddress(): Promise<string> {
+export async function defaultAddress(): Promise<AddressChoice> {
   try {
     // 198.51.100.0/24 is TEST-NET-2: only used for the route lookup, nothing is sent.
     const a = await routeAddress('198.51.100.1');
-    if (!isLoopback(a) && !isUnspecified(a)) return a;
+    if (!isLoopback(a) && !isUnspecified(a)) return { address: a, how: 'the interface of the default route (no store host to route to)' };
   } catch {
     // no default route (e.g. an isolated network): fall through to the interface list
   }
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) if (!a.internal && a.family === 'IPv4') return a.address;
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    for (const a of list ?? []) {
+      if (!a.internal && a.family === 'IPv4') return { address: a.address, how: `the first non-loopback interface, ${name} (no default route, no store host)` };
+    }
   }
-  return '127.0.0.1';
+  return { address: '127.0.0.1', how: 'loopback: this host has no other interface' };
 }
 
 export interface AddressChoice {
@@ -106,7 +108,7 @@ export async function chooseAddress(o: { host?: string; iface?: string; storeHos
       // unresolvable or unroutable store host: the store connection will say so; use the default
     }
   }
-  return { address: await defaultAddress(), how: 'the default route (no store host to route to)' };
+  return defaultAddress();
 }
 
 /**
