@@ -211,6 +211,7 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
         process.kill(Number(readFileSync(join(pidDir, 'rank-1.pid'), 'utf8')), 'SIGKILL');
       }
     });
+    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun -H ${hostList} --rsh ${rsh} -x HOLD=1 -x PID_DIR=... node ${rank}\n${show(r)}`);
     expect(killed, show(r)).toBe(true);
     expect(r.code, show(r)).toBe(137);
     expect(r.stderr).toMatch(new RegExp(`^ringrun: rank 1 on host ${hostAddr(2).replace(/\./g, '\\.')} \\(local ssh pid \\d+\\) exited with code 137$`, 'm'));
