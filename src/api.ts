@@ -5,6 +5,8 @@ import { RingGroup } from './group.js';
 import type { NumericArray } from './dtypes.js';
 import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
+import { isFileStore } from './env.js';
+import { releaseSharedToken, sharedToken } from './rendezvous/file-store.js';
 
 /**
  * The process-wide ring, Horovod style: `await init()` once, then the free functions below.
@@ -25,9 +27,14 @@ const group = (fn: string): RingGroup => state(fn).group;
 export async function init(options: InitOptions = {}): Promise<void> {
   if (current) return;
   if (!starting) {
-    const resolved = resolveOptions(options);
-    starting = formRing(resolved)
+    let resolved: ResolvedOptions;
+    starting = (async () => {
+      resolved = await withFileStoreToken(resolveOptions(options));
+      return formRing(resolved);
+    })()
       .then(async (g) => {
+        // Every rank has the file store's token now (the ring is up): it need not stay on disk.
+        if (isFileStore(resolved.store) && resolved.rank === 0) await releaseSharedToken(resolved.store.dir);
         const s: NonNullable<typeof current> = { group: g, options: resolved };
         // The comm worker starts now, while this thread is free: a worker that is still booting
         // when the main thread blocks in Atomics.wait (tfjs' synchronous applyGradients) can
@@ -47,6 +54,15 @@ export async function init(options: InitOptions = {}): Promise<void> {
       .finally(() => (starting = undefined));
   }
   current = await starting;
+}
+
+/**
+ * With a file:// store and no configured token, the ranks share a random one through the
+ * directory (see sharedToken), so that links are still authenticated.
+ */
+async function withFileStoreToken(o: ResolvedOptions): Promise<ResolvedOptions> {
+  if (!o.tokenIsDefault || o.size === 1 || !isFileStore(o.store)) return o;
+  return { ...o, token: await sharedToken(o.store.dir), tokenIsDefault: false };
 }
 
 export const initialized = (): boolean => current !== undefined;
@@ -76,6 +92,9 @@ export function engine(fn: string, s = state(fn)): Engine | undefined {
       store: o.store!,
       token: o.token,
       host: o.host,
+      iface: o.iface,
+      tls: o.tls,
+      verbose: o.verbose,
       chunkBytes: o.chunkBytes,
       maxInflight: o.maxInflight,
       timeoutMs: o.timeoutMs,

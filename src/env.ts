@@ -1,3 +1,5 @@
+import { isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { RingInvalidArgError } from './errors.js';
 
 /**
@@ -10,11 +12,21 @@ import { RingInvalidArgError } from './errors.js';
  *   MPICH / PMI      PMI_RANK, PMI_SIZE (local rank: MPI_LOCALRANKID / MPI_LOCALNRANKS)
  *   Slurm            SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (local size from SLURM_TASKS_PER_NODE)
  *   nothing          a single process: rank 0 of 1
- * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it.
+ * Also read here: RINGREDUCE_IFACE (advertise that interface's address), RINGREDUCE_TLS_CERT /
+ * _KEY / _CA (wss:// with those PEM files), RINGREDUCE_VERBOSE (say which addresses were chosen).
+ *
+ * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it, or
+ * RINGREDUCE_STORE names it: `host:port` (rank 0 hosts it there) or `file:///shared/dir` (a
+ * directory every rank can see; nobody hosts anything).
  */
 export type Env = Readonly<Record<string, string | undefined>>;
 
 export type LaunchSource = 'ringrun' | 'torchrun' | 'openmpi' | 'pmi' | 'slurm' | 'single';
+
+/** A TCP store (`host:port`, served over WebSocket) or a shared directory (`file:///dir`). */
+export type StoreAddress = { host: string; port: number } | { dir: string };
+
+export const isFileStore = (s: StoreAddress | undefined): s is { dir: string } => s !== undefined && 'dir' in s;
 
 export interface Discovered {
   source: LaunchSource;
@@ -23,7 +35,7 @@ export interface Discovered {
   localRank: number;
   localSize: number;
   /** Rendezvous store address, when known. */
-  store?: { host: string; port: number };
+  store?: StoreAddress;
   /** True when this process must host the store itself (rank 0 without a launcher-hosted store). */
   hostStore: boolean;
   /** Job token and where it came from. */
@@ -41,6 +53,12 @@ export interface EnvTuning {
   stallWarningMs?: number;
   busyPollUs?: number;
   sharedMemory?: boolean;
+  /** RINGREDUCE_IFACE: advertise this interface's address. */
+  iface?: string;
+  /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
+  tlsFiles?: { cert: string; key: string; ca?: string };
+  /** RINGREDUCE_VERBOSE=1 (ringrun --verbose): say which addresses were chosen. */
+  verbose: boolean;
 }
 
 /** 1/true/yes/on or 0/false/no/off; undefined when unset. */
@@ -76,6 +94,23 @@ export function parseHostPort(v: string, what: string): { host: string; port: nu
   return { host: m[1], port: Number(m[2]) };
 }
 
+/**
+ * A store address: `file:///abs/dir` (a shared directory), or `host:port` / `tcp://host:port`.
+ */
+export function parseStoreAddress(v: string, what: string): StoreAddress {
+  if (v.startsWith('file:')) {
+    let dir: string;
+    try {
+      dir = fileURLToPath(v);
+    } catch (e) {
+      throw new RingInvalidArgError(`${what} must be file:///absolute/dir or host:port, got '${v}' (${(e as Error).message})`);
+    }
+    if (!isAbsolute(dir) || dir === '/') throw new RingInvalidArgError(`${what} must name a directory below /, got '${v}'`);
+    return { dir };
+  }
+  return parseHostPort(v.startsWith('tcp://') ? v.slice(6).replace(/\/$/, '') : v, what);
+}
+
 /** Expands Slurm's SLURM_TASKS_PER_NODE ("2(x3),1") and returns the entry of node `nodeId`. */
 export function slurmTasksOnNode(spec: string, nodeId: number): number | undefined {
   const counts: number[] = [];
@@ -87,14 +122,16 @@ export function slurmTasksOnNode(spec: string, nodeId: number): number | undefin
   return counts[nodeId];
 }
 
-function masterStore(env: Env, size: number, source: LaunchSource): { host: string; port: number } | undefined {
+function masterStore(env: Env, size: number, source: LaunchSource): StoreAddress | undefined {
+  if (size <= 1) return undefined;
+  if (env.RINGREDUCE_STORE) return parseStoreAddress(env.RINGREDUCE_STORE, 'RINGREDUCE_STORE');
   const addr = env.MASTER_ADDR;
   const port = int(env, 'MASTER_PORT', 1);
-  if (size <= 1) return undefined;
   if (!addr || port === undefined) {
     throw new RingInvalidArgError(
       `started by ${source} with ${size} ranks but MASTER_ADDR/MASTER_PORT are not set: ` +
-        `set both (e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500), or start the job with ringrun`,
+        `set both (e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500), set RINGREDUCE_STORE=file:///shared/dir, ` +
+        `or start the job with ringrun`,
     );
   }
   if (port > 65535) throw new RingInvalidArgError(`MASTER_PORT must be a port number, got '${env.MASTER_PORT}'`);
@@ -142,7 +179,7 @@ export function discover(env: Env = process.env): Discovered {
     }
     const store = masterStore(env, size, source);
     return check(
-      { source, rank, size, localRank: localRank ?? 0, localSize: localSize ?? 1, store, hostStore: !!store && rank === 0, token },
+      { source, rank, size, localRank: localRank ?? 0, localSize: localSize ?? 1, store, hostStore: !!store && !isFileStore(store) && rank === 0, token },
       names,
     );
   };
@@ -183,5 +220,21 @@ export function tuning(env: Env = process.env): EnvTuning {
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
     sharedMemory: flag(env, 'RINGREDUCE_SHM'),
+    iface: env.RINGREDUCE_IFACE || undefined,
+    tlsFiles: tlsFiles(env),
+    verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',
   };
+}
+
+function tlsFiles(env: Env): EnvTuning['tlsFiles'] {
+  const cert = env.RINGREDUCE_TLS_CERT || undefined;
+  const key = env.RINGREDUCE_TLS_KEY || undefined;
+  const ca = env.RINGREDUCE_TLS_CA || undefined;
+  if (!cert && !key && !ca) return undefined;
+  if (!cert || !key) {
+    throw new RingInvalidArgError(
+      `TLS needs both RINGREDUCE_TLS_CERT and RINGREDUCE_TLS_KEY (got ${cert ? 'only the certificate' : key ? 'only the key' : 'only RINGREDUCE_TLS_CA'})`,
+    );
+  }
+  return ca ? { cert, key, ca } : { cert, key };
 }

@@ -1,4 +1,5 @@
-import { discover, parseHostPort, tuning, type Discovered, type Env } from './env.js';
+import { readFileSync } from 'node:fs';
+import { discover, parseStoreAddress, tuning, type Discovered, type Env, type StoreAddress } from './env.js';
 import { RingInvalidArgError } from './errors.js';
 import { stderrLogger, type Logger } from './logger.js';
 
@@ -9,7 +10,10 @@ export interface InitOptions {
   size?: number;
   localRank?: number;
   localSize?: number;
-  /** Rendezvous store as 'host:port' (default: RINGRUN_STORE, else MASTER_ADDR:MASTER_PORT). */
+  /**
+   * Rendezvous store: 'host:port', or 'file:///shared/dir' for a directory every rank can see
+   * (default: RINGRUN_STORE, else RINGREDUCE_STORE, else MASTER_ADDR:MASTER_PORT).
+   */
   store?: string;
   /** Host the store in this process (default: rank 0 does when no launcher hosts one). */
   hostStore?: boolean;
@@ -17,6 +21,14 @@ export interface InitOptions {
   token?: string;
   /** Address other ranks reach this one at (default: the local address of the route to the store). */
   host?: string;
+  /** Advertise the address of this network interface, e.g. 'eth1' (RINGREDUCE_IFACE). */
+  iface?: string;
+  /**
+   * TLS (wss://) for ring links and the store: PEM certificate and key of this rank, and the CA
+   * that signed every rank's certificate (both sides verify). Default: RINGREDUCE_TLS_CERT/_KEY/_CA
+   * (file paths). The job token's HMAC handshake still runs inside the TLS channel.
+   */
+  tls?: TlsPem;
   /** Bytes per data frame; all ranks must use the same value. Default 1 MiB (RINGREDUCE_CHUNK_BYTES). */
   chunkBytes?: number;
   /** Data frames in flight per link. Default 4. */
@@ -47,17 +59,28 @@ export interface InitOptions {
   sharedMemory?: boolean;
 }
 
+/** PEM texts of a TLS identity and the CA to trust. */
+export interface TlsPem {
+  cert: string;
+  key: string;
+  ca?: string;
+}
+
 export interface ResolvedOptions {
   rank: number;
   size: number;
   localRank: number;
   localSize: number;
   source: Discovered['source'] | 'options';
-  store?: { host: string; port: number };
+  store?: StoreAddress;
   hostStore: boolean;
   token: string;
   tokenIsDefault: boolean;
   host?: string;
+  iface?: string;
+  tls?: TlsPem;
+  /** Say which addresses were chosen (RINGREDUCE_VERBOSE, ringrun --verbose). */
+  verbose: boolean;
   chunkBytes: number;
   maxInflight: number;
   timeoutMs: number;
@@ -113,13 +136,17 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
   }
   let store = d.store;
   if (o.store !== undefined) {
-    if (typeof o.store !== 'string') throw new RingInvalidArgError(`options.store must be 'host:port', got ${typeof o.store}`);
-    store = parseHostPort(o.store, 'options.store');
+    if (typeof o.store !== 'string') throw new RingInvalidArgError(`options.store must be 'host:port' or 'file:///dir', got ${typeof o.store}`);
+    store = parseStoreAddress(o.store, 'options.store');
   }
   if (d.size > 1 && !store) {
-    throw new RingInvalidArgError(`rank ${d.rank} of ${d.size}: no rendezvous store: pass options.store ('host:port') or set MASTER_ADDR/MASTER_PORT`);
+    throw new RingInvalidArgError(
+      `rank ${d.rank} of ${d.size}: no rendezvous store: pass options.store ('host:port' or 'file:///dir') or set MASTER_ADDR/MASTER_PORT or RINGREDUCE_STORE`,
+    );
   }
-  const hostStore = o.hostStore ?? (source === 'options' ? d.rank === 0 : d.hostStore);
+  const fileStore = store !== undefined && 'dir' in store;
+  if (fileStore && o.hostStore) throw new RingInvalidArgError('options.hostStore cannot be true with a file:// store (there is no server to host)');
+  const hostStore = fileStore ? false : (o.hostStore ?? (source === 'options' ? d.rank === 0 : d.hostStore));
   const token = o.token ?? t.token;
   if (token !== undefined && (typeof token !== 'string' || token.length === 0)) {
     throw new RingInvalidArgError('options.token must be a non-empty string');
@@ -136,6 +163,9 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
   }
   const host = o.host ?? t.advertiseHost;
   if (host !== undefined && (typeof host !== 'string' || host === '')) throw new RingInvalidArgError('options.host must be a non-empty string');
+  const iface = o.iface ?? t.iface;
+  if (iface !== undefined && (typeof iface !== 'string' || iface === '')) throw new RingInvalidArgError('options.iface must be a non-empty string');
+  const tls = o.tls !== undefined ? checkTls(o.tls) : t.tlsFiles ? loadTls(t.tlsFiles) : undefined;
   return {
     rank: d.rank,
     size: d.size,
@@ -147,6 +177,9 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     token: token ?? INSECURE_DEFAULT_TOKEN,
     tokenIsDefault: token === undefined,
     host,
+    iface,
+    tls,
+    verbose: t.verbose,
     chunkBytes,
     maxInflight: positiveInt('maxInflight', o.maxInflight ?? DEFAULTS.maxInflight),
     timeoutMs,
@@ -157,4 +190,27 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? DEFAULTS.busyPollUs, 0),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
   };
+}
+
+function checkTls(t: TlsPem): TlsPem {
+  if (t === null || typeof t !== 'object') throw new RingInvalidArgError('options.tls must be an object { cert, key, ca? }');
+  for (const k of ['cert', 'key'] as const) {
+    if (typeof t[k] !== 'string' || t[k] === '') throw new RingInvalidArgError(`options.tls.${k} must be a non-empty PEM string`);
+  }
+  if (t.ca !== undefined && (typeof t.ca !== 'string' || t.ca === '')) throw new RingInvalidArgError('options.tls.ca must be a PEM string');
+  return t.ca === undefined ? { cert: t.cert, key: t.key } : { cert: t.cert, key: t.key, ca: t.ca };
+}
+
+/** Reads the PEM files named by RINGREDUCE_TLS_CERT / _KEY / _CA. */
+function loadTls(files: { cert: string; key: string; ca?: string }): TlsPem {
+  const read = (name: string, path: string) => {
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (e) {
+      throw new RingInvalidArgError(`${name}: cannot read '${path}': ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  };
+  const pem: TlsPem = { cert: read('RINGREDUCE_TLS_CERT', files.cert), key: read('RINGREDUCE_TLS_KEY', files.key) };
+  if (files.ca) pem.ca = read('RINGREDUCE_TLS_CA', files.ca);
+  return pem;
 }

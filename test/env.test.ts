@@ -26,6 +26,15 @@ describe('environment discovery', () => {
     expect(d).toMatchObject({ source: 'openmpi', rank: 1, size: 3, localRank: 1, localSize: 3, store: { host: '127.0.0.1', port: 29555 } });
   });
 
+  it('Kubernetes Indexed Job: RANK from the completion index, a service name as MASTER_ADDR, LOCAL_* optional', () => {
+    const d = discover({ RANK: '3', WORLD_SIZE: '4', MASTER_ADDR: 'rr-train-0.rr-train', MASTER_PORT: '29500', RINGREDUCE_TOKEN: 'from-a-secret' });
+    expect(d).toEqual({
+      source: 'torchrun', rank: 3, size: 4, localRank: 0, localSize: 1,
+      store: { host: 'rr-train-0.rr-train', port: 29500 }, hostStore: false, token: 'from-a-secret',
+    });
+    expect(discover({ RANK: '0', WORLD_SIZE: '4', MASTER_ADDR: 'rr-train-0.rr-train', MASTER_PORT: '29500' }).hostStore).toBe(true);
+  });
+
   it('MPICH / PMI', () => {
     const d = discover({ PMI_RANK: '3', PMI_SIZE: '4', MPI_LOCALRANKID: '1', MPI_LOCALNRANKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' });
     expect(d).toMatchObject({ source: 'pmi', rank: 3, size: 4, localRank: 1, localSize: 2 });
@@ -72,10 +81,63 @@ describe('environment discovery', () => {
   it('tuning variables', () => {
     expect(tuning({ RINGRUN_START_TIMEOUT: '2.5', RINGREDUCE_TIMEOUT: '30', RINGREDUCE_CHUNK_BYTES: '65536', RINGREDUCE_HOST: '10.1.1.1', RINGREDUCE_NO_NATIVE: '1', RINGREDUCE_TOKEN: 't' })).toEqual({
       startTimeoutMs: 2500, timeoutMs: 30000, chunkBytes: 65536, advertiseHost: '10.1.1.1', noNative: true, token: 't', fusionBytes: undefined, stallWarningMs: undefined,
+      iface: undefined, tlsFiles: undefined, verbose: false,
     });
     expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
     expect(tuning({ RINGREDUCE_BUSY_POLL_US: '200' }).busyPollUs).toBe(200);
     expect(() => tuning({ RINGREDUCE_BUSY_POLL_US: '-1' })).toThrow(/RINGREDUCE_BUSY_POLL_US must be an integer >= 0/);
+  });
+});
+
+describe('multi-host environment', () => {
+  it('RINGREDUCE_STORE=file:///dir: a shared directory, nobody hosts a store, no MASTER_ADDR needed', () => {
+    const mpi = { OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '3', OMPI_COMM_WORLD_LOCAL_RANK: '0', OMPI_COMM_WORLD_LOCAL_SIZE: '3' };
+    expect(discover({ ...mpi, RINGREDUCE_STORE: 'file:///shared/rr-42' })).toMatchObject({ source: 'openmpi', rank: 0, store: { dir: '/shared/rr-42' }, hostStore: false });
+    // Percent-escapes are decoded like any file URL.
+    expect(discover({ ...mpi, RINGREDUCE_STORE: 'file:///shared/my%20dir' }).store).toEqual({ dir: '/shared/my dir' });
+    // It wins over MASTER_ADDR/MASTER_PORT.
+    expect(discover({ ...mpi, RINGREDUCE_STORE: 'file:///d', MASTER_ADDR: 'a', MASTER_PORT: '1' }).store).toEqual({ dir: '/d' });
+  });
+
+  it('RINGREDUCE_STORE=host:port (or tcp://host:port): rank 0 hosts the store there', () => {
+    const t = { RANK: '0', WORLD_SIZE: '2' };
+    expect(discover({ ...t, RINGREDUCE_STORE: '10.0.0.1:29500' })).toMatchObject({ store: { host: '10.0.0.1', port: 29500 }, hostStore: true });
+    expect(discover({ ...t, RANK: '1', RINGREDUCE_STORE: 'tcp://[fd00::1]:7' })).toMatchObject({ store: { host: 'fd00::1', port: 7 }, hostStore: false });
+  });
+
+  it('bad RINGREDUCE_STORE values name the variable', () => {
+    const t = { RANK: '0', WORLD_SIZE: '2' };
+    expect(() => discover({ ...t, RINGREDUCE_STORE: 'file://relative/dir' })).toThrow(/RINGREDUCE_STORE must be file:\/\/\/absolute\/dir or host:port/);
+    expect(() => discover({ ...t, RINGREDUCE_STORE: 'file:///' })).toThrow(/RINGREDUCE_STORE must name a directory below \//);
+    expect(() => discover({ ...t, RINGREDUCE_STORE: 'nowhere' })).toThrow(/RINGREDUCE_STORE must be host:port/);
+    // Without any store, the message offers the file store too.
+    expect(() => discover(t)).toThrow(/RINGREDUCE_STORE=file:\/\/\/shared\/dir/);
+  });
+
+  it('Slurm with a file store: rank, local rank and size from SLURM_*, no address needed', () => {
+    const d = discover({ SLURM_PROCID: '3', SLURM_NTASKS: '4', SLURM_LOCALID: '1', SLURM_NODEID: '1', SLURM_TASKS_PER_NODE: '2(x2)', RINGREDUCE_STORE: 'file:///scratch/rr-77' });
+    expect(d).toMatchObject({ source: 'slurm', rank: 3, size: 4, localRank: 1, localSize: 2, store: { dir: '/scratch/rr-77' }, hostStore: false });
+  });
+
+  it('RINGREDUCE_IFACE, RINGREDUCE_VERBOSE and the TLS file variables', () => {
+    expect(tuning({ RINGREDUCE_IFACE: 'eth1', RINGREDUCE_VERBOSE: '1' })).toMatchObject({ iface: 'eth1', verbose: true });
+    expect(tuning({ RINGREDUCE_IFACE: '' })).toMatchObject({ iface: undefined, verbose: false });
+    expect(tuning({ RINGREDUCE_TLS_CERT: '/c.pem', RINGREDUCE_TLS_KEY: '/k.pem', RINGREDUCE_TLS_CA: '/ca.pem' }).tlsFiles).toEqual({ cert: '/c.pem', key: '/k.pem', ca: '/ca.pem' });
+    expect(tuning({ RINGREDUCE_TLS_CERT: '/c.pem', RINGREDUCE_TLS_KEY: '/k.pem' }).tlsFiles).toEqual({ cert: '/c.pem', key: '/k.pem' });
+    expect(() => tuning({ RINGREDUCE_TLS_CERT: '/c.pem' })).toThrow(/needs both RINGREDUCE_TLS_CERT and RINGREDUCE_TLS_KEY \(got only the certificate\)/);
+    expect(() => tuning({ RINGREDUCE_TLS_CA: '/ca.pem' })).toThrow(/got only RINGREDUCE_TLS_CA/);
+  });
+
+  it('resolveOptions: file stores, iface, and TLS files that cannot be read', () => {
+    const env = { RANK: '1', WORLD_SIZE: '2', RINGREDUCE_STORE: 'file:///tmp/rr-x', RINGREDUCE_IFACE: 'eth9' };
+    expect(resolveOptions({}, env)).toMatchObject({ store: { dir: '/tmp/rr-x' }, hostStore: false, iface: 'eth9' });
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {})).toMatchObject({ store: { dir: '/tmp/rr-y' }, hostStore: false });
+    expect(() => resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', hostStore: true }, {})).toThrow(/hostStore cannot be true with a file:\/\/ store/);
+    expect(() => resolveOptions({}, { RINGREDUCE_TLS_CERT: '/nonexistent/c.pem', RINGREDUCE_TLS_KEY: '/nonexistent/k.pem' })).toThrow(
+      /RINGREDUCE_TLS_CERT: cannot read '\/nonexistent\/c.pem': ENOENT/,
+    );
+    expect(() => resolveOptions({ tls: { cert: 'x', key: '' } }, {})).toThrow(/options.tls.key must be a non-empty PEM string/);
+    expect(() => resolveOptions({ iface: '' }, {})).toThrow(/options.iface/);
   });
 });
 

@@ -1,13 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type LaunchConfig } from '../src/launcher/args.js';
 import { rankEnv } from '../src/launcher/env.js';
-import { launch } from '../src/launcher/job.js';
+import { isThisHost, parseHostfile, placeRanks } from '../src/launcher/hosts.js';
+import { launch, shellQuote } from '../src/launcher/job.js';
+import { preflightHost } from '../src/launcher/preflight.js';
 import { LineSplitter } from '../src/launcher/output.js';
 
 /**
@@ -162,6 +164,142 @@ describe('parseArgs', () => {
   });
 });
 
+describe('parseArgs: multiple hosts', () => {
+  const files: Record<string, string> = {
+    'ompi.txt': '# Open MPI style\nnode1 slots=4\n\nnode2 slots=2 max_slots=8   # trailing comment\n',
+    'colon.txt': 'node1:3\n  node2:1  \n# the end\n',
+    'mixed.txt': 'node1\nnode2:2\nnode3 slots=3\n[fd00::5]:2\n',
+    'dup.txt': 'a:1\nb:2\na slots=3\n',
+    'empty.txt': '# nothing\n\n',
+    'badslots.txt': 'node1 slots=4\nnode2 slots=zero\n',
+    'badfield.txt': 'node1 cpus=4\n',
+    'both.txt': 'node1:2 slots=2\n',
+  };
+  const readFile = (path: string) => {
+    if (!(path in files)) throw Object.assign(new Error(`ENOENT: ${path}`), { code: 'ENOENT' });
+    return files[path];
+  };
+  const hostsOk = (argv: string[]) => {
+    const r = parseArgs(argv, {}, readFile);
+    if (r.kind !== 'run') throw new Error(r.kind);
+    return r.config;
+  };
+  const hostsError = (argv: string[]) => {
+    try {
+      parseArgs(argv, {}, readFile);
+    } catch (e) {
+      if (e instanceof UsageError) return e;
+      throw e;
+    }
+    throw new Error(`no error for ${argv.join(' ')}`);
+  };
+
+  it('-H: hosts with and without slot counts; -np defaults to the total', () => {
+    const c = hostsOk(['-H', 'node1:2,node2,10.0.0.3:3', 'node', 't.js']);
+    expect(c.hosts).toEqual([
+      { host: 'node1', slots: 2 },
+      { host: 'node2', slots: 1 },
+      { host: '10.0.0.3', slots: 3 },
+    ]);
+    expect(c.np).toBe(6);
+    expect(hostsOk(['-np', '4', '--host=a:2,b:2', 'cmd']).np).toBe(4);
+    expect(hostsOk(['-H', 'a:2', '-H', 'b:1', 'cmd']).hosts).toEqual([{ host: 'a', slots: 2 }, { host: 'b', slots: 1 }]);
+    expect(hostsOk(['-H', '[fd00::1]:2,a', 'cmd']).hosts).toEqual([{ host: 'fd00::1', slots: 2 }, { host: 'a', slots: 1 }]);
+    // -np may use fewer slots than given.
+    expect(hostsOk(['-np', '1', '-H', 'a:2,b:2', 'cmd']).np).toBe(1);
+  });
+
+  it('--hostfile: "host slots=N", "host:N", bare hosts, comments and blank lines; repeated hosts add up', () => {
+    expect(hostsOk(['--hostfile', 'ompi.txt', 'cmd'])).toMatchObject({ np: 6, hosts: [{ host: 'node1', slots: 4 }, { host: 'node2', slots: 2 }] });
+    expect(hostsOk(['--hostfile=colon.txt', 'cmd'])).toMatchObject({ np: 4, hosts: [{ host: 'node1', slots: 3 }, { host: 'node2', slots: 1 }] });
+    expect(hostsOk(['--hostfile', 'mixed.txt', 'cmd']).hosts).toEqual([
+      { host: 'node1', slots: 1 },
+      { host: 'node2', slots: 2 },
+      { host: 'node3', slots: 3 },
+      { host: 'fd00::5', slots: 2 },
+    ]);
+    expect(hostsOk(['--hostfile', 'dup.txt', 'cmd']).hosts).toEqual([{ host: 'a', slots: 4 }, { host: 'b', slots: 2 }]);
+    expect(parseHostfile('x slots=2\r\ny:1\r\n')).toEqual([{ host: 'x', slots: 2 }, { host: 'y', slots: 1 }]);
+  });
+
+  it('ssh, interface, verbosity and TLS options', () => {
+    const c = hostsOk([
+      '-H', 'a,b', '--rsh', 'ssh -o StrictHostKeyChecking=no', '-p', '2222', '-i', '/k/id', '--preflight-timeout', '3',
+      '--iface', 'eth1', '--verbose', '--tls-cert', '/t/c.pem', '--tls-key=/t/k.pem', '--tls-ca', '/t/ca.pem', 'cmd',
+    ]);
+    expect(c).toMatchObject({
+      rsh: ['ssh', '-o', 'StrictHostKeyChecking=no'], sshPort: 2222, sshIdentity: '/k/id', preflightTimeoutSec: 3, iface: 'eth1', verbose: true,
+      tls: { cert: '/t/c.pem', key: '/t/k.pem', ca: '/t/ca.pem' },
+    });
+    expect(hostsOk(['--ssh-port=22', '--ssh-identity', 'id', '-np', '1', 'cmd'])).toMatchObject({ sshPort: 22, sshIdentity: 'id' });
+    // TLS paths are made absolute: they must name the same file on every host.
+    expect(hostsOk(['-np', '1', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', 'cmd']).tls).toEqual({ cert: join(process.cwd(), 'c.pem'), key: join(process.cwd(), 'k.pem') });
+  });
+
+  it.each<[string[], string, string]>([
+    [['-H', '', 'cmd'], '-H', '-H expects host[:slots]'],
+    [['-H', 'a:0', 'cmd'], '-H', "-H the slot count in 'a:0' must be a positive integer, got '0'"],
+    [['-H', 'a:x', 'cmd'], '-H', "got 'x'"],
+    [['-H', 'a,,b', 'cmd'], '-H', '-H has an empty entry'],
+    [['--host', 'a b', 'cmd'], '--host', "'a b' is not a host name"],
+    [['-H', 'a:2,b:1', '-np', '4', 'cmd'], '-np', '-np 4 is more than the 3 slots given by -H'],
+    [['--hostfile', 'colon.txt', '-np', '5', 'cmd'], '-np', '-np 5 is more than the 4 slots given by --hostfile'],
+    [['--hostfile', 'missing.txt', 'cmd'], '--hostfile', '--hostfile missing.txt: cannot read it: ENOENT'],
+    [['--hostfile', 'empty.txt', 'cmd'], '--hostfile', '--hostfile empty.txt: names no hosts'],
+    [['--hostfile', 'badslots.txt', 'cmd'], '--hostfile', "--hostfile badslots.txt: line 2: slots must be a positive integer, got 'zero'"],
+    [['--hostfile', 'badfield.txt', 'cmd'], '--hostfile', "line 1: unknown field 'cpus=4' (expected slots=N)"],
+    [['--hostfile', 'both.txt', 'cmd'], '--hostfile', 'mixes host:N and slots=N'],
+    [['-H', 'a', '--hostfile', 'colon.txt', 'cmd'], '-H', '-H and --hostfile cannot be combined'],
+    [['-H', 'a', '-p', '70000', 'cmd'], '-p', "-p must be a port number (1-65535), got '70000'"],
+    [['-H', 'a', '--ssh-port', 'ssh', 'cmd'], '--ssh-port', '--ssh-port must be a port number'],
+    [['-H', 'a', '--rsh', ' ', 'cmd'], '--rsh', '--rsh expects a command'],
+    [['-H', 'a', '-i', '', 'cmd'], '-i', '-i expects a key file'],
+    [['-H', 'a', '--iface', 'eth 0', 'cmd'], '--iface', "--iface expects a network interface name such as eth0, got 'eth 0'"],
+    [['-H', 'a', '--preflight-timeout', '0', 'cmd'], '--preflight-timeout', '--preflight-timeout must be a positive number'],
+    [['-H', 'a', '--tls-cert', 'c.pem', 'cmd'], '--tls-key', '--tls-key is needed too'],
+    [['-H', 'a', '--tls-key', 'k.pem', 'cmd'], '--tls-cert', '--tls-cert is needed too'],
+    [['-H', 'a', '--tls-ca', 'ca.pem', 'cmd'], '--tls-ca', '--tls-ca needs --tls-cert and --tls-key'],
+    [['-H', 'a', '--verbose=1', 'cmd'], '--verbose', '--verbose takes no value'],
+  ])('rejects %j with a UsageError naming the option', (argv, option, message) => {
+    const e = hostsError(argv);
+    expect(e.option).toBe(option);
+    expect(e.message).toContain(message);
+    expect(e.message).toContain(option);
+    expect(e.message).not.toContain('\n');
+  });
+
+  it('places ranks host by host, with local ranks and sizes per host', () => {
+    expect(placeRanks([{ host: 'a', slots: 2 }, { host: 'b', slots: 3 }], 4)).toEqual([
+      { host: 'a', localRank: 0, localSize: 2 },
+      { host: 'a', localRank: 1, localSize: 2 },
+      { host: 'b', localRank: 0, localSize: 2 },
+      { host: 'b', localRank: 1, localSize: 2 },
+    ]);
+    expect(placeRanks([{ host: 'a', slots: 2 }, { host: 'b', slots: 3 }], 1)).toEqual([{ host: 'a', localRank: 0, localSize: 1 }]);
+  });
+
+  it("recognises this host's names and addresses (run without ssh)", () => {
+    const mine = new Set(['10.1.2.3']);
+    for (const h of ['localhost', '127.0.0.1', '127.0.1.1', '::1', '10.1.2.3', hostname(), hostname().toUpperCase()]) expect(isThisHost(h, mine), h).toBe(true);
+    for (const h of ['10.1.2.4', 'node-elsewhere']) expect(isThisHost(h, mine), h).toBe(false);
+  });
+
+  it('quotes the remote command for a POSIX shell', () => {
+    expect(shellQuote('/opt/rr/dist/launcher/remote.js')).toBe('/opt/rr/dist/launcher/remote.js');
+    expect(shellQuote("/home/o'neil/my dir")).toBe(`'/home/o'\\''neil/my dir'`);
+    expect(shellQuote('$(rm -rf /)')).toBe(`'$(rm -rf /)'`);
+  });
+
+  it('documents every multi-host option with examples in --help', () => {
+    const help = helpText();
+    for (const m of ['-H LIST', '--host LIST', '--hostfile FILE', 'slots=4', '--rsh CMD', '-p N', '--ssh-port N', '-i FILE', '--ssh-identity FILE',
+      '--preflight-timeout SEC', '--iface NAME', '--verbose', '--tls-cert FILE', '--tls-key FILE', '--tls-ca FILE', 'preflight check',
+      'ringrun -H node1:4,node2:4', 'ringrun --hostfile hosts.txt']) {
+      expect(help, m).toContain(m);
+    }
+  });
+});
+
 describe('rankEnv', () => {
   const job = { worldSize: 4, store: { host: '127.0.0.1', port: 4242 }, token: 'ab'.repeat(32), exports: new Map([['FOO', 'bar']]) };
 
@@ -178,6 +316,13 @@ describe('rankEnv', () => {
       RINGRUN_TOKEN: 'ab'.repeat(32),
       RINGRUN_START_TIMEOUT: '30',
     });
+  });
+
+  it('gives a rank on a host of several its local rank and size there', () => {
+    const env = rankEnv({}, job, 3, { localRank: 1, localSize: 2 });
+    expect(env).toMatchObject({ RANK: '3', WORLD_SIZE: '4', LOCAL_RANK: '1', LOCAL_WORLD_SIZE: '2', FOO: 'bar' });
+    // A remote rank's environment holds the job's variables only, not this host's.
+    expect(Object.keys(env).sort()).toEqual(['FOO', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'RANK', 'RINGRUN', 'RINGRUN_STORE', 'RINGRUN_TOKEN', 'WORLD_SIZE']);
   });
 
   it("drops an outer job's settings that this job does not set", () => {
@@ -501,6 +646,17 @@ describe('ringrun jobs', () => {
     expect(lines(r.stderr)).toEqual([`ringrun: cannot start '${fixture('env')}': permission denied`]);
   });
 
+  it('-H with only this host\'s names runs every rank here, without ssh, counted as one host', async () => {
+    // --rsh points nowhere: using it would fail the job.
+    const r = await ringrun(['-H', `localhost:1,127.0.0.1:1,${hostname()}:1`, '--rsh', 'rr-no-such-rsh', 'node', fixture('env')]);
+    expect(r.code, r.stderr).toBe(0);
+    for (const rank of [0, 1, 2]) {
+      expect(lines(r.stdout)).toContain(
+        `[1,${rank}]<stdout>:rank=${rank} size=3 local_rank=${rank} local_size=3 store=ok token=ok ringrun=1 argv_clean=true`,
+      );
+    }
+  });
+
   it('launch() runs a job programmatically and resolves to its exit code', async () => {
     const stdout = new PassThrough();
     const stderr = new PassThrough();
@@ -514,5 +670,108 @@ describe('ringrun jobs', () => {
     expect(lines(out)).toContain('[1,0]<stdout>:rank=0 size=2 local_rank=0 local_size=2 store=ok token=ok ringrun=1 argv_clean=true');
     expect(lines(out)).toContain('[1,1]<stdout>:foo=from-launch copied=- start_timeout=-');
     expect(lines(err)).toContain('[1,1]<stderr>:hello from rank 1');
+  });
+});
+
+describe('preflight: one actionable line per way a host can fail', () => {
+  const check = (script: string, timeoutSec = 10) =>
+    preflightHost({ host: 'node7', argv: ['sh', '-c', script], timeoutSec, root: '/opt/rr', cwd: '/work/job' });
+
+  it.each<[string, string, boolean, RegExp]>([
+    ['success', `echo 'ringrun-remote: ok node=v20.1.0 ringreduce=0.1.0 host=node7'`, true, /^node=v20\.1\.0 ringreduce=0\.1\.0 host=node7$/],
+    ['ssh cannot connect', `echo 'ssh: connect to host node7 port 22: Connection refused' >&2; exit 255`, false,
+      /^cannot connect with 'sh' \(it said: ssh: connect to host node7 port 22: Connection refused\); check that 'ssh node7 true' works without a password$/],
+    ['no node', `echo 'sh: 1: node: not found' >&2; exit 127`, false, /^'node' is not on the PATH of a non-interactive shell there \(it said: sh: 1: node: not found\)/],
+    ['no project', `echo "Error: Cannot find module '/opt/rr/dist/launcher/remote.js'" >&2; exit 1`, false,
+      /^the project is not at \/opt\/rr there; install and build it at the same path on every host/],
+    ['no working directory', `echo 'ringrun-remote: the working directory /work/job does not exist on node7' >&2; exit 3`, false,
+      /^the working directory \/work\/job does not exist there/],
+    ['old node', `echo 'ringrun-remote: node v18.0.0 on node7 is too old: ringreduce needs node >= 20' >&2; exit 4`, false, /^node is too old there \(it said: .*v18\.0\.0/],
+    ['anything else', `echo 'surprise' >&2; exit 9`, false, /^the check failed with exit code 9 \(it said: surprise\)$/],
+  ])('%s', async (_what, script, ok, message) => {
+    const r = await check(script);
+    expect(r.host).toBe('node7');
+    expect(r.ok).toBe(ok);
+    expect(r.message).toMatch(message);
+  });
+
+  it('a host that does not answer in time is killed and reported', async () => {
+    const t0 = Date.now();
+    const r = await check('sleep 30', 0.5);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(r).toMatchObject({ ok: false });
+    expect(r.message).toMatch(/^no answer within 0\.5 s: is the host up and reachable with 'sh'\? \(--preflight-timeout to wait longer\)$/);
+  });
+
+  it('an rsh command that does not exist', async () => {
+    const r = await preflightHost({ host: 'h', argv: ['rr-no-such-rsh'], timeoutSec: 5, root: '/r', cwd: '/c' });
+    expect(r).toEqual({ host: 'h', ok: false, message: "cannot run 'rr-no-such-rsh' (ENOENT); set --rsh to a command that reaches other hosts" });
+  });
+
+  it('the real bootstrap answers the check (and names a missing working directory)', () => {
+    const bootstrap = join(root, 'dist', 'launcher', 'remote.js');
+    const ok = spawnSync(process.execPath, [bootstrap, '--preflight', root], { encoding: 'utf8' });
+    expect(ok.status, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(new RegExp(`^ringrun-remote: ok node=${process.version.replace(/\./g, '\\.')} ringreduce=${pkgVersion.replace(/\./g, '\\.')} host=`));
+    const missing = spawnSync(process.execPath, [bootstrap, '--preflight', join(scratch, 'no-such-dir')], { encoding: 'utf8' });
+    expect(missing.status).toBe(3);
+    expect(missing.stderr).toContain(`the working directory ${join(scratch, 'no-such-dir')} does not exist on`);
+  });
+});
+
+describe('the remote bootstrap (dist/launcher/remote.js), driven over stdin like ringrun does', () => {
+  const bootstrap = () => join(root, 'dist', 'launcher', 'remote.js');
+  const hello = (over: Record<string, unknown>) =>
+    `${JSON.stringify({ v: 1, rank: 3, host: 'here', cwd: scratch, env: { RR_FROM_HELLO: 'yes' }, command: 'node', args: [], graceSec: 1, ...over })}\n`;
+
+  function startBootstrap(): { child: ChildProcess; out: () => string; err: () => string; code: Promise<number | null> } {
+    const child = spawn(process.execPath, [bootstrap()], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.add(child);
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const code = new Promise<number | null>((resolve) => child.once('close', (c) => (children.delete(child), resolve(c))));
+    return { child, out: () => out, err: () => err, code };
+  }
+
+  it('runs the command in the given directory with the given environment, and exits with its code', async () => {
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: ['-e', 'console.log(process.cwd(), process.env.RR_FROM_HELLO); process.exit(5)'] }));
+    expect(await b.code).toBe(5);
+    expect(b.out()).toBe(`${scratch} yes\n`);
+  });
+
+  it('a command that does not exist: exit 127 and a message naming it', async () => {
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ command: 'rr-no-such-command-xyz' }));
+    expect(await b.code).toBe(127);
+    expect(b.err()).toMatch(/^ringrun-remote: rank 3: cannot start 'rr-no-such-command-xyz' on .+: not found\n$/);
+  });
+
+  it('the end of its input (ringrun gone, ssh session closed) stops the rank and its group', async () => {
+    const pids = pidFile();
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: [fixture('sleeper'), pids], env: { RANK: '0' } }));
+    await waitFor('the rank and its grandchild to start', () => readPids(pids).length === 2);
+    b.child.stdin!.end();
+    // The rank dies of the SIGTERM it was sent: 128 + 15, as ringrun reports it.
+    expect(await b.code).toBe(143);
+    await expectAllGone(pids, 2);
+  });
+
+  it("'SIGKILL' on its input kills the rank's group; the bootstrap reports 137 without calling it news", async () => {
+    const pids = pidFile();
+    const b = startBootstrap();
+    b.child.stdin!.write(hello({ args: [fixture('sleeper'), pids, '--ignore-term'], env: { RANK: '0' } }));
+    await waitFor('the rank and its grandchild to start', () => readPids(pids).length === 2);
+    await new Promise((r) => setTimeout(r, 500)); // the grandchild installs its SIGTERM handler once node has booted
+    b.child.stdin!.write('SIGTERM\n'); // ignored by this rank and its grandchild
+    await new Promise((r) => setTimeout(r, 200));
+    expect(readPids(pids).filter(alive)).toHaveLength(2);
+    b.child.stdin!.write('SIGKILL\n');
+    expect(await b.code).toBe(137);
+    expect(b.err()).not.toContain('was killed by signal');
+    await expectAllGone(pids, 2);
   });
 });

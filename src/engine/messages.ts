@@ -1,4 +1,6 @@
+import type { StoreAddress } from '../env.js';
 import type { SerializedRingError } from '../errors.js';
+import type { TlsPem } from '../options.js';
 import type { GroupMeta } from './plan.js';
 
 /** Messages between the main thread and the comm worker, as discriminated unions on `type`. */
@@ -9,9 +11,12 @@ export interface EngineOptions {
   size: number;
   localRank: number;
   localSize: number;
-  store: { host: string; port: number };
+  store: StoreAddress;
   token: string;
   host?: string;
+  iface?: string;
+  tls?: TlsPem;
+  verbose: boolean;
   chunkBytes: number;
   maxInflight: number;
   timeoutMs: number;

@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { RANK_ENV_NAMES } from './env.js';
+import { HostSpecError, mergeHosts, parseHostfile, parseHostList, totalSlots, type HostSlots } from './hosts.js';
 
 /**
  * ringrun's command line, parsed into a LaunchConfig. Pure: the environment is an argument (it is
@@ -6,6 +9,7 @@ import { RANK_ENV_NAMES } from './env.js';
  *
  * Options come first; the first word that is not an option (or everything after `--`) starts the
  * command, so `ringrun -np 2 node train.js --lr 0.1` passes `--lr 0.1` to train.js.
+ * `--hostfile` is read through `readFile` (an argument too, for tests).
  */
 
 export interface LaunchConfig {
@@ -24,6 +28,21 @@ export interface LaunchConfig {
   graceSec: number;
   /** Extra environment for every rank (-x), resolved to values. */
   exports: ReadonlyMap<string, string>;
+  /** Hosts and their slots (-H / --hostfile); absent: every rank on this host. */
+  hosts?: HostSlots[];
+  /** How remote ranks are started (--rsh, split on spaces; default DEFAULT_RSH). */
+  rsh?: string[];
+  /** -p / --ssh-port and -i / --ssh-identity, passed to the rsh command as `-p N` / `-i FILE`. */
+  sshPort?: number;
+  sshIdentity?: string;
+  /** Seconds each remote host gets to answer the preflight check (--preflight-timeout). */
+  preflightTimeoutSec?: number;
+  /** The network interface ranks advertise and the store listens on (--iface). */
+  iface?: string;
+  /** Print the hosts, the store address and each rank's chosen address (--verbose). */
+  verbose?: boolean;
+  /** TLS files (--tls-cert, --tls-key, --tls-ca), absolute paths. */
+  tls?: { cert: string; key: string; ca?: string };
 }
 
 export type ParsedArgs = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: LaunchConfig };
@@ -43,6 +62,9 @@ export class UsageError extends Error {
 }
 
 export const DEFAULT_GRACE_SEC = 5;
+export const DEFAULT_PREFLIGHT_SEC = 15;
+/** Without a terminal and without password prompts: a host that wants one fails the preflight. */
+export const DEFAULT_RSH: readonly string[] = ['ssh', '-T', '-o', 'BatchMode=yes'];
 /** setTimeout's limit (2^31 - 1 ms), in whole seconds: about 24.8 days. */
 export const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
@@ -53,9 +75,40 @@ interface Draft {
   startTimeoutSec?: number;
   graceSec: number;
   exports: Map<string, string>;
+  hostList?: HostSlots[];
+  hostfile?: { name: string; path: string };
+  rsh?: string[];
+  sshPort?: number;
+  sshIdentity?: string;
+  preflightTimeoutSec?: number;
+  iface?: string;
+  verbose?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 type ValueOption = (draft: Draft, value: string, name: string, env: NodeJS.ProcessEnv) => void;
+
+const addHosts: ValueOption = (d, v, name) => {
+  try {
+    d.hostList = [...(d.hostList ?? []), ...parseHostList(v)];
+  } catch (e) {
+    if (e instanceof HostSpecError) throw new UsageError(`${name} ${e.message}`, name);
+    throw e;
+  }
+};
+
+const nonEmpty = (v: string, name: string, what: string): string => {
+  if (v.trim() === '') throw new UsageError(`${name} expects ${what}, got an empty value`, name);
+  return v;
+};
+
+const setPort: ValueOption = (d, v, name) => {
+  const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > 65535) throw new UsageError(`${name} must be a port number (1-65535), got '${v}'`, name);
+  d.sshPort = n;
+};
 
 const setNp: ValueOption = (d, v, name) => {
   const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
@@ -86,12 +139,31 @@ const valueOptions: ReadonlyMap<string, ValueOption> = new Map<string, ValueOpti
   ['--start-timeout', (d, v, name) => (d.startTimeoutSec = seconds(v, name, false))],
   ['--grace', (d, v, name) => (d.graceSec = seconds(v, name, true))],
   ['-x', addExport],
+  ['-H', addHosts],
+  ['--host', addHosts],
+  ['--hostfile', (d, v, name) => (d.hostfile = { name, path: nonEmpty(v, name, 'a file name') })],
+  ['--rsh', (d, v, name) => (d.rsh = nonEmpty(v, name, 'a command, e.g. "ssh -o StrictHostKeyChecking=no"').trim().split(/\s+/))],
+  ['-p', setPort],
+  ['--ssh-port', setPort],
+  ['-i', (d, v, name) => (d.sshIdentity = nonEmpty(v, name, 'a key file'))],
+  ['--ssh-identity', (d, v, name) => (d.sshIdentity = nonEmpty(v, name, 'a key file'))],
+  ['--preflight-timeout', (d, v, name) => (d.preflightTimeoutSec = seconds(v, name, false))],
+  ['--iface', (d, v, name) => (d.iface = interfaceName(v, name))],
+  ['--tls-cert', (d, v, name) => (d.tlsCert = nonEmpty(v, name, 'a PEM file'))],
+  ['--tls-key', (d, v, name) => (d.tlsKey = nonEmpty(v, name, 'a PEM file'))],
+  ['--tls-ca', (d, v, name) => (d.tlsCa = nonEmpty(v, name, 'a PEM file'))],
 ]);
+
+function interfaceName(v: string, name: string): string {
+  if (!/^[A-Za-z0-9_.:@-]{1,64}$/.test(v)) throw new UsageError(`${name} expects a network interface name such as eth0, got '${v}'`, name);
+  return v;
+}
 
 /** Options without a value; returning a result ends parsing (help and version win over the rest). */
 const flagOptions: ReadonlyMap<string, (d: Draft) => ParsedArgs | void> = new Map<string, (d: Draft) => ParsedArgs | void>([
   ['--tag-output', (d) => void (d.tagOutput = true)],
   ['--no-tag-output', (d) => void (d.tagOutput = false)],
+  ['--verbose', (d) => void (d.verbose = true)],
   ['-h', () => ({ kind: 'help' })],
   ['--help', () => ({ kind: 'help' })],
   ['-V', () => ({ kind: 'version' })],
@@ -107,7 +179,11 @@ function seconds(v: string, name: string, zeroOk: boolean): number {
   return s;
 }
 
-export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ParsedArgs {
+export function parseArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
+): ParsedArgs {
   const d: Draft = { tagOutput: true, graceSec: DEFAULT_GRACE_SEC, exports: new Map() };
   let command: string[] = [];
   for (let i = 0; i < argv.length; i++) {
@@ -141,10 +217,24 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Pars
     option(d, value, name, env);
   }
 
-  if (d.np === undefined) throw new UsageError('-np is required: how many ranks to start', '-np');
+  const hosts = resolveHosts(d, readFile);
+  if (hosts) {
+    const slots = totalSlots(hosts);
+    if (d.np === undefined) d.np = slots;
+    else if (d.np > slots) {
+      const from = d.hostfile ? d.hostfile.name : '-H';
+      throw new UsageError(`-np ${d.np} is more than the ${slots} slot${slots === 1 ? '' : 's'} given by ${from}`, '-np');
+    }
+  }
+  if (d.np === undefined) throw new UsageError('-np is required: how many ranks to start (or give hosts with -H / --hostfile)', '-np');
   if (command.length === 0 || command[0] === '') {
     throw new UsageError('no command given; usage: ringrun -np N [options] [--] command [args...]');
   }
+  if ((d.tlsCert === undefined) !== (d.tlsKey === undefined)) {
+    const missing = d.tlsCert === undefined ? '--tls-cert' : '--tls-key';
+    throw new UsageError(`${missing} is needed too: TLS takes both --tls-cert and --tls-key`, missing);
+  }
+  if (d.tlsCa !== undefined && d.tlsCert === undefined) throw new UsageError('--tls-ca needs --tls-cert and --tls-key', '--tls-ca');
   const config: LaunchConfig = {
     np: d.np,
     command: command[0],
@@ -155,17 +245,53 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv): Pars
   };
   if (d.timeoutSec !== undefined) config.timeoutSec = d.timeoutSec;
   if (d.startTimeoutSec !== undefined) config.startTimeoutSec = d.startTimeoutSec;
+  if (hosts) config.hosts = hosts;
+  if (d.rsh) config.rsh = d.rsh;
+  if (d.sshPort !== undefined) config.sshPort = d.sshPort;
+  if (d.sshIdentity !== undefined) config.sshIdentity = d.sshIdentity;
+  if (d.preflightTimeoutSec !== undefined) config.preflightTimeoutSec = d.preflightTimeoutSec;
+  if (d.iface !== undefined) config.iface = d.iface;
+  if (d.verbose) config.verbose = true;
+  if (d.tlsCert !== undefined && d.tlsKey !== undefined) {
+    // Absolute, so they mean the same file on every host (like the working directory).
+    config.tls = { cert: resolve(d.tlsCert), key: resolve(d.tlsKey) };
+    if (d.tlsCa !== undefined) config.tls.ca = resolve(d.tlsCa);
+  }
   return { kind: 'run', config };
+}
+
+/** -H and --hostfile, parsed and merged; undefined when neither is given. */
+function resolveHosts(d: Draft, readFile: (path: string) => string): HostSlots[] | undefined {
+  if (d.hostList && d.hostfile) throw new UsageError(`-H and ${d.hostfile.name} cannot be combined: give the hosts one way`, '-H');
+  if (d.hostList) return mergeHosts(d.hostList);
+  if (!d.hostfile) return undefined;
+  const { name, path } = d.hostfile;
+  let text: string;
+  try {
+    text = readFile(path);
+  } catch (e) {
+    throw new UsageError(`${name} ${path}: cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, name);
+  }
+  try {
+    return mergeHosts(parseHostfile(text));
+  } catch (e) {
+    if (e instanceof HostSpecError) throw new UsageError(`${name} ${path}: ${e.message}`, name);
+    throw e;
+  }
 }
 
 export function helpText(): string {
   return `Usage: ringrun -np N [options] [--] command [args...]
+       ringrun -H host1:2,host2:2 [options] [--] command [args...]
 
-Starts N ranks of \`command\` on this host, hosts their rendezvous store, tags and
-forwards their output, and stops every rank as soon as one of them fails.
+Starts N ranks of \`command\` (on this host, or on the hosts given with -H or
+--hostfile), hosts their rendezvous store, tags and forwards their output, and
+stops every rank as soon as one of them fails.
 
 Options (a value may also be given as --option=value):
-  -np N, -n N, --np N   number of ranks to start (required)
+  -np N, -n N, --np N   number of ranks to start (required without hosts; with
+                        hosts it defaults to their total slots and may not
+                        exceed it)
   --tag-output          prefix each output line with [1,RANK]<stdout>: or
                         [1,RANK]<stderr>: (the default)
   --no-tag-output       forward output lines unchanged
@@ -178,13 +304,52 @@ Options (a value may also be given as --option=value):
   -x VAR=value          set VAR in every rank's environment
   -x VAR                copy VAR from ringrun's environment to every rank
                         (an error if VAR is not set); -x may be repeated
+  --verbose             print the hosts, the store's address, and the address
+                        each rank advertises (RINGREDUCE_VERBOSE=1 in ranks)
   --                    end of options: what follows is the command
   -h, --help            print this help and exit
   -V, --version         print the version and the active kernel backend
 
+Multiple hosts:
+  -H LIST, --host LIST  hosts and slots, e.g. -H node1:4,node2:4 (a host
+                        without :N has 1 slot); ranks fill the hosts in order:
+                        ranks 0-3 on node1, 4-7 on node2. May be repeated.
+  --hostfile FILE       one host per line, as \`node1 slots=4\` (Open MPI) or
+                        \`node1:4\` or \`node1\` (1 slot); # starts a comment.
+  --rsh CMD             how to run a command on another host (default:
+                        "${DEFAULT_RSH.join(' ')}"); called as CMD [-p PORT]
+                        [-i FILE] HOST 'shell command'. E.g. --rsh "ssh -o
+                        StrictHostKeyChecking=accept-new"
+  -p N, --ssh-port N    passed to the rsh command as -p N
+  -i FILE, --ssh-identity FILE
+                        passed to the rsh command as -i FILE
+  --preflight-timeout SEC
+                        how long each remote host has to answer the check
+                        before any rank starts (default ${DEFAULT_PREFLIGHT_SEC})
+  --iface NAME          the network interface that connects the hosts: the
+                        store listens on its address and every rank advertises
+                        its own address on NAME (RINGREDUCE_IFACE in ranks);
+                        default: the interface that routes to the other hosts
+  --tls-cert FILE, --tls-key FILE, --tls-ca FILE
+                        TLS (wss://) for the store and the ring links, with
+                        mutual verification against the CA; the files must be
+                        at the same path on every host (RINGREDUCE_TLS_CERT,
+                        _KEY, _CA in ranks). The token handshake stays on top.
+
+  localhost and this host's names and addresses run without ssh. A remote rank
+  runs \`node <ringreduce>/${'dist/launcher/remote.js'}\` through the rsh command, so
+  node and this package must be at the same path on every host; ringrun checks
+  that first (exit 1 naming each host that fails). The rank gets the same
+  working directory, its rank variables and the -x variables on top of the
+  remote login environment; they travel over the rsh command's stdin, never on
+  its command line. When ringrun stops or the ssh session closes, the remote
+  rank is stopped too.
+
 Environment of each rank (on top of ringrun's own environment and -x):
-  RANK, LOCAL_RANK                 this rank, 0..N-1
-  WORLD_SIZE, LOCAL_WORLD_SIZE     N (all ranks run on this host)
+  RANK                             this rank, 0..N-1
+  LOCAL_RANK, LOCAL_WORLD_SIZE     its index among the ranks of its host, and
+                                   their number
+  WORLD_SIZE                       N
   RINGRUN_STORE                    host:port of the job's rendezvous store
   RINGRUN_TOKEN                    the job's secret; ranks authenticate with it
   RINGRUN_START_TIMEOUT            seconds, only with --start-timeout
@@ -198,14 +363,18 @@ Exit status:
   0              every rank exited 0
   1..255         the exit code of the first rank that failed, or 128+signal if
                  it was killed by a signal (e.g. 137 for SIGKILL)
-  1              ringrun itself failed (e.g. the store could not start)
+  1              ringrun itself failed (e.g. the store could not start), or a
+                 remote host failed the preflight check (no rank was started)
   2              bad command line
   124            --timeout expired
   126            the command could not be started
   127            the command was not found
   129, 130, 143  ringrun received SIGHUP, SIGINT, SIGTERM
 
-Example:
+Examples:
   ringrun -np 4 --timeout 3600 -x OMP_NUM_THREADS=1 node train.js --epochs 10
+  ringrun -H node1:4,node2:4 --iface eth1 -x OMP_NUM_THREADS=1 node train.js
+  ringrun --hostfile hosts.txt -np 6 -p 2222 -i ~/.ssh/cluster node train.js
+  ringrun -H node1,node2 --tls-cert rank.pem --tls-key rank.key --tls-ca ca.pem node train.js
 `;
 }

@@ -26,17 +26,25 @@ export interface JobEnv {
   exports: ReadonlyMap<string, string>;
 }
 
-/** The environment of rank `rank`: a pure function of ringrun's environment and the job. */
-export function rankEnv(base: NodeJS.ProcessEnv, job: JobEnv, rank: number): NodeJS.ProcessEnv {
+/**
+ * The environment of rank `rank`: a pure function of ringrun's environment and the job. `local`
+ * is the rank's place on its host (default: every rank on this host). A remote rank gets
+ * `base = {}`: only the job's variables travel, on top of the remote login environment.
+ */
+export function rankEnv(
+  base: NodeJS.ProcessEnv,
+  job: JobEnv,
+  rank: number,
+  local: { localRank: number; localSize: number } = { localRank: rank, localSize: job.worldSize },
+): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   // A ringrun started from inside another job must not leak the outer job's settings.
   for (const name of RANK_ENV_NAMES) delete env[name];
   for (const [name, value] of job.exports) env[name] = value;
-  // All ranks run on this host, so the local rank and size equal the global ones.
   env.RANK = String(rank);
   env.WORLD_SIZE = String(job.worldSize);
-  env.LOCAL_RANK = String(rank);
-  env.LOCAL_WORLD_SIZE = String(job.worldSize);
+  env.LOCAL_RANK = String(local.localRank);
+  env.LOCAL_WORLD_SIZE = String(local.localSize);
   env.RINGRUN = '1';
   env.RINGRUN_STORE = `${formatHost(job.store.host)}:${job.store.port}`;
   env.RINGRUN_TOKEN = job.token;

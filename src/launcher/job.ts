@@ -1,12 +1,19 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { stderrLogger, type Logger } from '../logger.js';
+import { interfaceAddress, isLoopback, localAddresses, routeAddress } from '../rendezvous/address.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
-import type { Endpoint } from '../transport/ws.js';
-import type { LaunchConfig } from './args.js';
+import { formatHost, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws.js';
+import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
 import { rankEnv } from './env.js';
+import { isThisHost, placeRanks, type Placement } from './hosts.js';
 import { Output } from './output.js';
+import { preflightHost } from './preflight.js';
 import { RankProcess, type RankExit } from './ranks.js';
+import { BOOTSTRAP_PATH, type RemoteHello } from './remote-protocol.js';
 
 /**
  * A job: the rendezvous store plus N ranks, supervised until they all succeed or the job stops.
@@ -19,6 +26,12 @@ import { RankProcess, type RankExit } from './ranks.js';
  *   - ringrun gets SIGINT / SIGTERM / SIGHUP      -> 128 + signal number (130 / 143 / 129)
  * Then, on every path, teardown: SIGTERM to each rank's process group, SIGKILL to what is left after
  * the grace period, and wait until the groups are empty. The store closes last.
+ *
+ * With hosts (-H / --hostfile), ranks on other hosts run through the rsh command (ssh) and a
+ * bootstrap there (remote.ts); before anything starts, each remote host must pass a preflight
+ * check, or ringrun exits 1 naming the hosts and what to fix. The store then listens on the
+ * address that routes to the remote hosts (or --iface's), and each host's ranks are told the
+ * address of the store that routes to them.
  */
 
 export interface LaunchOptions {
@@ -43,8 +56,22 @@ export type StopReason =
 export const EXIT_TIMEOUT = 124;
 export const EXIT_CANNOT_EXECUTE = 126;
 export const EXIT_NOT_FOUND = 127;
-/** ringrun itself failed (e.g. the store could not listen). */
+/** ringrun itself failed (e.g. the store could not listen, or a host failed the preflight check). */
 export const EXIT_LAUNCHER_ERROR = 1;
+
+/** The package root (dist/launcher/job.js -> ../..): remote hosts must have it at the same path. */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
+
+/** Quotes a word for a POSIX shell (the remote command of ssh is shell text). */
+export const shellQuote = (w: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
+
+/** Where the store listens, and the address each host's ranks reach it at. */
+interface StorePlan {
+  listen: string;
+  /** Per remote host; ranks on this host use `local`. */
+  remote: Map<string, string>;
+  local: string;
+}
 
 const TRAPPED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** How long the failed rank's stderr may take to deliver its last lines before they are shown. */
@@ -79,6 +106,11 @@ export function launch(config: LaunchConfig, options: LaunchOptions = {}): Promi
   return new Job(config, options).run();
 }
 
+/** One rank's place: its host, whether that is this machine, and its local rank there. */
+interface Slot extends Placement {
+  local: boolean;
+}
+
 class Job {
   private readonly ranks: RankProcess[] = [];
   private readonly out: Output;
@@ -103,22 +135,43 @@ class Job {
     let store: StoreServer | undefined;
     let timer: NodeJS.Timeout | undefined;
     try {
+      const slots = this.slots();
+      const remoteHosts = [...new Set(slots.filter((s) => !s.local).map((s) => s.host))];
+      if (this.config.verbose && this.config.hosts) this.describeHosts(slots);
+      let tls: TlsConfig | undefined;
+      try {
+        tls = this.loadTls(); // before the preflight: a local mistake should not wait for the hosts
+      } catch (e) {
+        this.say((e as Error).message);
+        return EXIT_LAUNCHER_ERROR;
+      }
+      if (remoteHosts.length > 0 && !(await this.preflight(remoteHosts))) return EXIT_LAUNCHER_ERROR;
+      if (this.reason) return exitCodeFor(this.reason);
+      let plan: StorePlan;
+      try {
+        plan = await this.planStore(remoteHosts);
+      } catch (e) {
+        this.say((e as Error).message);
+        return EXIT_LAUNCHER_ERROR;
+      }
       const token = randomBytes(32).toString('hex');
       try {
         store = await startStoreServer({
-          host: '127.0.0.1',
+          host: plan.listen,
           port: 0,
           token,
           worldSize: this.config.np,
           logger: this.options.logger ?? stderrLogger,
+          tls,
         });
       } catch (e) {
         this.say(`cannot start the rendezvous store: ${(e as Error).message}`);
         return EXIT_LAUNCHER_ERROR;
       }
+      if (this.config.verbose) this.describeStore(store.endpoint, plan, tls, slots.some((s) => s.local));
       // A signal may have arrived while the store was starting: then there is nothing to spawn.
       if (!this.reason) {
-        this.spawnAll(store.endpoint, token);
+        this.spawnAll(slots, plan, store.endpoint.port, token);
         const { timeoutSec } = this.config;
         if (timeoutSec !== undefined) timer = setTimeout(() => this.onTimeout(timeoutSec), timeoutSec * 1000);
         await this.ended;
@@ -131,7 +184,7 @@ class Job {
     } finally {
       clearTimeout(timer);
       // Only reached with ranks alive if ringrun itself threw: kill them rather than orphan them.
-      for (const r of this.ranks) if (!r.gone) r.signal('SIGKILL');
+      for (const r of this.ranks) if (!r.gone) r.kill();
       untrap?.();
       await store?.close();
       await Promise.all([this.out.flush(), this.err.flush()]);
@@ -140,20 +193,166 @@ class Job {
     }
   }
 
-  private spawnAll(store: Endpoint, token: string): void {
-    const { np, command, args, tagOutput, startTimeoutSec, exports } = this.config;
-    const base = this.options.env ?? process.env;
-    for (let rank = 0; rank < np; rank++) {
-      const env = rankEnv(base, { worldSize: np, store, token, startTimeoutSec, exports }, rank);
-      const spec = { rank, command, args, env, tagOutput, stdout: this.out, stderr: this.err };
-      this.ranks.push(new RankProcess(spec, (r, exit) => this.onRankExit(r, exit)));
+  /** Where each rank runs; without hosts, all on this host. */
+  private slots(): Slot[] {
+    const { np, hosts } = this.config;
+    if (!hosts) return Array.from({ length: np }, (_, r) => ({ host: 'localhost', local: true, localRank: r, localSize: np }));
+    const mine = localAddresses();
+    const slots = placeRanks(hosts, np).map((p) => ({ ...p, local: isThisHost(p.host, mine) }));
+    // `-H localhost:1,myname:1` is one machine twice: count its ranks together.
+    const here = slots.filter((s) => s.local);
+    here.forEach((s, i) => Object.assign(s, { localRank: i, localSize: here.length }));
+    return slots;
+  }
+
+  /** Checks every remote host at once; says what is wrong with each that fails. */
+  private async preflight(hosts: string[]): Promise<boolean> {
+    const timeoutSec = this.config.preflightTimeoutSec ?? DEFAULT_PREFLIGHT_SEC;
+    const cwd = process.cwd();
+    const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
+    const results = await Promise.all(
+      hosts.map((host) =>
+        preflightHost({
+          host,
+          argv: this.rshArgv(host, `exec node ${shellQuote(bootstrap)} --preflight ${shellQuote(cwd)}`),
+          timeoutSec,
+          root: PACKAGE_ROOT,
+          cwd,
+        }),
+      ),
+    );
+    const failed = results.filter((r) => !r.ok);
+    for (const r of results) {
+      if (!r.ok) this.say(`host ${r.host}: ${r.message}`);
+      else if (this.config.verbose) this.say(`host ${r.host}: ready (${r.message})`);
     }
+    if (failed.length > 0) {
+      this.say(`${failed.length} of ${hosts.length} remote host${hosts.length === 1 ? '' : 's'} failed the preflight check; no rank was started`);
+    }
+    return failed.length === 0;
+  }
+
+  /** The rsh command line that runs `remoteCommand` (shell text) on `host`. */
+  private rshArgv(host: string, remoteCommand: string): string[] {
+    const { rsh = DEFAULT_RSH, sshPort, sshIdentity } = this.config;
+    return [
+      ...rsh,
+      ...(sshPort !== undefined ? ['-p', String(sshPort)] : []),
+      ...(sshIdentity !== undefined ? ['-i', sshIdentity] : []),
+      host,
+      remoteCommand,
+    ];
+  }
+
+  /**
+   * The store's addresses. All ranks here: loopback (or --iface's address). With remote hosts:
+   * --iface's address, else for each host the local address of the route to it; the store listens
+   * on that address when it is the same for all, else on every interface.
+   */
+  private async planStore(remoteHosts: string[]): Promise<StorePlan> {
+    const { iface } = this.config;
+    const fixed = iface ? interfaceAddress(iface, '--iface') : undefined;
+    if (remoteHosts.length === 0) {
+      const a = fixed ?? '127.0.0.1';
+      return { listen: a, remote: new Map(), local: a };
+    }
+    if (fixed && isLoopback(fixed)) {
+      throw new Error(`--iface ${iface} is a loopback interface (${fixed}), which the remote hosts (${remoteHosts.join(', ')}) cannot reach`);
+    }
+    const remote = new Map<string, string>();
+    for (const host of remoteHosts) {
+      let a = fixed;
+      if (!a) {
+        try {
+          a = await routeAddress(host);
+        } catch (e) {
+          throw new Error(`host ${host}: no route to it from this host (${(e as Error).message}); check the name, or choose the interface with --iface`);
+        }
+      }
+      if (isLoopback(a)) throw new Error(`host ${host} is reached over loopback (${a}) but is not this host: name it by an address the other hosts can reach`);
+      remote.set(host, a);
+    }
+    const distinct = new Set(remote.values());
+    const first = remote.get(remoteHosts[0])!;
+    return { listen: distinct.size === 1 ? first : '0.0.0.0', remote, local: first };
+  }
+
+  private loadTls(): TlsConfig | undefined {
+    const files = this.config.tls;
+    if (!files) return undefined;
+    const read = (option: string, path: string) => {
+      try {
+        return readFileSync(path, 'utf8');
+      } catch (e) {
+        throw new Error(`${option} ${path}: cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    };
+    const tls: TlsConfig = { cert: read('--tls-cert', files.cert), key: read('--tls-key', files.key) };
+    if (files.ca) tls.ca = read('--tls-ca', files.ca);
+    return tls;
+  }
+
+  /** Variables ringrun sets for its options, on top of -x. */
+  private jobExports(): Map<string, string> {
+    const { exports, iface, verbose, tls } = this.config;
+    const all = new Map(exports);
+    if (iface) all.set('RINGREDUCE_IFACE', iface);
+    if (verbose) all.set('RINGREDUCE_VERBOSE', '1');
+    if (tls) {
+      all.set('RINGREDUCE_TLS_CERT', tls.cert);
+      all.set('RINGREDUCE_TLS_KEY', tls.key);
+      if (tls.ca) all.set('RINGREDUCE_TLS_CA', tls.ca);
+    }
+    return all;
+  }
+
+  private spawnAll(slots: Slot[], plan: StorePlan, storePort: number, token: string): void {
+    const { np, command, args, tagOutput, startTimeoutSec, graceSec } = this.config;
+    const base = this.options.env ?? process.env;
+    const exports = this.jobExports();
+    const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
+    slots.forEach((slot, rank) => {
+      const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
+      const job = { worldSize: np, store, token, startTimeoutSec, exports };
+      const common = { rank, tagOutput, stdout: this.out, stderr: this.err };
+      const onExit = (r: RankProcess, exit: RankExit) => this.onRankExit(r, exit);
+      if (slot.local) {
+        this.ranks.push(new RankProcess({ ...common, command, args, env: rankEnv(base, job, rank, slot) }, onExit));
+        return;
+      }
+      const env = rankEnv({}, job, rank, slot) as Record<string, string>;
+      const hello: RemoteHello = { v: 1, rank, host: slot.host, cwd: process.cwd(), env, command, args, graceSec };
+      const [rsh, ...rshArgs] = this.rshArgv(slot.host, `exec node ${shellQuote(bootstrap)}`);
+      // ringrun's own environment goes to the rsh command (ssh needs SSH_AUTH_SOCK, HOME...), not to the rank.
+      this.ranks.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));
+    });
+  }
+
+  private describeHosts(slots: Slot[]): void {
+    const byHost = new Map<string, { local: boolean; ranks: number[] }>();
+    slots.forEach((s, r) => {
+      const h = byHost.get(s.host) ?? { local: s.local, ranks: [] };
+      h.ranks.push(r);
+      byHost.set(s.host, h);
+    });
+    for (const [host, h] of byHost) {
+      const ranks = h.ranks.length === 1 ? `rank ${h.ranks[0]}` : `ranks ${h.ranks[0]}-${h.ranks[h.ranks.length - 1]}`;
+      this.say(`host ${host}: ${ranks}, ${h.local ? 'on this host' : `via ${(this.config.rsh ?? DEFAULT_RSH)[0]}`}`);
+    }
+  }
+
+  private describeStore(e: Endpoint, plan: StorePlan, tls: TlsConfig | undefined, anyLocal: boolean): void {
+    this.say(`rendezvous store listens on ${wsUrl(e, tls).replace(/\/$/, '')}`);
+    const hint = this.config.iface ? `--iface ${this.config.iface}` : 'the route to the host';
+    for (const [host, a] of plan.remote) this.say(`ranks on ${host} reach the store at ${formatHost(a)}:${e.port} (${hint})`);
+    if (plan.remote.size > 0 && anyLocal) this.say(`ranks on this host reach the store at ${formatHost(plan.local)}:${e.port}`);
   }
 
   private onRankExit(r: RankProcess, exit: RankExit): void {
     if (exit.kind === 'spawn-failed') {
       if (this.stop({ kind: 'spawn-failed', rank: r.rank, error: exit.error })) {
-        this.say(`cannot start '${this.config.command}': ${describeSpawnError(this.config.command, exit.error)}`);
+        const cmd = r.host === undefined ? this.config.command : (this.config.rsh ?? DEFAULT_RSH)[0];
+        this.say(`cannot start '${cmd}'${r.host === undefined ? '' : ` for rank ${r.rank} on ${r.host}`}: ${describeSpawnError(cmd, exit.error)}`);
         this.sayStopping(`the other ${countRanks(this.running())}`);
       }
     } else if (exit.kind === 'signaled' || exit.code !== 0) {
@@ -182,6 +381,7 @@ class Job {
     for (const r of this.ranks) r.signal('SIGKILL');
   }
 
+
   /** Records the first reason to stop; false if the job is already stopping. */
   private stop(reason: StopReason): boolean {
     if (this.reason) return false;
@@ -198,7 +398,7 @@ class Job {
     // 'exit' can come before the last bytes of the pipe; give them a moment to arrive.
     await within(r.stderrDone, STDERR_DRAIN_MS);
     const how = reason.exit.kind === 'exited' ? `exited with code ${reason.exit.code}` : `was killed by signal ${reason.exit.signal}`;
-    this.say(`rank ${r.rank} (pid ${r.pid}) ${how}`);
+    this.say(r.host === undefined ? `rank ${r.rank} (pid ${r.pid}) ${how}` : `rank ${r.rank} on host ${r.host} (local ssh pid ${r.pid}) ${how}`);
     const tail = r.stderrTail();
     if (tail.length === 0) {
       this.say(`rank ${r.rank} wrote nothing to stderr`);

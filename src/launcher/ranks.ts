@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { forwardLines, type Output } from './output.js';
 import { groupAlive, killQuietly } from './procgroup.js';
+import type { RemoteHello } from './remote-protocol.js';
 
 /**
  * One rank's process: spawned in its own process group, its output forwarded, its end observed.
@@ -9,6 +10,11 @@ import { groupAlive, killQuietly } from './procgroup.js';
  * pid, so `kill(-pid)` reaches everything it started and did not move elsewhere: a shell's
  * children, helper processes, a `sleep` it forked. It also keeps a terminal's Ctrl-C away from the
  * ranks: only ringrun gets it, and ringrun decides how to stop them.
+ *
+ * A remote rank is the same object around the rsh (ssh) process that runs the bootstrap there
+ * (remote.ts). Its signals travel as lines on the bootstrap's stdin; SIGKILL also closes stdin,
+ * and if the ssh process is still there REMOTE_KILL_MS later, its local group gets SIGKILL, which
+ * ends the session and, with it, the remote rank.
  */
 
 /** How a rank's process ended. */
@@ -25,7 +31,12 @@ export interface RankSpec {
   tagOutput: boolean;
   stdout: Output;
   stderr: Output;
+  /** A rank on another host: `command`/`args` run the rsh command, `hello` goes to its stdin. */
+  remote?: { host: string; hello: RemoteHello };
 }
+
+/** After a remote SIGKILL: how long the ssh process gets to end by itself before it is killed here. */
+export const REMOTE_KILL_MS = 2000;
 
 /** How many of a rank's last stderr lines are kept, to show when it fails. */
 export const STDERR_TAIL_LINES = 20;
@@ -33,6 +44,8 @@ const TAIL_LINE_CHARS = 1000;
 
 export class RankProcess {
   readonly rank: number;
+  /** The remote host, or undefined for a rank on this host. */
+  readonly host: string | undefined;
   /** Also the id of its process group; undefined if it never started. */
   readonly pid: number | undefined;
   /** Set once, when the process has exited or failed to start (then `onExit` is called). */
@@ -47,6 +60,7 @@ export class RankProcess {
 
   constructor(spec: RankSpec, onExit: (r: RankProcess, exit: RankExit) => void) {
     this.rank = spec.rank;
+    this.host = spec.remote?.host;
     let child: ChildProcess | undefined;
     const finish = (e: RankExit) => {
       if (this.exit) return;
@@ -57,7 +71,7 @@ export class RankProcess {
     try {
       child = spawn(spec.command, spec.args, {
         env: spec.env,
-        stdio: ['ignore', 'pipe', 'pipe'],
+        stdio: [spec.remote ? 'pipe' : 'ignore', 'pipe', 'pipe'],
         detached: true,
         shell: false,
       });
@@ -82,6 +96,12 @@ export class RankProcess {
       if (this.pid === undefined) finish({ kind: 'spawn-failed', error });
     });
 
+    if (spec.remote && child.stdin) {
+      // A remote end that is gone shows up as the ssh process exiting; a write error here is not news.
+      child.stdin.on('error', () => {});
+      child.stdin.write(`${JSON.stringify(spec.remote.hello)}\n`);
+    }
+
     const tag = (stream: string) => (spec.tagOutput ? Buffer.from(`[1,${spec.rank}]<${stream}>:`) : undefined);
     const stdoutDone = forwardLines(child.stdout!, spec.stdout, tag('stdout'));
     this.stderrDone = forwardLines(child.stderr!, spec.stderr, tag('stderr'), (line) => this.remember(line));
@@ -104,8 +124,33 @@ export class RankProcess {
    */
   signal(signal: NodeJS.Signals): void {
     if (this.pid === undefined) return;
+    if (this.host !== undefined && (signal === 'SIGTERM' || signal === 'SIGKILL')) return this.signalRemote(signal);
+    this.signalGroup(signal);
+  }
+
+  /** SIGKILL to the local process group at once (for a remote rank: its ssh, which ends the session). */
+  kill(): void {
+    if (this.pid !== undefined) this.signalGroup('SIGKILL');
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) return;
     if (killQuietly(-this.pid, signal)) return;
     if (!this.exit) killQuietly(this.pid, signal);
+  }
+
+  private remoteKillTimer: NodeJS.Timeout | undefined;
+
+  private signalRemote(signal: 'SIGTERM' | 'SIGKILL'): void {
+    const stdin = this.child?.stdin;
+    if (stdin && stdin.writable) stdin.write(`${signal}\n`);
+    if (signal !== 'SIGKILL') return;
+    stdin?.end();
+    if (this.remoteKillTimer) return;
+    this.remoteKillTimer = setTimeout(() => {
+      if (!this.gone) this.signalGroup('SIGKILL');
+    }, REMOTE_KILL_MS);
+    this.remoteKillTimer.unref();
   }
 
   /** True once the rank has exited and no process is left in its group. */
@@ -144,7 +189,7 @@ function installExitHook(): void {
   if (hookInstalled) return;
   hookInstalled = true;
   process.on('exit', () => {
-    for (const r of live) r.signal('SIGKILL');
+    for (const r of live) r.kill();
     live.clear();
   });
 }

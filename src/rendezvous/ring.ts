@@ -10,8 +10,10 @@ import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { shmAvailable } from '../transport/shm.js';
-import { connect, formatHost, listen, WsLink, type Endpoint } from '../transport/ws.js';
-import { closeServer, startStoreServer, StoreClient, type StoreServer } from './store.js';
+import { connect, formatHost, listen, netServer, WsLink, type Endpoint } from '../transport/ws.js';
+import { chooseAddress, isLoopback, machineKey } from './address.js';
+import { FileStore } from './file-store.js';
+import { closeServer, startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
 /** What each rank publishes in the store. */
 interface RankRecord {
@@ -21,6 +23,10 @@ interface RankRecord {
   chunkBytes: number;
   pid: number;
   hostname: string;
+  /** Which machine (and network namespace) the rank runs in: see machineKey(). */
+  machine: string;
+  /** Whether the rank's links use TLS: every rank must agree. */
+  tls: boolean;
 }
 
 const HANDSHAKE_MS = 10_000;
@@ -59,25 +65,39 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
   const right = mod(rank + 1, size);
   const maxPayload = o.chunkBytes + DATA_HEADER_BYTES + 4096;
   let storeServer: StoreServer | undefined;
-  let store: StoreClient | undefined;
+  let store: RendezvousStore | undefined;
   let ring: { server: import('ws').WebSocketServer; endpoint: Endpoint } | undefined;
+  const where = o.store!;
   try {
-    if (o.hostStore) {
-      storeServer = await startStoreServer({
-        host: storeListenHost(o.store!.host),
-        port: o.store!.port,
-        token: o.token,
-        worldSize: size,
-        logger: o.logger,
-      }).catch((e: Error) => {
-        throw new RingRendezvousError(`rank 0 cannot host the rendezvous store at ${o.store!.host}:${o.store!.port} (MASTER_ADDR/MASTER_PORT): ${e.message}`);
-      });
-      storeServer.unref();
+    if ('dir' in where) {
+      store = await FileStore.open(where.dir);
+    } else {
+      if (o.hostStore) {
+        storeServer = await startStoreServer({
+          host: storeListenHost(where.host),
+          port: where.port,
+          token: o.token,
+          worldSize: size,
+          logger: o.logger,
+          tls: o.tls,
+        }).catch((e: Error) => {
+          throw new RingRendezvousError(`rank 0 cannot host the rendezvous store at ${where.host}:${where.port} (MASTER_ADDR/MASTER_PORT): ${e.message}`);
+        });
+        storeServer.unref();
+      }
+      store = await StoreClient.connect(where, o.token, rank, deadline, o.tls);
     }
-    store = await StoreClient.connect(o.store!, o.token, rank, deadline);
-    const host = o.host ?? store.localAddress ?? '127.0.0.1';
-    ring = await listen(host, 0, maxPayload);
-    (ring.server as unknown as { _server?: { unref(): void } })._server?.unref();
+    // The TCP connection to the store already knows the interface that routes there.
+    const chosen =
+      o.host || o.iface || !store.localAddress
+        ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined })
+        : { address: store.localAddress, how: `the route to the rendezvous store at ${store.where}` };
+    const host = chosen.address;
+    ring = await listen(host, 0, maxPayload, o.tls);
+    netServer(ring.server)?.unref();
+    if (o.verbose) {
+      o.logger.info(`rank ${rank}: ${keyPrefix} links listen on ${o.tls ? 'wss' : 'ws'}://${formatHost(host)}:${ring.endpoint.port} (${chosen.how})`);
+    }
 
     // Accept exactly one connection: the right neighbour's, once it proves it holds the token.
     let accepted: ((l: WsLink) => void) | undefined;
@@ -106,7 +126,16 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       );
     });
 
-    const me: RankRecord = { host, port: ring.endpoint.port, size, chunkBytes: o.chunkBytes, pid: process.pid, hostname: hostname() };
+    const me: RankRecord = {
+      host,
+      port: ring.endpoint.port,
+      size,
+      chunkBytes: o.chunkBytes,
+      pid: process.pid,
+      hostname: hostname(),
+      machine: machineKey(),
+      tls: o.tls !== undefined,
+    };
     await store.set(`${keyPrefix}/${rank}`, me);
     const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
     let table: RankRecord[];
@@ -121,6 +150,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       );
     }
     checkTable(rank, table);
+    checkReachable(rank, table);
 
     const [leftLink, rightLink] = await Promise.all([
       connectLeft(table[left], o, left, deadline),
@@ -145,6 +175,8 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       },
     });
     await group.barrier({ name: `ringreduce:${keyPrefix}` });
+    // Every rank has read the table: this rank's entry is no longer needed (a file store deletes it).
+    await store.release([`${keyPrefix}/${rank}`]);
     store.close();
     return group;
   } catch (e) {
@@ -173,12 +205,13 @@ async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink:
 }
 
 function checkTable(rank: number, table: RankRecord[]): void {
-  for (const field of ['size', 'chunkBytes'] as const) {
-    const groups = new Map<number, number[]>();
+  for (const field of ['size', 'chunkBytes', 'tls'] as const) {
+    const groups = new Map<number | boolean, number[]>();
     table.forEach((t, r) => groups.set(t[field], [...(groups.get(t[field]) ?? []), r]));
     if (groups.size > 1) {
       const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v}`);
-      throw new RingMismatchError(`rank ${rank}: ranks disagree on ${field === 'size' ? 'the world size' : 'chunkBytes'} (${parts.join('; ')})`, {
+      const what = field === 'size' ? 'the world size' : field === 'tls' ? 'TLS (RINGREDUCE_TLS_CERT/_KEY)' : 'chunkBytes';
+      throw new RingMismatchError(`rank ${rank}: ranks disagree on ${what} (${parts.join('; ')})`, {
         rank,
         op: 'init',
         field,
@@ -187,9 +220,28 @@ function checkTable(rank: number, table: RankRecord[]): void {
   }
 }
 
+/**
+ * A rank that advertises a loopback address can only be reached from its own machine. When the
+ * ranks span machines (or network namespaces), that is a configuration error: say so on every
+ * rank, naming the ranks and the fix, instead of letting the neighbours time out.
+ */
+function checkReachable(rank: number, table: RankRecord[]): void {
+  const machines = new Set(table.map((t) => t.machine));
+  if (machines.size < 2) return;
+  const loop = table.flatMap((t, r) => (isLoopback(t.host) ? [r] : []));
+  if (loop.length === 0) return;
+  const which = loop.map((r) => `rank ${r} (${table[r].hostname}: ${table[r].host})`).join(', ');
+  throw new RingRendezvousError(
+    `rank ${rank}: the ranks run on ${machines.size} machines (or network namespaces) but ${which} advertise${loop.length === 1 ? 's' : ''} a loopback address ` +
+      `that the other machines cannot reach; set RINGREDUCE_IFACE (ringrun --iface) to the interface that connects the machines, ` +
+      `or RINGREDUCE_HOST to this machine's address, or use a store address that is not loopback`,
+    { rank, ranks: loop, op: 'init', field: 'host' },
+  );
+}
+
 async function connectLeft(rec: RankRecord, o: ResolvedOptions, left: number, deadline: number): Promise<WsLink> {
   const where = `${rec.host}:${rec.port}`;
-  const inbox = await connect({ host: rec.host, port: rec.port }, o.chunkBytes + DATA_HEADER_BYTES + 4096, deadline, `rank ${left}`);
+  const inbox = await connect({ host: rec.host, port: rec.port }, o.chunkBytes + DATA_HEADER_BYTES + 4096, deadline, `rank ${left}`, o.tls);
   try {
     await clientHandshake(inbox, { token: o.token, rank: o.rank, serverId: `rank:${left}`, timeoutMs: HANDSHAKE_MS, peer: `rank ${left} at ${where}` });
   } catch (e) {

@@ -3,7 +3,7 @@ import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
-import { connect, listen, type Endpoint } from '../transport/ws.js';
+import { closeWsServer, connect, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
 import type { Logger } from '../logger.js';
 
@@ -14,6 +14,24 @@ import type { Logger } from '../logger.js';
  */
 const STORE_MAX_PAYLOAD = 1 << 20;
 const HANDSHAKE_MS = 10_000;
+
+/**
+ * What a rank needs from a store: write-once keys, and a read that waits until every key is set.
+ * Two implementations: StoreClient (below, the WebSocket store) and FileStore (file-store.ts, a
+ * shared directory).
+ */
+export interface RendezvousStore {
+  set(key: string, value: unknown): Promise<void>;
+  /** Waits until every key is set; on timeout throws RingTimeoutError carrying the missing keys (`missing`). */
+  get(keys: string[], timeoutMs: number): Promise<unknown[]>;
+  /** This rank will not read or write `keys` again and nobody else needs them (every rank has read them). */
+  release(keys: string[]): Promise<void>;
+  /** This side's address of the connection to the store, when there is one. */
+  readonly localAddress: string | undefined;
+  /** Where the store is, for messages. */
+  readonly where: string;
+  close(): void;
+}
 
 export interface StoreServer {
   readonly endpoint: Endpoint;
@@ -29,10 +47,12 @@ export interface StoreServerOptions {
   /** Ranks allowed to connect are 0..worldSize-1. */
   worldSize: number;
   logger: Logger;
+  /** Serve wss:// (see TlsConfig). */
+  tls?: TlsConfig;
 }
 
 export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
-  const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD);
+  const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD, o.tls);
   const values = new Map<string, unknown>();
   const waiters = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
 
@@ -121,22 +141,21 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   return {
     endpoint,
     close: () => closeServer(server),
-    unref: () => (server as unknown as { _server?: { unref(): void } })._server?.unref(),
+    unref: () => netServer(server)?.unref(),
   };
 }
 
 export function closeServer(server: WebSocketServer): Promise<void> {
-  for (const c of server.clients) c.terminate();
-  return new Promise((resolve) => server.close(() => resolve()));
+  return closeWsServer(server);
 }
 
 /** A rank's connection to the store. */
-export class StoreClient {
+export class StoreClient implements RendezvousStore {
   private nextId = 1;
   private pending = new Map<number, { resolve(m: StoreResponse): void; reject(e: Error): void }>();
   private closedError: Error | undefined;
 
-  private constructor(private readonly inbox: Inbox, private readonly where: string) {
+  private constructor(private readonly inbox: Inbox, readonly where: string) {
     const ws = inbox.socket;
     inbox.drain((data) => {
       try {
@@ -158,9 +177,9 @@ export class StoreClient {
     });
   }
 
-  static async connect(e: Endpoint, token: string, rank: number, deadline: number): Promise<StoreClient> {
-    const where = `${e.host}:${e.port}`;
-    const inbox = await connect(e, STORE_MAX_PAYLOAD, deadline, 'the rendezvous store');
+  static async connect(e: Endpoint, token: string, rank: number, deadline: number, tls?: TlsConfig): Promise<StoreClient> {
+    const where = wsUrl(e, tls).replace(/\/$/, '');
+    const inbox = await connect(e, STORE_MAX_PAYLOAD, deadline, 'the rendezvous store', tls);
     try {
       await clientHandshake(inbox, { token, rank, serverId: 'store', timeoutMs: HANDSHAKE_MS, peer: `the rendezvous store at ${where}` });
     } catch (err) {
@@ -193,6 +212,9 @@ export class StoreClient {
     if (r.missing) throw Object.assign(new RingTimeoutError(`rendezvous store: ${r.message}`, {}), { missing: r.missing });
     throw new RingRendezvousError(`rendezvous store: ${r.message}`);
   }
+
+  /** Keys live in the store's memory until it closes. */
+  async release(): Promise<void> {}
 
   /** This side's address of the connection: the interface that routes to the store. */
   get localAddress(): string | undefined {
