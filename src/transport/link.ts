@@ -132,6 +132,7 @@ function validateControl(m: Record<string, unknown>, from: string): void {
       return;
     }
     case 'bye':
+    case 'beat':
       if (!isInt(m.rank)) throw bad('rank');
       return;
     default:
