@@ -71,7 +71,9 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       });
       storeServer.unref();
     }
-    store = await StoreClient.connect(o.store!, o.token, rank, deadline);
+    store = await StoreClient.connect(o.store!, o.token, rank, deadline).catch((e: Error) => {
+      throw storeUnreachable(o, e);
+    });
     const host = o.host ?? store.localAddress ?? '127.0.0.1';
     ring = await listen(host, 0, maxPayload);
     (ring.server as unknown as { _server?: { unref(): void } })._server?.unref();
@@ -149,6 +151,18 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     if (ring) await closeServer(ring.server);
     throw e instanceof RingError ? e : new RingRendezvousError(`rank ${rank}: init failed: ${(e as Error).message}`, { rank }, { cause: e });
   }
+}
+
+/** Started by a launcher without a store of its own, rank 0 hosts it: if it never came up, say so. */
+function storeUnreachable(o: ResolvedOptions, e: Error): Error {
+  if (!(e instanceof RingRendezvousError) || o.hostStore || o.source === 'ringrun' || o.source === 'options') return e;
+  const at = `${formatHost(o.store!.host)}:${o.store!.port}`;
+  return new RingRendezvousError(
+    `rank ${o.rank}: rank 0, which hosts the rendezvous store at MASTER_ADDR:MASTER_PORT (${at}), did not start it ` +
+      `within the start timeout (${o.startTimeoutMs / 1000} s): ${e.message}`,
+    { rank: o.rank, ranks: [0], op: 'init' },
+    { cause: e },
+  );
 }
 
 function checkTable(rank: number, table: RankRecord[]): void {

@@ -14,6 +14,13 @@ import type { Logger } from '../logger.js';
  */
 const STORE_MAX_PAYLOAD = 1 << 20;
 const HANDSHAKE_MS = 10_000;
+/** On close: how long the last replies may take to leave before the connections are cut. */
+const CLOSE_FLUSH_MS = 500;
+
+function within(ps: Promise<unknown>[], ms: number): Promise<unknown> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([Promise.all(ps), new Promise((r) => (t = setTimeout(r, ms)))]).finally(() => clearTimeout(t));
+}
 
 export interface StoreServer {
   readonly endpoint: Endpoint;
@@ -34,7 +41,9 @@ export interface StoreServerOptions {
 export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
   const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD);
   const values = new Map<string, unknown>();
-  const waiters = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+  /** Blocked gets: `reply` answers with the values, `giveUp` with an error naming the keys still missing. */
+  type Waiter = { keys: string[]; reply: (values: unknown[]) => void; giveUp: (message: string) => Promise<void> };
+  const waiters = new Set<Waiter>();
 
   const wake = () => {
     for (const w of waiters) {
@@ -65,8 +74,8 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   });
 
   function serve(ws: WebSocket, inbox: Inbox, who: string) {
-    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
-    const send = (m: StoreResponse) => ws.send(encodeControl(m));
+    const mine = new Set<Waiter>();
+    const send = (m: StoreResponse, sent?: () => void) => ws.send(encodeControl(m), () => sent?.());
     ws.on('close', () => {
       for (const w of mine) waiters.delete(w);
     });
@@ -92,19 +101,22 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         wake();
       } else if (req.t === 'get' && Array.isArray(req.keys) && req.keys.every((k) => typeof k === 'string')) {
         const id = req.id;
-        const w = {
+        const w: Waiter = {
           keys: req.keys,
           reply: (vals: unknown[]) => {
             clearTimeout(timer);
             mine.delete(w);
             send({ t: 'ok', id, values: vals });
           },
+          giveUp: (message: string) =>
+            new Promise<void>((sent) => {
+              clearTimeout(timer);
+              waiters.delete(w);
+              mine.delete(w);
+              send({ t: 'err', id, message, missing: w.keys.filter((k) => !values.has(k)) }, sent);
+            }),
         };
-        const timer = setTimeout(() => {
-          waiters.delete(w);
-          mine.delete(w);
-          send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
-        }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
+        const timer = setTimeout(() => void w.giveUp('timed out'), Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
         waiters.add(w);
         mine.add(w);
         wake();
@@ -116,7 +128,12 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
 
   return {
     endpoint,
-    close: () => closeServer(server),
+    // A store closing under blocked gets (rank 0 hosting it gave up) tells them which keys are
+    // missing, so that every rank reports the ranks that never arrived, not a lost connection.
+    close: async () => {
+      await within([...waiters].map((w) => w.giveUp('timed out (the store is closing)')), CLOSE_FLUSH_MS);
+      await closeServer(server);
+    },
     unref: () => (server as unknown as { _server?: { unref(): void } })._server?.unref(),
   };
 }
