@@ -8,6 +8,7 @@ import { RingGroup } from '../group.js';
 import type { ResolvedOptions } from '../options.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
+import { refuse, reportRefusals } from '../transport/refusals.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { connect, formatHost, listen, WsLink, type Endpoint } from '../transport/ws.js';
 import { closeServer, startStoreServer, StoreClient, type StoreServer } from './store.js';
@@ -77,6 +78,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     const host = o.host ?? store.localAddress ?? '127.0.0.1';
     ring = await listen(host, 0, maxPayload);
     (ring.server as unknown as { _server?: { unref(): void } })._server?.unref();
+    reportRefusals(ring.server, (peer, why) => o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${why}`));
 
     // Accept exactly one connection: the right neighbour's, once it proves it holds the token.
     let accepted: ((l: WsLink) => void) | undefined;
@@ -100,7 +102,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         },
         (e: Error) => {
           o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${e.message}`);
-          ws.close(1008, 'refused');
+          refuse(ws, 1008, 'refused');
         },
       );
     });

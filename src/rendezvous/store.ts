@@ -2,6 +2,7 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
+import { refuse, reportRefusals } from '../transport/refusals.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
 import { connect, listen, type Endpoint } from '../transport/ws.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
@@ -40,6 +41,7 @@ export interface StoreServerOptions {
 
 export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
   const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD);
+  reportRefusals(server, (peer, why) => o.logger.warn(`rendezvous store: refused a connection from ${peer}: ${why}`));
   const values = new Map<string, unknown>();
   /** Blocked gets: `reply` answers with the values, `giveUp` with an error naming the keys still missing. */
   type Waiter = { keys: string[]; reply: (values: unknown[]) => void; giveUp: (message: string) => Promise<void> };
@@ -68,7 +70,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
       (rank) => serve(ws, inbox, `rank ${rank} (${peer})`),
       (e: Error) => {
         o.logger.warn(`rendezvous store: refused ${peer}: ${e.message}`);
-        ws.close(1008, 'authentication failed');
+        refuse(ws, 1008, 'authentication failed');
       },
     );
   });
@@ -88,7 +90,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         if (typeof req.id !== 'number') throw new Error('request without id');
       } catch (e) {
         o.logger.warn(`rendezvous store: closing ${who}: ${(e as Error).message}`);
-        ws.close(1002, 'protocol error');
+        refuse(ws, 1002, 'protocol error');
         return;
       }
       if (req.t === 'set' && typeof req.key === 'string') {

@@ -142,6 +142,20 @@ export class Proc {
   }
 }
 
+/** Resolves with `pred()` once it is truthy (checked every 20 ms); rejects after `ms` with `what`. */
+export function poll<T>(pred: () => T | undefined | false, ms: number, what: () => string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + ms;
+    const tick = () => {
+      const v = pred();
+      if (v) return resolve(v);
+      if (Date.now() > deadline) return reject(new Error(`not within ${ms} ms: ${what()}`));
+      setTimeout(tick, 20);
+    };
+    tick();
+  });
+}
+
 /** Kills every Proc in `procs` (for finally blocks). */
 export function killAll(procs: Proc[]): void {
   for (const p of procs) p.kill();
