@@ -58,11 +58,14 @@ interface QueuedSend {
  * it falls silent too. Each rank therefore tells its LEFT neighbour every `beatMs` that it is
  * alive: the leftward direction carries no data, so a heartbeat is never stuck behind megabytes of
  * frames, and only the rank just left of a stalled one sees its right neighbour go quiet.
- * The interval follows the operation timeout: timeoutMs / 8, within [20 ms, 1 s].
+ * The interval follows the operation timeout: timeoutMs / 8, within [20 ms, 1 s] (1 s without a
+ * timeout). Each heartbeat says how often they come (the first goes at once), so ranks configured
+ * differently still agree on what counts as silence.
  */
 export function beatInterval(timeoutMs: number): number {
-  return timeoutMs > 0 ? Math.min(1000, Math.max(20, Math.round(timeoutMs / 8))) : 0;
+  return timeoutMs > 0 ? Math.min(MAX_BEAT_MS, Math.max(20, Math.round(timeoutMs / 8))) : MAX_BEAT_MS;
 }
+const MAX_BEAT_MS = 1000;
 /** A right neighbour silent this many heartbeat intervals is named as the stalled rank. */
 const SILENT_BEATS = 4;
 /** A rank with no such evidence waits this many intervals past its timeout for the verdict. */
@@ -129,8 +132,9 @@ export class Communicator {
   private readonly byes = new Set<number>();
   private readonly beatMs: number;
   private beat: NodeJS.Timeout | undefined;
-  /** When the right neighbour last sent anything (heartbeats included). */
+  /** When the right neighbour last sent anything (heartbeats included), and its heartbeat interval. */
   private lastFromRight = Date.now();
+  private rightBeatMs: number;
 
   constructor(
     readonly rank: number,
@@ -154,9 +158,11 @@ export class Communicator {
     });
     leftLink?.unref();
     rightLink?.unref();
-    this.beatMs = size > 1 ? beatInterval(options.timeoutMs) : 0;
-    if (this.beatMs > 0) {
-      this.beat = setInterval(() => leftLink!.sendControl({ t: 'beat', rank: this.rank }), this.beatMs);
+    this.beatMs = this.rightBeatMs = size > 1 ? beatInterval(options.timeoutMs) : 0;
+    if (size > 1) {
+      const beat = () => leftLink!.sendControl({ t: 'beat', rank: this.rank, everyMs: this.beatMs });
+      beat();
+      this.beat = setInterval(beat, this.beatMs);
       this.beat.unref();
     }
   }
@@ -241,7 +247,10 @@ export class Communicator {
 
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
     if (from === 'right') this.lastFromRight = Date.now();
-    if (m.t === 'beat') return;
+    if (m.t === 'beat') {
+      if (from === 'right') this.rightBeatMs = Math.min(m.everyMs, MAX_BEAT_MS);
+      return;
+    }
     if (m.t === 'desc') {
       if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
       if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
@@ -453,7 +462,7 @@ export class Communicator {
       if (!st.resolve || this.broken) return;
       const now = Date.now();
       const silent = now - this.lastFromRight;
-      const stalledRight = silent >= SILENT_BEATS * this.beatMs;
+      const stalledRight = this.size > 1 && silent >= SILENT_BEATS * Math.max(this.beatMs, this.rightBeatMs);
       if (stalledRight || now - expiry >= GRACE_BEATS * this.beatMs) {
         this.fatal(this.timeoutError(st, stalledRight ? silent : undefined));
       } else {

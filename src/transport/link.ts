@@ -132,8 +132,10 @@ function validateControl(m: Record<string, unknown>, from: string): void {
       return;
     }
     case 'bye':
-    case 'beat':
       if (!isInt(m.rank)) throw bad('rank');
+      return;
+    case 'beat':
+      if (!isInt(m.rank) || !isInt(m.everyMs) || (m.everyMs as number) < 1) throw bad('rank/everyMs');
       return;
     default:
       throw new RingProtocolError(`unexpected control message '${String(m.t)}' from ${from}`);

@@ -31,8 +31,8 @@ export interface DescMsg { t: 'desc'; seq: number; origin: number; d: OpDescript
 export interface AbortMsg { t: 'abort'; origin: number; error: SerializedRingError }
 /** The sender has called shutdown(): it will send nothing more. */
 export interface ByeMsg { t: 'bye'; rank: number }
-/** "Still here": sent to the left neighbour every few hundred ms, so a stalled rank can be named. */
-export interface BeatMsg { t: 'beat'; rank: number }
+/** "Still here", sent to the left neighbour every `everyMs`, so that a stalled rank can be named. */
+export interface BeatMsg { t: 'beat'; rank: number; everyMs: number }
 
 export type LinkControlMessage = DescMsg | AbortMsg | ByeMsg | BeatMsg;
 export type HandshakeMessage = ChallengeMsg | AuthMsg | WelcomeMsg;
