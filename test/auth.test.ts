@@ -6,11 +6,11 @@ import { get as httpGet } from 'node:http';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { RingError } from '../src/errors.js';
 import { clientHandshake } from '../src/transport/auth.js';
 import { Inbox } from '../src/transport/inbox.js';
-import { faultRank, freePort, killAll, poll, Proc, ringrun } from './helpers/procs.js';
+import { faultRank, freePort, killAll, killStarted, poll, Proc, ringrun } from './helpers/procs.js';
 import { root } from './helpers/run.js';
 
 /**
@@ -21,6 +21,9 @@ import { root } from './helpers/run.js';
  * is logged naming the stranger's address, and the job's results stay exact.
  */
 
+// Behind each test's own finally: nothing a test started outlives it, even on a vitest timeout.
+afterEach(killStarted);
+
 const recorder = join(root, 'test', 'fixtures', 'record-writes.mjs');
 const HOST = '127.0.0.1';
 const STEP_MS = 5_000;
@@ -29,6 +32,9 @@ interface Outcome {
   /** The stranger's own port, as the server logs it. */
   localPort: number;
   what: string;
+  /** From connecting to being refused (connection closed / 4xx answer). */
+  ms: number;
+  attack: string;
 }
 
 /** TCP: writes `bytes`, returns what came back until the server closed the connection. */
@@ -109,6 +115,7 @@ async function attack(port: number, serverId: string, replay: Buffer): Promise<O
   const out: Outcome[] = [];
 
   // 1. The right protocol with the wrong job token.
+  let t0 = Date.now();
   const a = await dialWs(port);
   const err = await clientHandshake(a.inbox, { token: 'not-the-job-token', rank: 1, serverId, timeoutMs: STEP_MS, peer: serverId }).then(
     () => undefined,
@@ -117,29 +124,33 @@ async function attack(port: number, serverId: string, replay: Buffer): Promise<O
   expect(err).toBeInstanceOf(RingError);
   expect((err as RingError).code).toBe('RING_ERR_AUTH');
   expect(await within(a.closed, 'close after a wrong token')).toBe(1008);
-  out.push({ localPort: a.localPort, what: 'failed authentication (wrong job token)' });
+  out.push({ attack: 'wrong token', localPort: a.localPort, what: 'failed authentication (wrong job token)', ms: Date.now() - t0 });
 
   // 2. A legitimate handshake, replayed byte for byte on a new connection: the server's fresh nonce makes the old MAC wrong.
   expect(replay.toString('latin1')).toMatch(/^GET \/ HTTP\/1\.1\r\n/);
+  t0 = Date.now();
   const r = await raw(port, replay);
   expect(r.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101 Switching Protocols/);
   expect(closeCode(r.reply)).toBe(1008);
-  out.push({ localPort: r.localPort, what: 'failed authentication (wrong job token)' });
+  out.push({ attack: 'replayed handshake', localPort: r.localPort, what: 'failed authentication (wrong job token)', ms: Date.now() - t0 });
 
   // 3. Random bytes inside a WebSocket instead of the auth message.
+  t0 = Date.now();
   const b = await dialWs(port);
   await b.inbox.next(STEP_MS); // the challenge
   b.ws.send(randomBytes(200));
   expect(await within(b.closed, 'close after junk in a WebSocket')).toBe(1008);
-  out.push({ localPort: b.localPort, what: '' });
+  out.push({ attack: 'junk in a WebSocket', localPort: b.localPort, what: '', ms: Date.now() - t0 });
 
   // 4. Random bytes that are not even HTTP.
   const junk = Buffer.concat([Buffer.from([0]), randomBytes(255)]);
+  t0 = Date.now();
   const j = await raw(port, junk);
-  expect(j.reply.toString('latin1')).toMatch(/^(HTTP\/1\.1 400 Bad Request|)/);
-  out.push({ localPort: j.localPort, what: 'not an HTTP request' });
+  expect(j.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+  out.push({ attack: 'random bytes', localPort: j.localPort, what: 'not an HTTP request', ms: Date.now() - t0 });
 
   // 5. A plain HTTP request.
+  t0 = Date.now();
   const h = await within(
     new Promise<{ status: number; localPort: number }>((resolve, reject) => {
       const req = httpGet({ host: HOST, port, path: '/', agent: false }, (res) => {
@@ -151,7 +162,7 @@ async function attack(port: number, serverId: string, replay: Buffer): Promise<O
     'plain HTTP',
   );
   expect(h.status).toBe(426);
-  out.push({ localPort: h.localPort, what: 'a plain HTTP GET request, not a WebSocket upgrade' });
+  out.push({ attack: 'plain HTTP GET', localPort: h.localPort, what: 'a plain HTTP GET request, not a WebSocket upgrade', ms: Date.now() - t0 });
   return out;
 }
 
@@ -227,6 +238,9 @@ describe('strangers without the job token, during a running job', () => {
         };
         check(/rendezvous store: refused/, onStore);
         check(/rank 0: refused a connection/, onRank);
+        for (const [where, outcomes] of [['store', onStore], ['rank 0', onRank]] as const) {
+          console.log(`[auth] ${via}, ${where}: ${outcomes.map((o) => `${o.attack} refused in ${o.ms} ms`).join('; ')}`);
+        }
         console.log(`[auth] ${via}: refusals logged:\n${log.split('\n').filter((l) => /refused/.test(l)).join('\n')}`);
       } finally {
         killAll(procs);

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { faultRank, freePort, gone, killAll, Proc, ringrun, sleep, type RankEvent } from './helpers/procs.js';
+import { afterEach, describe, expect, it } from 'vitest';
+import { faultRank, freePort, gone, killAll, killStarted, Proc, ringrun, sleep, type RankEvent } from './helpers/procs.js';
 
 /**
  * Issue 6, items 1-3, with real processes: a rank killed with SIGKILL in the middle of a 64 MiB
@@ -10,6 +10,9 @@ import { faultRank, freePort, gone, killAll, Proc, ringrun, sleep, type RankEven
  * printed (they feed the table in the issue note) and checked only against the issue's generous
  * bounds.
  */
+
+// Behind each test's own finally: nothing a test started outlives it, even on a vitest timeout.
+afterEach(killStarted);
 
 const ringrunJob = (np: number, opts: string[], env: Record<string, string>) =>
   new Proc(process.execPath, [ringrun, '-np', String(np), ...opts, 'node', faultRank], env, `ringrun -np ${np}`);

@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { faultRank, killAll, poll, Proc, type RankEvent } from './helpers/procs.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { faultRank, killAll, killStarted, poll, Proc, type RankEvent } from './helpers/procs.js';
 
 /**
  * Issue 6, item 7: three ranks in three network namespaces joined by a bridge (in a fourth), each
@@ -14,6 +14,9 @@ import { faultRank, killAll, poll, Proc, type RankEvent } from './helpers/procs.
  * Needs root and permission to create namespaces; skipped (saying why) otherwise. Everything is
  * named rr6-* and removed afterwards, also when a test fails.
  */
+
+// Behind each test's own finally: nothing a test started outlives it, even on a vitest timeout.
+afterEach(killStarted);
 
 const TAG = `rr6-${process.pid % 100000}`;
 const HUB = `${TAG}-hub`;

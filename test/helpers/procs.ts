@@ -44,6 +44,9 @@ export const alive = (pid: number): boolean => {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** Every Proc not yet killed, for an afterEach(killStarted) safety net behind each test's finally. */
+const started = new Set<Proc>();
+
 export class Proc {
   readonly child: ChildProcess;
   readonly events: RankEvent[] = [];
@@ -62,6 +65,7 @@ export class Proc {
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
     });
+    started.add(this);
     let partial = '';
     this.child.stdout!.on('data', (d: Buffer) => {
       this.stdout += d;
@@ -128,6 +132,7 @@ export class Proc {
 
   /** SIGCONT + SIGKILL to this process's group and to every process it started. Idempotent. */
   kill(): void {
+    started.delete(this);
     const targets = [-this.child.pid!, ...this.pids()];
     rmSync(this.dir, { recursive: true, force: true });
     for (const target of targets) {
@@ -154,6 +159,11 @@ export function poll<T>(pred: () => T | undefined | false, ms: number, what: () 
     };
     tick();
   });
+}
+
+/** Kills every Proc started and not killed yet (for afterEach). */
+export function killStarted(): void {
+  killAll([...started]);
 }
 
 /** Kills every Proc in `procs` (for finally blocks). */
