@@ -158,6 +158,7 @@ describe('silent peer (SIGSTOP)', () => {
       for (const p of procs) {
         const exit = await p.waitFor(() => p.exit, 10_000, `${p.label} exits`);
         expect(exit.code, p.label).not.toBe(0);
+        console.log(`[faults] SIGSTOP rank ${stopped} of ${n}, ${via}: ${p.label} exited ${exit.code} ${exit.at - stoppedAt} ms after SIGSTOP`);
       }
       if (via.startsWith('ringrun')) expect(procs[0].stderr).toMatch(/ringrun: rank \d \(pid \d+\) exited with code 1/);
       expect(await gone(pids, 3_000)).toEqual([]);
@@ -191,6 +192,7 @@ describe('start-up: a rank that never arrives', () => {
       report('rank 2 of 4 never arrives (ringrun)', t0, errs);
       check(errs, t0, 4, [2]);
       const exit = await job.waitFor(() => job.exit, 15_000, 'ringrun exits');
+      console.log(`[faults] rank 2 of 4 never arrives (ringrun): ringrun exited ${exit.code} after ${exit.at - t0} ms`);
       expect(exit.code).toBe(1);
       expect(job.stderr).toMatch(/ringrun: rank [013] \(pid \d+\) exited with code 1/);
       expect(job.stderr).toMatch(/ranks 2 of 4 did not join within the start timeout \(3 s\)/);
