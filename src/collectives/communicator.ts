@@ -58,6 +58,25 @@ interface QueuedSend {
   payload: Uint8Array;
 }
 
+/**
+ * Heartbeats, for naming a stalled rank. A stopped process (SIGSTOP, a blocked event loop, a cut
+ * network) keeps its sockets open, so only silence gives it away — and in a ring everyone behind
+ * it falls silent too. Each rank therefore tells its LEFT neighbour every `beatMs` that it is
+ * alive: the leftward direction carries no data, so a heartbeat is never stuck behind megabytes of
+ * frames, and only the rank just left of a stalled one sees its right neighbour go quiet.
+ * The interval follows the operation timeout: timeoutMs / 8, within [20 ms, 1 s] (1 s without a
+ * timeout). Each heartbeat says how often they come (the first goes at once), so ranks configured
+ * differently still agree on what counts as silence.
+ */
+export function beatInterval(timeoutMs: number): number {
+  return timeoutMs > 0 ? Math.min(MAX_BEAT_MS, Math.max(20, Math.round(timeoutMs / 8))) : MAX_BEAT_MS;
+}
+const MAX_BEAT_MS = 1000;
+/** A right neighbour silent this many heartbeat intervals is named as the stalled rank. */
+const SILENT_BEATS = 4;
+/** A rank with no such evidence waits this many intervals past its timeout for the verdict. */
+const GRACE_BEATS = SILENT_BEATS + 2;
+
 /** Descriptor fields in the order mismatches are reported, and which collectives compare them. */
 const FIELDS: Array<{ field: keyof OpDescriptor; label: string; when: (d: OpDescriptor) => boolean }> = [
   { field: 'kind', label: 'collective', when: () => true },
@@ -99,6 +118,11 @@ function firstDifference(a: OpDescriptor, b: OpDescriptor): keyof OpDescriptor |
  * every pending operation rejects, an 'abort' travels both ways around the ring so that every rank
  * fails fast with the original cause, and every later call rejects with the same error.
  *
+ * An operation that outlives `timeoutMs` fails on every rank naming the stalled rank where one can
+ * be seen (see beatInterval): the rank left of it fails at once with "rank X has sent nothing for
+ * N ms", every other rank gives that verdict up to GRACE_BEATS intervals to arrive before failing
+ * with its own view (which ranks have not reached the operation, or whom it waits for).
+ *
  * Nothing here touches process state or globals, so the communicator can live in a worker thread.
  */
 export class Communicator {
@@ -114,6 +138,11 @@ export class Communicator {
   private readonly byes = new Set<number>();
   private lastProgress = 0;
   private polling = false;
+  private readonly beatMs: number;
+  private beat: NodeJS.Timeout | undefined;
+  /** When the right neighbour last sent anything (heartbeats included), and its heartbeat interval. */
+  private lastFromRight = Date.now();
+  private rightBeatMs: number;
 
   constructor(
     readonly rank: number,
@@ -137,6 +166,13 @@ export class Communicator {
     });
     leftLink?.unref();
     rightLink?.unref();
+    this.beatMs = this.rightBeatMs = size > 1 ? beatInterval(options.timeoutMs) : 0;
+    if (size > 1) {
+      const beat = () => leftLink!.sendControl({ t: 'beat', rank: this.rank, everyMs: this.beatMs });
+      beat();
+      this.beat = setInterval(beat, this.beatMs);
+      this.beat.unref();
+    }
   }
 
   /** Bytes per data frame; every rank has the same (checked at rendezvous). */
@@ -188,7 +224,8 @@ export class Communicator {
     if (this.active++ === 0) this.setRef(true);
     this.progress();
     if (this.options.timeoutMs > 0) {
-      st.timer = setTimeout(() => this.fatal(this.timeoutError(st)), this.options.timeoutMs);
+      const expiry = Date.now() + this.options.timeoutMs;
+      st.timer = setTimeout(() => this.onTimeout(st, expiry), this.options.timeoutMs);
     }
     const p = coll.inline?.();
     st.inline[this.rank] = p;
@@ -227,6 +264,11 @@ export class Communicator {
   }
 
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
+    if (from === 'right') this.lastFromRight = Date.now();
+    if (m.t === 'beat') {
+      if (from === 'right') this.rightBeatMs = Math.min(m.everyMs, MAX_BEAT_MS);
+      return;
+    }
     this.progress();
     if (m.t === 'desc') {
       if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
@@ -411,7 +453,7 @@ export class Communicator {
   }
 
   private sendFailed(err: Error): void {
-    this.fatal(new RingPeerLostError(`rank ${this.rank}: sending to rank ${this.right} failed: ${err.message}`, { rank: this.rank, ranks: [this.right] }));
+    this.peerLost(this.right, 'right', `cannot be reached (${err.message})`);
   }
 
   private sent(st: OpState): void {
@@ -422,17 +464,25 @@ export class Communicator {
     if (this.closing || this.broken) return;
     // The link dropped a peer that sent something undecodable: that is the peer's protocol error.
     if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `(${side} neighbour) broke the protocol: ${error.message}`));
-    const pending = [...this.ops.values()].filter((s) => s.resolve).map((s) => this.label(s.desc!, s.seq));
-    const during = pending.length ? ` while ${pending.join(', ')} ${pending.length > 1 ? 'were' : 'was'} pending` : '';
     const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;
+    // Idle, this is how a job ends whose ranks exit without shutdown(): the next call (if any) raises it.
+    this.peerLost(peer, side, how, { quietIfIdle: true });
+  }
+
+  /** The ring is broken at `peer`: fails everything, naming it and the first pending operation. */
+  private peerLost(peer: number, side: 'left' | 'right', how: string, opts: { quietIfIdle?: boolean } = {}): void {
+    if (this.closing || this.broken) return;
+    const pending = [...this.ops.values()].filter((s) => s.resolve);
+    const labels = pending.map((s) => this.label(s.desc!, s.seq));
+    const during = labels.length ? ` while ${labels.join(', ')} ${labels.length > 1 ? 'were' : 'was'} pending` : '';
     this.fatal(
       new RingPeerLostError(`rank ${this.rank}: rank ${peer} (${side} neighbour) ${how}${during}`, {
         rank: this.rank,
         ranks: [peer],
-        op: pending.length ? [...this.ops.values()].find((s) => s.resolve)!.desc!.kind : undefined,
+        op: pending[0]?.desc!.kind,
+        seq: pending[0]?.seq,
       }),
-      // Idle, this is how a job ends whose ranks exit without shutdown(): the next call (if any) raises it.
-      { quietIfIdle: true },
+      opts,
     );
   }
 
@@ -440,9 +490,36 @@ export class Communicator {
     return new RingProtocolError(`rank ${this.rank}: protocol error: rank ${peer} ${what}`, { rank: this.rank, ranks: [peer] });
   }
 
-  private timeoutError(st: OpState): RingTimeoutError {
+  /**
+   * `st` has run out of time (at `expiry`). With a silent right neighbour this rank names it now;
+   * otherwise it checks again every heartbeat, for up to GRACE_BEATS of them, so that the verdict
+   * of the rank next to a stalled one (an abort) can arrive first.
+   */
+  private onTimeout(st: OpState, expiry: number): void {
+    // After setImmediate, input that queued up while this process was busy (heartbeats) has been read.
+    setImmediate(() => {
+      if (!st.resolve || this.broken) return;
+      const now = Date.now();
+      const silent = now - this.lastFromRight;
+      const stalledRight = this.size > 1 && silent >= SILENT_BEATS * Math.max(this.beatMs, this.rightBeatMs);
+      if (stalledRight || now - expiry >= GRACE_BEATS * this.beatMs) {
+        this.fatal(this.timeoutError(st, stalledRight ? silent : undefined));
+      } else {
+        st.timer = setTimeout(() => this.onTimeout(st, expiry), this.beatMs);
+      }
+    });
+  }
+
+  private timeoutError(st: OpState, rightSilentMs?: number): RingTimeoutError {
     const d = st.desc!;
     const missing = st.descs.map((x, r) => (x ? -1 : r)).filter((r) => r >= 0);
+    if (rightSilentMs !== undefined) {
+      return new RingTimeoutError(
+        `rank ${this.rank}: ${this.label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: rank ${this.right} (right neighbour) ` +
+          `has sent nothing for ${rightSilentMs} ms (stopped, its event loop blocked, or the network to it down)`,
+        { rank: this.rank, ranks: [this.right], op: d.kind, seq: st.seq },
+      );
+    }
     const waiting = missing.length
       ? `ranks ${missing.join(', ')} have not reached it`
       : !st.coll!.received
@@ -467,6 +544,7 @@ export class Communicator {
 
   private fail(e: RingError): void {
     this.broken = e;
+    clearInterval(this.beat);
     for (const st of [...this.ops.values()]) {
       if (st.resolve) this.settle(st, e);
     }
@@ -509,6 +587,7 @@ export class Communicator {
   async shutdown(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    clearInterval(this.beat);
     const err = new RingShutdownError(`rank ${this.rank}: shutdown() called while the operation was pending`);
     for (const st of [...this.ops.values()]) if (st.resolve) this.settle(st, err);
     if (!this.broken && this.size > 1) {

@@ -8,6 +8,7 @@ import { RingGroup } from '../group.js';
 import type { ResolvedOptions } from '../options.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
+import { refuse, reportRefusals } from '../transport/refusals.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { shmAvailable } from '../transport/shm.js';
 import { connect, formatHost, listen, netServer, WsLink, type Endpoint } from '../transport/ws.js';
@@ -85,7 +86,9 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         });
         storeServer.unref();
       }
-      store = await StoreClient.connect(where, o.token, rank, deadline, o.tls);
+      store = await StoreClient.connect(where, o.token, rank, deadline, o.tls).catch((e: Error) => {
+        throw storeUnreachable(o, where, e);
+      });
     }
     // The TCP connection to the store already knows the interface that routes there.
     const chosen =
@@ -98,6 +101,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     if (o.verbose) {
       o.logger.info(`rank ${rank}: ${keyPrefix} links listen on ${o.tls ? 'wss' : 'ws'}://${formatHost(host)}:${ring.endpoint.port} (${chosen.how})`);
     }
+    reportRefusals(ring.server, (peer, why) => o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${why}`));
 
     // Accept exactly one connection: the right neighbour's, once it proves it holds the token.
     let accepted: ((l: WsLink) => void) | undefined;
@@ -121,7 +125,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         },
         (e: Error) => {
           o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${e.message}`);
-          ws.close(1008, 'refused');
+          refuse(ws, 1008, 'refused');
         },
       );
     });
@@ -202,6 +206,18 @@ async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink:
   if (o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
     o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);
   }
+}
+
+/** Started by a launcher without a store of its own, rank 0 hosts it: if it never came up, say so. */
+function storeUnreachable(o: ResolvedOptions, where: { host: string; port: number }, e: Error): Error {
+  if (!(e instanceof RingRendezvousError) || o.hostStore || o.source === 'ringrun' || o.source === 'options') return e;
+  const at = `${formatHost(where.host)}:${where.port}`;
+  return new RingRendezvousError(
+    `rank ${o.rank}: rank 0, which hosts the rendezvous store at MASTER_ADDR:MASTER_PORT (${at}), did not start it ` +
+      `within the start timeout (${o.startTimeoutMs / 1000} s): ${e.message}`,
+    { rank: o.rank, ranks: [0], op: 'init' },
+    { cause: e },
+  );
 }
 
 function checkTable(rank: number, table: RankRecord[]): void {

@@ -2,6 +2,7 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { clientHandshake, serverHandshake } from '../transport/auth.js';
 import { Inbox } from '../transport/inbox.js';
+import { refuse, reportRefusals } from '../transport/refusals.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
 import { closeWsServer, connect, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
@@ -14,6 +15,13 @@ import type { Logger } from '../logger.js';
  */
 const STORE_MAX_PAYLOAD = 1 << 20;
 const HANDSHAKE_MS = 10_000;
+/** On close: how long the last replies may take to leave before the connections are cut. */
+const CLOSE_FLUSH_MS = 500;
+
+function within(ps: Promise<unknown>[], ms: number): Promise<unknown> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([Promise.all(ps), new Promise((r) => (t = setTimeout(r, ms)))]).finally(() => clearTimeout(t));
+}
 
 /**
  * What a rank needs from a store: write-once keys, and a read that waits until every key is set.
@@ -53,8 +61,11 @@ export interface StoreServerOptions {
 
 export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
   const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD, o.tls);
+  reportRefusals(server, (peer, why) => o.logger.warn(`rendezvous store: refused a connection from ${peer}: ${why}`));
   const values = new Map<string, unknown>();
-  const waiters = new Set<{ keys: string[]; reply: (values: unknown[]) => void }>();
+  /** Blocked gets: `reply` answers with the values, `giveUp` with an error naming the keys still missing. */
+  type Waiter = { keys: string[]; reply: (values: unknown[]) => void; giveUp: (message: string) => Promise<void>; timer?: NodeJS.Timeout };
+  const waiters = new Set<Waiter>();
 
   const wake = () => {
     for (const w of waiters) {
@@ -79,14 +90,14 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
       (rank) => serve(ws, inbox, `rank ${rank} (${peer})`),
       (e: Error) => {
         o.logger.warn(`rendezvous store: refused ${peer}: ${e.message}`);
-        ws.close(1008, 'authentication failed');
+        refuse(ws, 1008, 'authentication failed');
       },
     );
   });
 
   function serve(ws: WebSocket, inbox: Inbox, who: string) {
-    const mine = new Set<{ keys: string[]; reply: (values: unknown[]) => void; timer: NodeJS.Timeout }>();
-    const send = (m: StoreResponse) => ws.send(encodeControl(m));
+    const mine = new Set<Waiter>();
+    const send = (m: StoreResponse, sent?: () => void) => ws.send(encodeControl(m), () => sent?.());
     ws.on('close', () => {
       for (const w of mine) {
         waiters.delete(w);
@@ -102,7 +113,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         if (typeof req.id !== 'number') throw new Error('request without id');
       } catch (e) {
         o.logger.warn(`rendezvous store: closing ${who}: ${(e as Error).message}`);
-        ws.close(1002, 'protocol error');
+        refuse(ws, 1002, 'protocol error');
         return;
       }
       if (req.t === 'set' && typeof req.key === 'string') {
@@ -115,20 +126,23 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         wake();
       } else if (req.t === 'get' && Array.isArray(req.keys) && req.keys.every((k) => typeof k === 'string')) {
         const id = req.id;
-        const w = {
+        const w: Waiter = {
           keys: req.keys,
           reply: (vals: unknown[]) => {
             clearTimeout(w.timer);
             mine.delete(w);
             send({ t: 'ok', id, values: vals });
           },
-          // A get blocks at most this long; a client that leaves cancels it (see 'close').
-          timer: setTimeout(() => {
-            waiters.delete(w);
-            mine.delete(w);
-            send({ t: 'err', id, message: 'timed out', missing: w.keys.filter((k) => !values.has(k)) });
-          }, Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1))),
+          giveUp: (message: string) =>
+            new Promise<void>((sent) => {
+              clearTimeout(w.timer);
+              waiters.delete(w);
+              mine.delete(w);
+              send({ t: 'err', id, message, missing: w.keys.filter((k) => !values.has(k)) }, sent);
+            }),
         };
+        // A get blocks at most this long; a client that leaves cancels it (see 'close').
+        w.timer = setTimeout(() => void w.giveUp('timed out'), Math.max(0, Math.min(Number(req.timeoutMs) || 0, 2 ** 31 - 1)));
         waiters.add(w);
         mine.add(w);
         wake();
@@ -140,7 +154,12 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
 
   return {
     endpoint,
-    close: () => closeServer(server),
+    // A store closing under blocked gets (rank 0 hosting it gave up) tells them which keys are
+    // missing, so that every rank reports the ranks that never arrived, not a lost connection.
+    close: async () => {
+      await within([...waiters].map((w) => w.giveUp('timed out (the store is closing)')), CLOSE_FLUSH_MS);
+      await closeServer(server);
+    },
     unref: () => netServer(server)?.unref(),
   };
 }

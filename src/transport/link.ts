@@ -193,6 +193,9 @@ export function validateControl(m: Record<string, unknown>, from: string): LinkC
     case 'bye':
       if (!isInt(m.rank) || m.rank < 0) throw bad('rank');
       return { t: 'bye', rank: m.rank };
+    case 'beat':
+      if (!isInt(m.rank) || m.rank < 0 || !isInt(m.everyMs) || m.everyMs < 1) throw bad('rank/everyMs');
+      return { t: 'beat', rank: m.rank, everyMs: m.everyMs };
     default:
       throw new RingProtocolError(`unexpected control message '${String(m.t)}' from ${from}`);
   }

@@ -38,8 +38,10 @@ export interface DescMsg {
 export interface AbortMsg { t: 'abort'; origin: number; error: SerializedRingError }
 /** The sender has called shutdown(): it will send nothing more. */
 export interface ByeMsg { t: 'bye'; rank: number }
+/** "Still here", sent to the left neighbour every `everyMs`, so that a stalled rank can be named. */
+export interface BeatMsg { t: 'beat'; rank: number; everyMs: number }
 
-export type LinkControlMessage = DescMsg | AbortMsg | ByeMsg;
+export type LinkControlMessage = DescMsg | AbortMsg | ByeMsg | BeatMsg;
 export type HandshakeMessage = ChallengeMsg | AuthMsg | WelcomeMsg;
 
 // Rendezvous store protocol (after the same handshake).
