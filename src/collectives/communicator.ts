@@ -77,6 +77,9 @@ const SILENT_BEATS = 4;
 /** A rank with no such evidence waits this many intervals past its timeout for the verdict. */
 const GRACE_BEATS = SILENT_BEATS + 2;
 
+/** How long a lost neighbour waits for an abort that names the rank really gone (see peerLost). */
+const LOSS_GRACE_MS = 250;
+
 /** Descriptor fields in the order mismatches are reported, and which collectives compare them. */
 const FIELDS: Array<{ field: keyof OpDescriptor; label: string; when: (d: OpDescriptor) => boolean }> = [
   { field: 'kind', label: 'collective', when: () => true },
@@ -138,6 +141,8 @@ export class Communicator {
   private readonly byes = new Set<number>();
   private lastProgress = 0;
   private polling = false;
+  /** A lost neighbour waiting out LOSS_GRACE_MS for an abort that explains it (see peerLost). */
+  private lossPending: NodeJS.Timeout | undefined;
   private readonly beatMs: number;
   private beat: NodeJS.Timeout | undefined;
   /** When the right neighbour last sent anything (heartbeats included), and its heartbeat interval. */
@@ -470,9 +475,19 @@ export class Communicator {
   }
 
   /** The ring is broken at `peer`: fails everything, naming it and the first pending operation. */
-  private peerLost(peer: number, side: 'left' | 'right', how: string, opts: { quietIfIdle?: boolean } = {}): void {
-    if (this.closing || this.broken) return;
+  private peerLost(peer: number, side: 'left' | 'right', how: string, opts: { quietIfIdle?: boolean } = {}, graced = false): void {
+    if (this.closing || this.broken || this.lossPending) return;
     const pending = [...this.ops.values()].filter((s) => s.resolve);
+    if (!graced && pending.length > 0 && this.size > 2) {
+      // A neighbour that closes its links may only be reacting to a failure further along (it
+      // failed, sent its abort, closed): that abort — or the one coming round the other way — names
+      // the rank that is really gone. Give it a moment to arrive before blaming the neighbour.
+      this.lossPending = setTimeout(() => {
+        this.lossPending = undefined;
+        this.peerLost(peer, side, how, opts, true);
+      }, LOSS_GRACE_MS);
+      return;
+    }
     const labels = pending.map((s) => this.label(s.desc!, s.seq));
     const during = labels.length ? ` while ${labels.join(', ')} ${labels.length > 1 ? 'were' : 'was'} pending` : '';
     this.fatal(
@@ -544,6 +559,8 @@ export class Communicator {
 
   private fail(e: RingError): void {
     this.broken = e;
+    clearTimeout(this.lossPending);
+    this.lossPending = undefined;
     clearInterval(this.beat);
     for (const st of [...this.ops.values()]) {
       if (st.resolve) this.settle(st, e);
