@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Same sizes, same N, one run: ringreduce (none, fp16) vs Gloo (torch.distributed) vs Open MPI over TCP.
-//   node bench/compare.mjs [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5]
+//   node bench/compare.mjs [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
 // Gloo needs Debian's python3-torch, MPI needs openmpi-bin + python3-mpi4py; missing ones are skipped.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..');
-const usage = `Usage: node bench/compare.mjs [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5]
+const usage = `Usage: node bench/compare.mjs [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
 
 Runs, at the same sizes and N in one run, ringreduce (compression none and fp16, via ringrun bench),
 Gloo through torch.distributed and Open MPI's MPI_Allreduce over TCP, and prints times, busbw
@@ -20,10 +20,12 @@ and python3-mpi4py; a missing one is skipped with a note.
   --sizes LIST   byte sizes with optional K/M/G suffix (default 4,16M,64M)
   --iters K      timed iterations per size (default 20)
   --warmup W     untimed iterations first (default 5)
+  --small-iters K  sizes up to 64 KiB are latency-bound and noisy: K timed iterations after
+                 K/10 warm-up ones instead, for every library alike (default 1000)
 `;
 let args;
 try {
-  ({ values: args } = parseArgs({ options: { np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values: args } = parseArgs({ options: { np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   console.error(`compare: ${e.message}\n\n${usage}`);
   process.exit(2);
@@ -43,12 +45,17 @@ const parseSize = (s) => {
 const sizes = (args.sizes ?? '4,16M,64M').split(',').map(parseSize);
 const iters = positive('iters', args.iters ?? '20');
 const warmup = args.warmup === '0' ? 0 : positive('warmup', args.warmup ?? '5');
+const smallIters = positive('small-iters', args['small-iters'] ?? '1000');
+const SMALL = 64 * 1024;
+/** Iterations and warm-up for one size (the same for every library). */
+const plan = (s) => (s <= SMALL ? { iters: smallIters, warmup: Math.max(warmup, Math.ceil(smallIters / 10)) } : { iters, warmup });
+const groups = [sizes.filter((s) => s <= SMALL), sizes.filter((s) => s > SMALL)].filter((g) => g.length > 0);
 const py = '/usr/bin/python3';
 const has = (cmd, a) => spawnSync(cmd, a, { stdio: 'ignore' }).status === 0;
 const haveTorch = has(py, ['-c', 'import torch.distributed']);
 const haveMpi = has('mpirun', ['--version']) && has(py, ['-c', 'import mpi4py, numpy']);
 
-console.log(`# node bench/compare.mjs --np ${nps.join(',')} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup}`);
+console.log(`# node bench/compare.mjs --np ${nps.join(',')} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup} --small-iters ${smallIters}`);
 console.log(`# gloo: ${haveTorch ? 'yes' : 'skipped (apt-get install python3-torch)'}; mpi: ${haveMpi ? 'yes' : 'skipped (apt-get install openmpi-bin python3-mpi4py)'}`);
 const dir = mkdtempSync(join(tmpdir(), 'rr-compare-'));
 const busbw = (bytes, us, n) => (bytes / (us * 1e-6) / 1e9) * (2 * (n - 1)) / n;
@@ -57,8 +64,9 @@ function ringreduce(n, compression) {
   const out = {};
   for (const s of sizes) {
     const json = join(dir, `rr-${n}-${compression}-${s}.json`);
+    const p = plan(s);
     execFileSync(process.execPath, [join(root, 'bin', 'ringrun.js'), 'bench', '-np', String(n), '--min-bytes', String(s), '--max-bytes', String(s),
-      '--iters', String(iters), '--warmup', String(warmup), '--compression', compression, '--json', json], { stdio: ['ignore', 'ignore', 'inherit'] });
+      '--iters', String(p.iters), '--warmup', String(p.warmup), '--compression', compression, '--json', json], { stdio: ['ignore', 'ignore', 'inherit'] });
     out[s] = JSON.parse(readFileSync(json, 'utf8'))[0].timeUs;
   }
   return out;
@@ -66,9 +74,10 @@ function ringreduce(n, compression) {
 function rows(stdout) {
   return Object.fromEntries(stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).map((r) => [r.bytes, r.timeUs]));
 }
-const gloo = (n) => rows(execFileSync(py, [join(here, 'gloo_allreduce.py'), String(n), String(iters), String(warmup), ...sizes.map(String)], { encoding: 'utf8' }));
-const mpi = (n) => rows(execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), '--mca', 'btl', 'tcp,self', py, join(here, 'mpi_allreduce.py'),
-  String(iters), String(warmup), ...sizes.map(String)], { encoding: 'utf8', env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' } }));
+const each = (run) => Object.assign({}, ...groups.map((g) => run(plan(g[0]), g)));
+const gloo = (n) => each((p, g) => rows(execFileSync(py, [join(here, 'gloo_allreduce.py'), String(n), String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8' })));
+const mpi = (n) => each((p, g) => rows(execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), '--mca', 'btl', 'tcp,self', py, join(here, 'mpi_allreduce.py'),
+  String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' } })));
 
 try {
   console.log('#');
