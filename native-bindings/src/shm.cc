@@ -53,7 +53,7 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
     Napi::RangeError::New(env, "shmMap: " + path + " is smaller than requested").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const int e = errno;
   close(fd);
   errno = e;
