@@ -10,6 +10,7 @@ import { Inbox } from '../src/transport/inbox.js';
 import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../src/transport/wire.js';
 import { connect, listen } from '../src/transport/ws.js';
 import { encodeReply, KIND_SHM_OFFER, noOffer } from '../src/transport/shm.js';
+import { machineKey } from '../src/rendezvous/address.js';
 import { DEEP_ARRAY, Entries, HOSTILE, HUGE_ARRAY, mp, mutateBytes, mutateObject, prng, prototypeGuard, Raw } from './helpers/hostile.js';
 import { withDeadline } from './helpers/reference.js';
 
@@ -66,7 +67,7 @@ async function ringWithImpostor(logs: string[]) {
       );
     }),
   );
-  await sc.set('ring/2', { host: '127.0.0.1', port: endpoint.port, size: 3, chunkBytes: CHUNK, pid: process.pid, hostname: 'impostor' });
+  await sc.set('ring/2', { host: '127.0.0.1', port: endpoint.port, size: 3, chunkBytes: CHUNK, tls: false, machine: machineKey(), pid: process.pid, hostname: 'impostor' });
   const table = (await sc.get(['ring/0', 'ring/1', 'ring/2'], 10_000)) as Array<{ host: string; port: number }>;
   const rank1 = await connect(table[1], 1 << 20, deadline, 'rank 1');
   await clientHandshake(rank1, { token, rank: 2, serverId: 'rank:1', timeoutMs: 5000, peer: 'rank 1' });
@@ -309,7 +310,7 @@ describe('the rendezvous store under a client with the job token', () => {
           (e: RingError) => {
             expect(e).toBeInstanceOf(RingError);
             expect(['RING_ERR_PROTOCOL', 'RING_ERR_RENDEZVOUS', 'RING_ERR_TIMEOUT']).toContain(e.code);
-            if (e.code === 'RING_ERR_PROTOCOL') expect(e.message).toContain(`the rendezvous store at 127.0.0.1:${endpoint.port}`);
+            if (e.code === 'RING_ERR_PROTOCOL') expect(e.message).toMatch(new RegExp(`the rendezvous store at (ws://)?127\\.0\\.0\\.1:${endpoint.port}`));
             return e.code;
           },
         ),
