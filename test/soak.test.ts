@@ -14,7 +14,7 @@ import { root, runNode } from './helpers/run.js';
  */
 const SOAK_OPS = Number(process.env.SOAK_OPS ?? 400);
 const SEED = Number(process.env.SOAK_SEED ?? 20261123);
-const RSS_GROWTH_MIB = 96;
+const RSS_GROWTH_MIB = 128;
 const HEAP_GROWTH_MIB = 16;
 /** Live after the last op and a GC: at most the last op's few buffers, not one per op. */
 const ARRAY_BUFFERS_MIB = 24;

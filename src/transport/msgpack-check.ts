@@ -18,7 +18,18 @@
 export const MAX_DEPTH = 32;
 export const MAX_VALUES = 1 << 18;
 
-const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+const FORBIDDEN_KEYS = ['__proto__', 'constructor', 'prototype'].map((k) => Buffer.from(k));
+
+/** The forbidden key that `b[p..p+n)` spells, if any (compared as bytes: no string per key). */
+function forbiddenKey(b: Uint8Array, p: number, n: number): string | undefined {
+  for (const k of FORBIDDEN_KEYS) {
+    if (k.length !== n) continue;
+    let i = 0;
+    while (i < n && b[p + i] === k[i]) i++;
+    if (i === n) return k.toString();
+  }
+  return undefined;
+}
 
 /** Returns what is wrong with the MessagePack value in `b[start..]`, or undefined if it is acceptable. */
 export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
@@ -51,24 +62,23 @@ export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
     else if (t <= 0x9f) count = t & 0x0f;
     else if (t <= 0xbf) (bytes = t & 0x1f), (str = true);
     else {
-      const need = (n: number) => p + n <= end;
       switch (t) {
         case 0xc0: case 0xc2: case 0xc3:
           bytes = 0;
           break;
         case 0xc4: case 0xd9:
-          if (!need(1)) return `truncated at byte ${p}`;
+          if (p + 1 > end) return `truncated at byte ${p}`;
           bytes = b[p++];
           str = t === 0xd9;
           break;
         case 0xc5: case 0xda:
-          if (!need(2)) return `truncated at byte ${p}`;
+          if (p + 2 > end) return `truncated at byte ${p}`;
           bytes = dv.getUint16(p);
           p += 2;
           str = t === 0xda;
           break;
         case 0xc6: case 0xdb:
-          if (!need(4)) return `truncated at byte ${p}`;
+          if (p + 4 > end) return `truncated at byte ${p}`;
           bytes = dv.getUint32(p);
           p += 4;
           str = t === 0xdb;
@@ -87,18 +97,18 @@ export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
           break;
         case 0xd4:
           // msgpackr writes `undefined` as fixext 1 of type 0; no other extension is accepted.
-          if (!need(2)) return `truncated at byte ${p}`;
+          if (p + 2 > end) return `truncated at byte ${p}`;
           if (b[p] !== 0) return `extension type ${b[p]} at byte ${p - 1}`;
           bytes = 2;
           break;
         case 0xdc: case 0xde:
-          if (!need(2)) return `truncated at byte ${p}`;
+          if (p + 2 > end) return `truncated at byte ${p}`;
           count = dv.getUint16(p);
           p += 2;
           map = t === 0xde;
           break;
         case 0xdd: case 0xdf:
-          if (!need(4)) return `truncated at byte ${p}`;
+          if (p + 4 > end) return `truncated at byte ${p}`;
           count = dv.getUint32(p);
           p += 4;
           map = t === 0xdf;
@@ -111,9 +121,8 @@ export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
     }
     if (isKey) {
       if (!str) return `map key at byte ${p - 1} is not a string`;
-      if (bytes <= 11 && p + bytes <= end && FORBIDDEN_KEYS.has(Buffer.from(b.buffer, b.byteOffset + p, bytes).toString())) {
-        return `forbidden map key '${Buffer.from(b.buffer, b.byteOffset + p, bytes).toString()}'`;
-      }
+      const forbidden = bytes <= 11 && p + bytes <= end ? forbiddenKey(b, p, bytes) : undefined;
+      if (forbidden) return `forbidden map key '${forbidden}'`;
     }
     if (bytes >= 0) {
       if (p + bytes > end) return `a ${bytes}-byte value at byte ${p} runs past the end (${end} bytes)`;
