@@ -11,6 +11,7 @@ import { isThisHost, parseHostfile, placeRanks } from '../src/launcher/hosts.js'
 import { launch, shellQuote } from '../src/launcher/job.js';
 import { preflightHost } from '../src/launcher/preflight.js';
 import { LineSplitter } from '../src/launcher/output.js';
+import { alive } from './helpers/procs.js';
 
 /**
  * ringrun, from its argument parser to real jobs. The process tests run the built binary
@@ -442,21 +443,6 @@ function pidFile(): string {
 function readPids(file: string): number[] {
   if (!existsSync(file)) return [];
   return readFileSync(file, 'utf8').split('\n').filter(Boolean).map(Number);
-}
-
-/** Running, as opposed to gone or a zombie waiting for init to reap it (a zombie is dead). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return !existsSync('/proc/self/stat'); // no /proc (not Linux): trust kill(0); else it just went
-  }
 }
 
 async function waitFor(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
