@@ -173,7 +173,7 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
   it('examples/allreduce.js: exact results, each rank on its own host and address, store over the bridge', async () => {
     // The namespaces share this kernel's /dev/shm: RINGREDUCE_SHM=0 makes payloads cross the bridge as between hosts.
     const r = await ringrun(['--verbose', '-H', hostList, '--rsh', rsh, '-x', 'COUNT=300007', '-x', 'RINGREDUCE_SHM=0', 'node', 'examples/allreduce.js']);
-    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun --verbose -H ${hostList} --rsh ${rsh} -x COUNT=300007 node examples/allreduce.js\n${show(r)}`);
+    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun --verbose -H ${hostList} --rsh ${rsh} -x COUNT=300007 -x RINGREDUCE_SHM=0 node examples/allreduce.js\n${show(r)}`);
     expect(r.code, show(r)).toBe(0);
     for (const k of [0, 1, 2]) {
       // 3 ranks: sum[i] = 3 (i % 1000) + 0+1+2; allgather [0,1,2]; rank k's reducescatter segment of [0..5] * 3.
