@@ -167,7 +167,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       ),
     ]);
     const server = ring.server;
-    await linkSharedMemory(o, leftLink, rightLink, deadline);
+    await linkSharedMemory(o, leftLink, rightLink, deadline, keyPrefix === 'ring');
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
     const group = new RingGroup(comm, {
       localRank: o.localRank,
@@ -195,7 +195,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
  * Shared-memory payloads on both links where the neighbour shares this host. Every rank runs both
  * halves (an offer may be "no offer"), so the set-up never waits on a rank that skipped it.
  */
-async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink: WsLink, deadline: number): Promise<void> {
+async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink: WsLink, deadline: number, say: boolean): Promise<void> {
   const ms = Math.max(1000, deadline - Date.now());
   const slots = 2 * o.maxInflight;
   const [sendWhy, recvWhy] = await Promise.all([
@@ -203,7 +203,7 @@ async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink:
     leftLink.acceptSharedMemory(o.sharedMemory, o.chunkBytes, ms),
   ]);
   const local = shmAvailable();
-  if (o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
+  if (say && o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
     o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);
   }
 }
