@@ -85,6 +85,10 @@ describe('environment discovery', () => {
     });
     expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
     expect(tuning({ RINGREDUCE_BUSY_POLL_US: '200' }).busyPollUs).toBe(200);
+    expect(tuning({ RINGREDUCE_SHM: '0' }).sharedMemory).toBe(false);
+    expect(tuning({ RINGREDUCE_SHM: 'yes' }).sharedMemory).toBe(true);
+    expect(tuning({}).sharedMemory).toBeUndefined();
+    expect(() => tuning({ RINGREDUCE_SHM: 'maybe' })).toThrow(/RINGREDUCE_SHM must be 1 or 0/);
     expect(() => tuning({ RINGREDUCE_BUSY_POLL_US: '-1' })).toThrow(/RINGREDUCE_BUSY_POLL_US must be an integer >= 0/);
   });
 });
@@ -149,6 +153,9 @@ describe('init options', () => {
     expect(resolveOptions({}, env)).toMatchObject({ rank: 1, size: 2, chunkBytes: 4096, token: 'tok', store: { host: '127.0.0.1', port: 9 } });
     expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0, busyPollUs: 0 });
     expect(resolveOptions({}, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 300 });
+    expect(resolveOptions({}, env)).toMatchObject({ sharedMemory: true });
+    expect(resolveOptions({}, { ...env, RINGREDUCE_SHM: 'off' })).toMatchObject({ sharedMemory: false });
+    expect(resolveOptions({ sharedMemory: true }, { ...env, RINGREDUCE_SHM: '0' })).toMatchObject({ sharedMemory: true });
     expect(resolveOptions({ busyPollUs: 50 }, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 50 });
     expect(resolveOptions({ rank: 1, size: 3, store: 'h:5' }, {})).toMatchObject({ rank: 1, size: 3, hostStore: false, store: { host: 'h', port: 5 } });
   });
@@ -163,5 +170,6 @@ describe('init options', () => {
     expect(() => resolveOptions({ rank: 0, size: 2 }, {})).toThrow(/no rendezvous store/);
     expect(() => resolveOptions({ token: '' }, {})).toThrow(/options.token/);
     expect(() => resolveOptions({ busyPollUs: 0.5 }, {})).toThrow(/options.busyPollUs must be an integer >= 0/);
+    expect(() => resolveOptions({ sharedMemory: 'no' as unknown as boolean }, {})).toThrow(/options.sharedMemory must be a boolean/);
   });
 });
