@@ -84,26 +84,8 @@ export function engine(fn: string, s = state(fn)): Engine | undefined {
   if (s.group.size === 1) return undefined;
   if (!s.engine) {
     const o = s.options;
-    s.engine = new Engine({
-      rank: o.rank,
-      size: o.size,
-      localRank: o.localRank,
-      localSize: o.localSize,
-      store: o.store!,
-      token: o.token,
-      host: o.host,
-      iface: o.iface,
-      tls: o.tls,
-      verbose: o.verbose,
-      chunkBytes: o.chunkBytes,
-      maxInflight: o.maxInflight,
-      timeoutMs: o.timeoutMs,
-      startTimeoutMs: o.startTimeoutMs,
-      fusionBytes: o.fusionBytes,
-      stallWarningMs: o.stallWarningMs,
-      busyPollUs: o.busyPollUs,
-      sharedMemory: o.sharedMemory,
-    });
+    const { source: _source, hostStore: _hostStore, tokenIsDefault: _default, logger: _logger, store, ...rest } = o;
+    s.engine = new Engine({ ...rest, store: store! });
   }
   return s.engine;
 }

@@ -1,31 +1,15 @@
 import type { StoreAddress } from '../env.js';
 import type { SerializedRingError } from '../errors.js';
-import type { TlsPem } from '../options.js';
+import type { ResolvedOptions } from '../options.js';
 import type { GroupMeta } from './plan.js';
 
 /** Messages between the main thread and the comm worker, as discriminated unions on `type`. */
 
-/** The resolved init options that cross into the worker (no functions). */
-export interface EngineOptions {
-  rank: number;
-  size: number;
-  localRank: number;
-  localSize: number;
-  store: StoreAddress;
-  token: string;
-  host?: string;
-  iface?: string;
-  tls?: TlsPem;
-  verbose: boolean;
-  chunkBytes: number;
-  maxInflight: number;
-  timeoutMs: number;
-  startTimeoutMs: number;
-  fusionBytes: number;
-  stallWarningMs: number;
-  busyPollUs: number;
-  sharedMemory: boolean;
-}
+/**
+ * The resolved init options that cross into the worker: all of them but the logger (a function)
+ * and what only concerns forming the main ring; the store is known by then.
+ */
+export type EngineOptions = Omit<ResolvedOptions, 'source' | 'hostStore' | 'tokenIsDefault' | 'logger' | 'store'> & { store: StoreAddress };
 
 export interface GroupEntry {
   name: string;
