@@ -198,8 +198,8 @@ export class WsLink extends MessageLink {
   // ---- shared memory (see shm.ts) ----------------------------------------------------------
   /** This side sends data through the peer-mapped region: free slots, and frames waiting for one. */
   private tx: { region: ShmRegion; free: number[]; waiting: Array<[DataHeader, Uint8Array, (err?: Error) => void]> } | undefined;
-  /** The peer sends data through this region; `busy[slot]` while this side has not handed it back. */
-  private rx: { region: ShmRegion; busy: Uint8Array } | undefined;
+  /** The peer sends data through this region (each slot is handed back as soon as it is read). */
+  private rx: { region: ShmRegion } | undefined;
   private offerWaiter: ((m: Uint8Array | undefined) => void) | undefined;
   private replyWaiter: ((m: Uint8Array | undefined) => void) | undefined;
   private pendingOffer: Uint8Array | undefined;
@@ -246,7 +246,7 @@ export class WsLink extends MessageLink {
       this.ws.send(encodeReply(false, r));
       return r;
     }
-    this.rx = { region: r, busy: new Uint8Array(r.slots) };
+    this.rx = { region: r };
     this.ws.send(encodeReply(true, ''));
     return undefined;
   }
@@ -304,15 +304,12 @@ export class WsLink extends MessageLink {
     head[0] = KIND_DATA_HEADER;
     const d = decodeMessage(head, this.describe);
     if (d.kind !== 'header') throw new RingProtocolError(`bad shared-memory data notice from ${this.describe}`);
-    const length = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).readUInt32LE(20);
+    const length = d.length;
     if (slot >= rx.region.slots || length > rx.region.slotBytes) {
       throw new RingProtocolError(`shared-memory notice from ${this.describe} is out of its region (slot ${slot}, ${length} bytes)`);
     }
-    if (rx.busy[slot]) throw new RingProtocolError(`${this.describe} reused shared-memory slot ${slot} before it was handed back`);
-    rx.busy[slot] = 1;
     this.deliverData(d.header, slotView(rx.region, slot, length));
     // The handler is done with the slot (it copies what it keeps): hand it back.
-    rx.busy[slot] = 0;
     if (this.isClosed) return;
     this.cork();
     this.ws.send(encodeFree(slot));
