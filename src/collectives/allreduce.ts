@@ -74,28 +74,32 @@ export class RingAllreduce implements Collective<NumericArray> {
     }
   }
 
-  /** Sends a piece of the buffer: as it is, or encoded into its 16-bit staging slot. */
+  /**
+   * Sends a piece of the buffer: as it is, or encoded to 16 bits when the frame leaves (straight
+   * into the link's shared-memory slot when it has one free). Deferring the encoding is safe: the
+   * piece's values change next only when its finished sum comes back round the ring, which needs
+   * this very frame to have left first.
+   */
   private send(ctx: OpContext, hop: number, chunk: number, piece: NumericArray): void {
     if (!this.codec) return ctx.send(hop, chunk, bytesOf(piece));
-    const wire = this.stage(hop, piece);
-    const factor = this.codec.encode(wire, piece as Float32Array);
-    ctx.send(hop, chunk, wire, this.codec.code, factor);
+    const codec = this.codec;
+    ctx.sendFilled(hop, chunk, piece.length * 2, codec.code, (dst) => codec.encode(dst, piece as Float32Array));
   }
 
   /**
-   * Compressed runs need somewhere for the 16-bit bytes of every frame this rank sends until the
-   * operation completes. A fresh buffer per frame costs page faults on every byte (half a MiB per
-   * chunk); instead each operation takes one staging area from a small pool — room for one
-   * segment per hop — and gives it back in result(), when every send has flushed.
+   * All-gather hops forward the 16-bit bytes they received, which are only lent for the call:
+   * those need a copy that lives until the frame has left. Each operation takes one staging area
+   * (a row per forwarding hop, N-2 in all; none for N=2) from a small pool and gives it back in
+   * result(), when every send has flushed — a fresh buffer per frame would cost page faults.
    */
   private staging: Uint8Array | undefined;
   private stage(hop: number, piece: NumericArray): Uint8Array {
     const seg = Math.ceil(this.buf.length / this.size);
-    if (!this.staging) this.staging = takeStaging((this.lastHop + 1) * seg * 2);
-    // The piece's place in its segment decides its place in the hop's row.
+    if (!this.staging) this.staging = takeStaging((this.size - 2) * seg * 2);
+    // Forwarding hops are size..2*size-3; the piece's place in its segment decides its place in the row.
     const bufOffset = (piece.byteOffset - this.buf.byteOffset) / 4;
     const segStart = segmentRange(this.buf.length, this.size, ringSegment(this.rank, hop, this.size)).offset;
-    const at = (hop * seg + bufOffset - segStart) * 2;
+    const at = ((hop - this.size) * seg + bufOffset - segStart) * 2;
     return this.staging.subarray(at, at + piece.length * 2);
   }
 
@@ -157,10 +161,11 @@ export class RingAllreduce implements Collective<NumericArray> {
     // every rank — this one included — ends with the same bits.
     this.finish(acc);
     if (this.scatterOnly) return undefined;
-    const wire = this.stage(hop + 1, acc);
-    const factor = codec.encode(wire, acc);
-    codec.decode(acc, wire, factor);
-    ctx.send(hop + 1, h.chunk, wire, codec.code, factor);
+    ctx.sendFilled(hop + 1, h.chunk, acc.length * 2, codec.code, (dst) => {
+      const factor = codec.encode(dst, acc);
+      codec.decode(acc, dst, factor);
+      return factor;
+    });
     return undefined;
   }
 

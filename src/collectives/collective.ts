@@ -20,6 +20,12 @@ export interface OpContext {
    * operation completes (the communicator resolves only after every send has flushed).
    */
   send(step: number, chunk: number, payload: Uint8Array, codec?: number, scale?: number): void;
+  /**
+   * A frame whose `bytes` bytes are written when it leaves: `fill` writes them (into the link's
+   * shared-memory slot, or a buffer of the communicator's) and returns the frame's scale. What
+   * `fill` reads must not change until then.
+   */
+  sendFilled(step: number, chunk: number, bytes: number, codec: number, fill: (dst: Uint8Array) => number): void;
   /** Every rank's descriptor, indexed by rank (complete only once `onTable` has run). */
   readonly descriptors: readonly (OpDescriptor | undefined)[];
   /** Every rank's inline payload (see Collective.inline), indexed by rank, like `descriptors`. */

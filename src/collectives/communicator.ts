@@ -55,7 +55,24 @@ interface OpState {
 interface QueuedSend {
   st: OpState;
   header: DataHeader;
-  payload: Uint8Array;
+  /** The bytes, or (a frame made when it leaves) how to make them: see OpContext.sendFilled. */
+  payload: Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
+}
+
+/**
+ * Buffers for frames made when they leave, on links without a free shared-memory slot: at most
+ * maxInflight per link are in use at once, so a few per size serve every operation.
+ */
+class FramePool {
+  private readonly free = new Map<number, Uint8Array[]>();
+  take(bytes: number): Uint8Array {
+    return this.free.get(bytes)?.pop() ?? new Uint8Array(bytes);
+  }
+  give(b: Uint8Array, keep: number): void {
+    const list = this.free.get(b.byteLength) ?? [];
+    if (list.length < keep) list.push(b);
+    this.free.set(b.byteLength, list);
+  }
 }
 
 /**
@@ -141,6 +158,7 @@ export class Communicator {
   private readonly byes = new Set<number>();
   private lastProgress = 0;
   private polling = false;
+  private readonly framePool = new FramePool();
   /** A lost neighbour waiting out LOSS_GRACE_MS for an abort that explains it (see peerLost). */
   private lossPending: NodeJS.Timeout | undefined;
   private readonly beatMs: number;
@@ -221,6 +239,7 @@ export class Communicator {
       descriptors: st.descs,
       inline: st.inline,
       send: (step, chunk, payload, codec = 0, scale = 1) => this.enqueue(st, { seq, step, chunk, codec, scale }, payload),
+      sendFilled: (step, chunk, bytes, codec, fill) => this.enqueue(st, { seq, step, chunk, codec, scale: 1 }, { bytes, fill }),
     };
     const done = new Promise<T>((resolve, reject) => {
       st.resolve = resolve as (v: unknown) => void;
@@ -431,7 +450,7 @@ export class Communicator {
     });
   }
 
-  private enqueue(st: OpState, header: DataHeader, payload: Uint8Array): void {
+  private enqueue(st: OpState, header: DataHeader, payload: QueuedSend['payload']): void {
     st.pendingSends++;
     this.queue.push({ st, header, payload });
     this.pump();
@@ -447,13 +466,22 @@ export class Communicator {
         continue;
       }
       this.inflight++;
-      this.rightLink!.sendData(header, payload, (err) => {
+      const done = (err?: Error) => {
         this.inflight--;
         if (err) return this.sendFailed(err);
         this.sent(st);
         this.maybeComplete(st);
         this.pump();
-      });
+      };
+      const link = this.rightLink!;
+      if (payload instanceof Uint8Array) link.sendData(header, payload, done);
+      else if (!link.sendFilled?.(header, payload.bytes, payload.fill, done)) {
+        const buf = this.framePool.take(payload.bytes);
+        link.sendData({ ...header, scale: payload.fill(buf) }, buf, (err) => {
+          this.framePool.give(buf, 2 * this.options.maxInflight);
+          done(err);
+        });
+      }
     }
   }
 

@@ -25,6 +25,12 @@ export interface Link {
   setHandlers(h: LinkHandlers): void;
   /** Queues a data frame; `done` runs once the bytes have left this process (or with the error). */
   sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void;
+  /**
+   * Writes a `bytes`-long payload straight into the transport's own buffer (a shared-memory slot)
+   * when it has one free at once: calls `fill` on it (fill returns the header's scale), sends, and
+   * returns true. Returns false, having done nothing, otherwise. Optional.
+   */
+  sendFilled?(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean;
   sendControl(msg: LinkControlMessage, done?: (err?: Error) => void): void;
   /** Keep the process alive while the link is open (an operation is pending) — or not. */
   ref(): void;

@@ -325,6 +325,17 @@ export class WsLink extends MessageLink {
     else tx.free.push(slot);
   }
 
+  sendFilled(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean {
+    const tx = this.tx;
+    if (!tx || bytes < SHM_MIN_BYTES || bytes > tx.region.slotBytes || tx.waiting.length > 0 || tx.free.length === 0) return false;
+    if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) return false; // sendData reports it
+    const slot = tx.free.pop()!;
+    const scale = fill(slotView(tx.region, slot, bytes));
+    this.cork();
+    this.ws.send(encodeShmData({ ...header, scale }, bytes, slot), { binary: true }, (err) => done(err ?? undefined));
+    return true;
+  }
+
   private shmSend(slot: number, header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
     slotView(this.tx!.region, slot, payload.byteLength).set(payload);
     this.cork();
