@@ -40,8 +40,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
 const self = relative(process.cwd(), fileURLToPath(import.meta.url)) || fileURLToPath(import.meta.url);
 
-const { values: a } = parseArgs({
-  options: {
+const usage = `Usage: node bench/scaling.mjs [--model cnn|mlp|all|model:batch,...] [--steps K] [--warmup 3] [--repeat 1]
+                              [--batch B] [--np 1,2,1x2] [--optimizer sgd|adam] [--no-fast-conv] [--allreduce-iters 10]
+
+Throughput of tfjs training for N=1 and N=2 ranks at the same per-rank batch, the share of a step
+spent in the gradient all-reduce, and scaling efficiency = throughput(N=2) / (2 x throughput(N=1)).
+--np 1x2 adds two independent N=1 jobs at once: the machine's no-communication ceiling.
+`;
+let parsed;
+try {
+  parsed = parseArgs({ options: {
+    help: { type: 'boolean', short: 'h', default: false },
     worker: { type: 'boolean', default: false },
     model: { type: 'string', default: 'all' },
     steps: { type: 'string' },
@@ -54,8 +63,16 @@ const { values: a } = parseArgs({
     'allreduce-iters': { type: 'string', default: '10' },
     // (worker, 1x2 control) a directory through which independent jobs line up their timed phases
     sync: { type: 'string' },
-  },
-});
+  } });
+} catch (e) {
+  process.stderr.write(`scaling: ${e.message}\n\n${usage}`);
+  process.exit(2);
+}
+const a = parsed.values;
+if (a.help) {
+  process.stdout.write(usage);
+  process.exit(0);
+}
 
 const MODELS = {
   // The MNIST example's CNN: compute-heavy, 13k parameters (52 KB of gradients per step).
