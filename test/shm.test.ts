@@ -61,6 +61,23 @@ describe.skipIf(!hasShm)('shared-memory links (native addon present)', () => {
     for (const x of fp16) expect(firstDiff(x, sum)).toBeUndefined(); // small integers: exact in fp16
   });
 
+  it('frames keep their order when they wait for a slot: a small tail chunk (sent on the socket) never overtakes', async () => {
+    // A frame's send completes when its notice is written, long before the receiver hands the slot
+    // back, so later frames queue for slots; the small tail must queue behind them.
+    const gs = await groups(4, { chunkBytes: 64 * 1024 });
+    const count = 1_000_003; // 61 whole 64 KiB chunks, then a 2316-byte one below the shared-memory minimum
+    const x = Float32Array.from({ length: count }, (_, i) => i % 1000);
+    for (let rep = 0; rep < 3; rep++) {
+      for (const root of [0, 1, 2, 3]) {
+        const got = await withDeadline(Promise.all(gs.map((g) => g.broadcast(g.rank === root ? x : new Float32Array(count), { root }))), 10_000, `root ${root}`);
+        for (const y of got) expect(firstDiff(y, x)).toBeUndefined();
+      }
+    }
+    const inputs = gs.map((g) => input(Float32Array, 'sum', g.rank, 3 * count));
+    const sums = await withDeadline(Promise.all(gs.map((g, r) => g.allreduce(inputs[r]))), 10_000, 'allreduce');
+    for (const y of sums) expect(firstDiff(y, expected(Float32Array, 'sum', inputs))).toBeUndefined();
+  });
+
   it('sharedMemory: false keeps payloads on the socket, with the same results', async () => {
     const gs = await groups(2, { sharedMemory: false });
     for (const g of gs) expect(links(g).rightLink.sharedMemory).toBe(false);

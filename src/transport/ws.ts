@@ -320,9 +320,9 @@ export class WsLink extends MessageLink {
     if (!tx || slot >= tx.region.slots || tx.free.includes(slot)) {
       throw new RingProtocolError(`${this.describe} handed back shared-memory slot ${slot}, which it did not hold`);
     }
-    const next = tx.waiting.shift();
-    if (next) this.shmSend(slot, ...next);
-    else tx.free.push(slot);
+    tx.free.push(slot);
+    // Frames that waited for a slot go first, in order (small ones among them take none).
+    while (tx.waiting.length > 0 && this.sendNow(...tx.waiting[0])) tx.waiting.shift();
   }
 
   sendFilled(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean {
@@ -356,20 +356,32 @@ export class WsLink extends MessageLink {
    * written straight from the caller's array; small ones are cheaper copied into one message.
    */
   override sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    if (!this.writable(done)) return;
+    const tx = this.tx;
+    // Frames leave in order: while one waits for a shared slot, every later frame waits behind it.
+    if (tx && (tx.waiting.length > 0 || !this.sendNow(header, payload, done))) tx.waiting.push([header, payload, done]);
+    else if (!tx) this.sendNow(header, payload, done);
+  }
+
+  /** Sends a frame now; false (nothing sent) when it needs a shared slot and none is free. */
+  private sendNow(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): boolean {
     const tx = this.tx;
     if (tx && payload.byteLength >= SHM_MIN_BYTES && payload.byteLength <= tx.region.slotBytes) {
-      if (!this.writable(done)) return;
-      const slot = tx.waiting.length === 0 ? tx.free.pop() : undefined;
-      if (slot === undefined) tx.waiting.push([header, payload, done]);
-      else this.shmSend(slot, header, payload, done);
-      return;
+      const slot = tx.free.pop();
+      if (slot === undefined) return false;
+      this.shmSend(slot, header, payload, done);
+      return true;
     }
-    if (payload.byteLength < SMALL_PAYLOAD) return super.sendData(header, payload, done);
-    if (!this.writable(done)) return;
+    if (payload.byteLength < SMALL_PAYLOAD) {
+      super.sendData(header, payload, done);
+      return true;
+    }
     this.cork();
     this.ws.send(encodeDataHeader(header, payload.byteLength, KIND_DATA_HEADER), { binary: true });
     this.ws.send(payload, { binary: true }, (err) => done(err ?? undefined));
+    return true;
   }
+
 
   /**
    * Everything sent in one tick leaves in one writev: a collective's descriptor and its first
