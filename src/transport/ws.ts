@@ -329,17 +329,15 @@ export class WsLink extends MessageLink {
     const tx = this.tx;
     if (!tx || bytes < SHM_MIN_BYTES || bytes > tx.region.slotBytes || tx.waiting.length > 0 || tx.free.length === 0) return false;
     if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) return false; // sendData reports it
-    const slot = tx.free.pop()!;
-    const scale = fill(slotView(tx.region, slot, bytes));
-    this.cork();
-    this.ws.send(encodeShmData({ ...header, scale }, bytes, slot), { binary: true }, (err) => done(err ?? undefined));
+    this.shmSend(tx.free.pop()!, header, bytes, fill, done);
     return true;
   }
 
-  private shmSend(slot: number, header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
-    slotView(this.tx!.region, slot, payload.byteLength).set(payload);
+  /** Writes a frame's payload into `slot` with `fill` (which returns its scale) and sends the notice. */
+  private shmSend(slot: number, header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): void {
+    const scale = fill(slotView(this.tx!.region, slot, bytes));
     this.cork();
-    this.ws.send(encodeShmData(header, payload.byteLength, slot), { binary: true }, (err) => done(err ?? undefined));
+    this.ws.send(encodeShmData({ ...header, scale }, bytes, slot), { binary: true }, (err) => done(err ?? undefined));
   }
 
   protected override ended(error: Error | undefined): void {
@@ -369,7 +367,11 @@ export class WsLink extends MessageLink {
     if (tx && payload.byteLength >= SHM_MIN_BYTES && payload.byteLength <= tx.region.slotBytes) {
       const slot = tx.free.pop();
       if (slot === undefined) return false;
-      this.shmSend(slot, header, payload, done);
+      const copy = (dst: Uint8Array) => {
+        dst.set(payload);
+        return header.scale;
+      };
+      this.shmSend(slot, header, payload.byteLength, copy, done);
       return true;
     }
     if (payload.byteLength < SMALL_PAYLOAD) {
