@@ -1,8 +1,8 @@
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
 import { sharedMemoryMap } from '../src/kernels/index.js';
-import { acceptOffer, createRegion, encodeShmData, unlinkQuietly } from '../src/transport/shm.js';
+import { acceptOffer, createRegion, encodeShmData, sweepStaleRegions, unlinkQuietly } from '../src/transport/shm.js';
 import type { WsLink } from '../src/transport/ws.js';
 import { expected, firstDiff, input, OPS, sameBytes, withDeadline } from './helpers/reference.js';
 
@@ -114,6 +114,25 @@ describe.skipIf(!hasShm)('shared-memory offers', () => {
       unlinkQuietly(path);
     }
     expect(acceptOffer(offer, 1024, true, 'rank 9')).toMatch(/cannot map the peer's region/); // unlinked now
+  });
+
+  it('left behind by a killed process (dead pid, over a minute old) are swept; live or fresh ones are not', () => {
+    const dead = '/dev/shm/ringreduce-2147483646-00112233445566ff'; // no such pid
+    const fresh = '/dev/shm/ringreduce-2147483646-aabbccddeeff0011';
+    const live = `/dev/shm/ringreduce-${process.pid}-0123456789abcdef`;
+    try {
+      for (const f of [dead, fresh, live]) writeFileSync(f, 'x', { mode: 0o600 });
+      const old = new Date(Date.now() - 120_000);
+      utimesSync(dead, old, old);
+      utimesSync(live, old, old);
+      const removed = sweepStaleRegions();
+      expect(removed).toContain(dead);
+      expect(existsSync(dead)).toBe(false);
+      expect(existsSync(fresh)).toBe(true);
+      expect(existsSync(live)).toBe(true);
+    } finally {
+      for (const f of [dead, fresh, live]) unlinkQuietly(f);
+    }
   });
 
   it('with a path outside /dev/shm/ringreduce-*, or a bad geometry, are protocol errors naming the peer', () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, unlinkSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { sharedMemoryMap } from '../kernels/index.js';
 import { RingProtocolError } from '../errors.js';
 import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from './wire.js';
@@ -59,8 +59,50 @@ export function slotView(r: ShmRegion, slot: number, length: number): Uint8Array
   return r.bytes.subarray(PREAMBLE + slot * r.slotBytes, PREAMBLE + slot * r.slotBytes + length);
 }
 
+/**
+ * A region's file lives only between its offer and the peer's reply; a process killed in that
+ * window leaves it behind. Before creating its first region, a process removes such leftovers:
+ * files of processes that no longer exist, older than a minute (a live offer never is).
+ */
+let swept = false;
+export function sweepStaleRegions(now = Date.now()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(SHM_DIR);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = /^ringreduce-(\d+)-[0-9a-f]{16}$/.exec(name);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    const path = `${SHM_DIR}/${name}`;
+    try {
+      if (now - statSync(path).mtimeMs < 60_000) continue;
+      unlinkSync(path);
+      removed.push(path);
+    } catch {
+      // Gone already, or not ours to remove.
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Creates a region for `slots` payloads of up to `payloadBytes`; returns it with its offer message. */
 export function createRegion(slots: number, payloadBytes: number): { region: ShmRegion; offer: Buffer; path: string } {
+  if (!swept) {
+    swept = true;
+    sweepStaleRegions();
+  }
   const slotBytes = Math.ceil(payloadBytes / 64) * 64;
   const path = `${SHM_DIR}/ringreduce-${process.pid}-${randomBytes(8).toString('hex')}`;
   const bytes = new Uint8Array(sharedMemoryMap!(path, PREAMBLE + slots * slotBytes, true));
