@@ -5,23 +5,6 @@ import type { Codec } from '../compression/codec.js';
 import { viewAs, type Collective, type OpContext } from './collective.js';
 import { chunkCount, chunkRange, ringSegment, segmentRange } from './schedule.js';
 
-/** Staging areas of finished compressed operations, for the next ones (a few, largest kept). */
-const stagingPool: Uint8Array[] = [];
-const POOL_SIZE = 4;
-
-function takeStaging(bytes: number): Uint8Array {
-  const i = stagingPool.findIndex((b) => b.byteLength >= bytes);
-  if (i >= 0) return stagingPool.splice(i, 1)[0].subarray(0, bytes);
-  return new Uint8Array(bytes);
-}
-
-function giveStaging(b: Uint8Array): void {
-  const whole = new Uint8Array(b.buffer);
-  stagingPool.push(whole);
-  stagingPool.sort((x, y) => y.byteLength - x.byteLength);
-  stagingPool.length = Math.min(stagingPool.length, POOL_SIZE);
-}
-
 /**
  * Chunked ring all-reduce (and its first half, reduce-scatter). See schedule.ts for the hop
  * arithmetic. The working buffer is the input itself (in place) or a copy; each received chunk is reduced (or, in
@@ -86,23 +69,6 @@ export class RingAllreduce implements Collective<NumericArray> {
     ctx.sendFilled(hop, chunk, piece.length * 2, codec.code, (dst) => codec.encode(dst, piece as Float32Array));
   }
 
-  /**
-   * All-gather hops forward the 16-bit bytes they received, which are only lent for the call:
-   * those need a copy that lives until the frame has left. Each operation takes one staging area
-   * (a row per forwarding hop, N-2 in all; none for N=2) from a small pool and gives it back in
-   * result(), when every send has flushed — a fresh buffer per frame would cost page faults.
-   */
-  private staging: Uint8Array | undefined;
-  private stage(hop: number, piece: NumericArray): Uint8Array {
-    const seg = Math.ceil(this.buf.length / this.size);
-    if (!this.staging) this.staging = takeStaging((this.size - 2) * seg * 2);
-    // Forwarding hops are size..2*size-3; the piece's place in its segment decides its place in the row.
-    const bufOffset = (piece.byteOffset - this.buf.byteOffset) / 4;
-    const segStart = segmentRange(this.buf.length, this.size, ringSegment(this.rank, hop, this.size)).offset;
-    const at = ((hop - this.size) * seg + bufOffset - segStart) * 2;
-    return this.staging.subarray(at, at + piece.length * 2);
-  }
-
   /** Applies the end-of-reduction step (average) to a fully reduced piece. */
   private finish(piece: NumericArray): void {
     if (this.op === 'average' && this.size > 1) divideInPlace(piece, this.size);
@@ -140,11 +106,7 @@ export class RingAllreduce implements Collective<NumericArray> {
       // All-gather: decode, and pass on the very same bytes (no re-encoding, no drift).
       codec.decode(acc, payload, h.scale);
       // The payload is only lent for this call (see LinkHandlers.data): forward a copy.
-      if (hop < this.lastHop) {
-        const copy = this.stage(hop + 1, acc);
-        copy.set(payload);
-        ctx.send(hop + 1, h.chunk, copy, codec.code, h.scale);
-      }
+      if (hop < this.lastHop) ctx.sendCopy(hop + 1, h.chunk, payload, codec.code, h.scale);
       return undefined;
     }
     if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
@@ -174,8 +136,6 @@ export class RingAllreduce implements Collective<NumericArray> {
   }
 
   result(): NumericArray {
-    if (this.staging) giveStaging(this.staging);
-    this.staging = undefined;
     if (!this.scatterOnly) return this.buf;
     const s = this.span(this.rank);
     return this.buf.slice(s.offset, s.offset + s.length);

@@ -57,11 +57,14 @@ interface QueuedSend {
   header: DataHeader;
   /** The bytes, or (a frame made when it leaves) how to make them: see OpContext.sendFilled. */
   payload: Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
+  /** The bytes are a FramePool buffer (OpContext.sendCopy): give it back once sent. */
+  pooled?: boolean;
 }
 
 /**
- * Buffers for frames made when they leave, on links without a free shared-memory slot: at most
- * maxInflight per link are in use at once, so a few per size serve every operation.
+ * Frame buffers reused across operations (a fresh one per frame costs page faults): for frames
+ * made when they leave on links without a free shared-memory slot, and for copies of lent bytes
+ * that are forwarded. A few per size are kept.
  */
 class FramePool {
   private readonly free = new Map<number, Uint8Array[]>();
@@ -240,6 +243,11 @@ export class Communicator {
       inline: st.inline,
       send: (step, chunk, payload, codec = 0, scale = 1) => this.enqueue(st, { seq, step, chunk, codec, scale }, payload),
       sendFilled: (step, chunk, bytes, codec, fill) => this.enqueue(st, { seq, step, chunk, codec, scale: 1 }, { bytes, fill }),
+      sendCopy: (step, chunk, lent, codec, scale) => {
+        const copy = this.framePool.take(lent.byteLength);
+        copy.set(lent);
+        this.enqueue(st, { seq, step, chunk, codec, scale }, copy, true);
+      },
     };
     const done = new Promise<T>((resolve, reject) => {
       st.resolve = resolve as (v: unknown) => void;
@@ -450,16 +458,16 @@ export class Communicator {
     });
   }
 
-  private enqueue(st: OpState, header: DataHeader, payload: QueuedSend['payload']): void {
+  private enqueue(st: OpState, header: DataHeader, payload: QueuedSend['payload'], pooled = false): void {
     st.pendingSends++;
-    this.queue.push({ st, header, payload });
+    this.queue.push({ st, header, payload, pooled });
     this.pump();
   }
 
   /** Keeps up to maxInflight frames on the wire; each flush lets the next one go. */
   private pump(): void {
     while (this.inflight < this.options.maxInflight && this.queue.length > 0 && !this.broken) {
-      const { st, header, payload } = this.queue.shift()!;
+      const { st, header, payload, pooled } = this.queue.shift()!;
       if (!st.resolve && st.desc) {
         // The operation failed here (e.g. a mismatch): its frames are no longer wanted.
         this.sent(st);
@@ -474,13 +482,14 @@ export class Communicator {
         this.pump();
       };
       const link = this.rightLink!;
-      if (payload instanceof Uint8Array) link.sendData(header, payload, done);
+      const giveBack = (buf: Uint8Array) => (err?: Error) => {
+        this.framePool.give(buf, 2 * this.options.maxInflight);
+        done(err);
+      };
+      if (payload instanceof Uint8Array) link.sendData(header, payload, pooled ? giveBack(payload) : done);
       else if (!link.sendFilled?.(header, payload.bytes, payload.fill, done)) {
         const buf = this.framePool.take(payload.bytes);
-        link.sendData({ ...header, scale: payload.fill(buf) }, buf, (err) => {
-          this.framePool.give(buf, 2 * this.options.maxInflight);
-          done(err);
-        });
+        link.sendData({ ...header, scale: payload.fill(buf) }, buf, giveBack(buf));
       }
     }
   }
