@@ -1,3 +1,4 @@
+import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { discover, parseStoreAddress, tuning, type Discovered, type Env, type StoreAddress } from './env.js';
 import { RingInvalidArgError } from './errors.js';
@@ -47,7 +48,8 @@ export interface InitOptions {
    * While an operation is pending, keep polling the sockets instead of sleeping, for up to this many
    * microseconds after the last message arrived. Cuts small-operation latency when every rank has
    * a core of its own; costs a busy core while waiting, and hurts when ranks share cores with other
-   * work. Default 0 = off (RINGREDUCE_BUSY_POLL_US).
+   * work (a poller that waits long gives its core away with sched_yield). Default: 1000 when this
+   * host runs no more ranks than it has CPUs, else 0 = off (RINGREDUCE_BUSY_POLL_US).
    */
   busyPollUs?: number;
   /**
@@ -99,9 +101,20 @@ export const DEFAULTS = {
   startTimeoutMs: 60_000,
   fusionBytes: 64 << 20,
   stallWarningMs: 60_000,
-  busyPollUs: 0,
   sharedMemory: true,
 };
+
+/**
+ * busyPollUs unless configured: poll for up to 1 ms when this host runs no more ranks than it has
+ * CPUs, else never (a poller would take the core of a rank it waits for). With polling, messages
+ * between ranks on one host go through shared memory without a system call (see Mailbox): a 4-byte
+ * all-reduce of 2 ranks measured 60-90 us instead of 380-460 us.
+ */
+export function defaultBusyPollUs(localSize: number, cpus = cpus_()): number {
+  return localSize <= cpus ? 1000 : 0;
+}
+// All online CPUs, not availableParallelism(): ringrun binds each rank to its own share of them.
+const cpus_ = (): number => Math.max(1, cpus().length);
 
 /** Used only when no token is configured anywhere: links are then not protected by a secret. */
 export const INSECURE_DEFAULT_TOKEN = 'ringreduce-insecure-default-token';
@@ -187,7 +200,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     logger: o.logger ?? stderrLogger,
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
-    busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? DEFAULTS.busyPollUs, 0),
+    busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
   };
 }

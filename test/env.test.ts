@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { discover, slurmTasksOnNode, tuning } from '../src/env.js';
-import { resolveOptions } from '../src/options.js';
+import { defaultBusyPollUs, resolveOptions } from '../src/options.js';
 
 describe('environment discovery', () => {
   it('nothing set: a single process', () => {
@@ -151,7 +151,13 @@ describe('init options', () => {
     expect(r).toMatchObject({ rank: 0, size: 1, chunkBytes: 1 << 20, maxInflight: 4, timeoutMs: 300_000, startTimeoutMs: 60_000, tokenIsDefault: true });
     const env = { RINGRUN_STORE: '127.0.0.1:9', RINGRUN_TOKEN: 'tok', RANK: '1', WORLD_SIZE: '2', RINGREDUCE_CHUNK_BYTES: '4096' };
     expect(resolveOptions({}, env)).toMatchObject({ rank: 1, size: 2, chunkBytes: 4096, token: 'tok', store: { host: '127.0.0.1', port: 9 } });
-    expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0, busyPollUs: 0 });
+    expect(resolveOptions({ chunkBytes: 8192, timeoutMs: 0 }, env)).toMatchObject({ chunkBytes: 8192, timeoutMs: 0 });
+    // Unset, busy polling follows the host: on while its ranks have a CPU each, off when oversubscribed.
+    expect(resolveOptions({}, { ...env, LOCAL_RANK: '0', LOCAL_WORLD_SIZE: '1' }).busyPollUs).toBe(defaultBusyPollUs(1));
+    expect(defaultBusyPollUs(1)).toBe(1000);
+    expect(defaultBusyPollUs(2, 2)).toBe(1000);
+    expect(defaultBusyPollUs(4, 2)).toBe(0);
+    expect(resolveOptions({}, { ...env, LOCAL_WORLD_SIZE: '4096' }).busyPollUs).toBe(0);
     expect(resolveOptions({}, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 300 });
     expect(resolveOptions({}, env)).toMatchObject({ sharedMemory: true });
     expect(resolveOptions({}, { ...env, RINGREDUCE_SHM: 'off' })).toMatchObject({ sharedMemory: false });

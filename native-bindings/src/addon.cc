@@ -179,6 +179,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   selected.Set("abi", Napi::Number::New(env, kAbiVersion));
   selected.Set("portable", Bind(env, portable));
   if (rr::ShmSupported()) selected.Set("shmMap", Napi::Function::New(env, rr::ShmMap, "shmMap"));
+  selected.Set("schedYield", Napi::Function::New(env, rr::SchedYield, "schedYield"));
   return selected;
 }
 

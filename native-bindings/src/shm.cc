@@ -6,6 +6,7 @@
 
 #if defined(__linux__)
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -69,6 +70,14 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
 
 bool rr::ShmSupported() { return true; }
 
+// schedYield(): lets another runnable thread have this core. A busy-polling rank calls it once per
+// turn of its event loop, so that on a machine with more runnable threads than cores the poller
+// gives way instead of holding its core for a whole time slice.
+Napi::Value rr::SchedYield(const Napi::CallbackInfo& info) {
+  sched_yield();
+  return info.Env().Undefined();
+}
+
 #else
 
 Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
@@ -77,5 +86,7 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
 }
 
 bool rr::ShmSupported() { return false; }
+
+Napi::Value rr::SchedYield(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
 #endif

@@ -4,4 +4,5 @@
 namespace rr {
 Napi::Value ShmMap(const Napi::CallbackInfo& info);
 bool ShmSupported();
+Napi::Value SchedYield(const Napi::CallbackInfo& info);
 }  // namespace rr

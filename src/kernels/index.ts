@@ -39,12 +39,14 @@ function nativeDisabled(): boolean {
 }
 
 let shmMap: ShmMapFn | undefined;
+let yieldFn: (() => void) | undefined;
 
 function selectBackend(): ActiveKernels {
   if (nativeDisabled()) return { ...jsKernels, nativeError: 'disabled by RINGREDUCE_NO_NATIVE' };
   const loaded = loadNativeKernels();
   if (!loaded.ok) return { ...jsKernels, nativeError: loaded.error };
   shmMap = loaded.shmMap;
+  yieldFn = loaded.schedYield;
   return { ...withCutover(loaded.kernels, jsKernels), nativeError: undefined };
 }
 
@@ -53,6 +55,9 @@ export const kernels: ActiveKernels = Object.freeze(selectBackend());
 
 /** The addon's shared-memory map (for same-host links, transport/shm.ts); undefined without the addon. */
 export const sharedMemoryMap: ShmMapFn | undefined = shmMap;
+
+/** sched_yield(2) through the addon (for busy polling: see Communicator); undefined without it. */
+export const schedYield: (() => void) | undefined = yieldFn;
 
 /** e.g. "native (avx2+f16c)" or "js (disabled by RINGREDUCE_NO_NATIVE)", for `ringrun --version`. */
 export function describeKernels(): string {

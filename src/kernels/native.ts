@@ -38,6 +38,7 @@ interface Addon extends Binding {
   readonly abi: number;
   /** Absent on platforms without it (and in addons built before it existed). */
   readonly shmMap?: ShmMapFn;
+  readonly schedYield?: () => void;
   /** The portable C++ table, exported even where the SIMD one is selected (for tests). */
   readonly portable: Binding;
 }
@@ -67,7 +68,7 @@ function wrap(b: Binding): Kernels {
 }
 
 export type NativeLoadResult =
-  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn }
+  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn; schedYield?: () => void }
   | { ok: false; error: string };
 
 export function loadNativeKernels(): NativeLoadResult {
@@ -84,5 +85,5 @@ export function loadNativeKernels(): NativeLoadResult {
       error: `native addon is ABI ${String(addon.abi)}, this code expects ${ABI_VERSION}: rebuild it with 'node native-bindings/build.mjs'`,
     };
   }
-  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap };
+  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap, schedYield: addon.schedYield };
 }

@@ -1,3 +1,4 @@
+import { BIND_TO_VALUES, type BindTo } from './bind.js';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { RANK_ENV_NAMES } from './env.js';
@@ -43,6 +44,8 @@ export interface LaunchConfig {
   verbose?: boolean;
   /** TLS files (--tls-cert, --tls-key, --tls-ca), absolute paths. */
   tls?: { cert: string; key: string; ca?: string };
+  /** CPU binding of each host's ranks (--bind-to, see bind.ts); default 'slice'. */
+  bindTo?: BindTo;
 }
 
 export type ParsedArgs = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: LaunchConfig };
@@ -86,6 +89,7 @@ interface Draft {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  bindTo?: BindTo;
 }
 
 type ValueOption = (draft: Draft, value: string, name: string, env: NodeJS.ProcessEnv) => void;
@@ -148,6 +152,13 @@ const valueOptions: ReadonlyMap<string, ValueOption> = new Map<string, ValueOpti
   ['-i', (d, v, name) => (d.sshIdentity = nonEmpty(v, name, 'a key file'))],
   ['--ssh-identity', (d, v, name) => (d.sshIdentity = nonEmpty(v, name, 'a key file'))],
   ['--preflight-timeout', (d, v, name) => (d.preflightTimeoutSec = seconds(v, name, false))],
+  [
+    '--bind-to',
+    (d, v, name) => {
+      if (!BIND_TO_VALUES.includes(v as BindTo)) throw new UsageError(`${name} must be one of ${BIND_TO_VALUES.join(', ')}, got '${v}'`, name);
+      d.bindTo = v as BindTo;
+    },
+  ],
   ['--iface', (d, v, name) => (d.iface = interfaceName(v, name))],
   ['--tls-cert', (d, v, name) => (d.tlsCert = nonEmpty(v, name, 'a PEM file'))],
   ['--tls-key', (d, v, name) => (d.tlsKey = nonEmpty(v, name, 'a PEM file'))],
@@ -252,6 +263,7 @@ export function parseArgs(
   if (d.preflightTimeoutSec !== undefined) config.preflightTimeoutSec = d.preflightTimeoutSec;
   if (d.iface !== undefined) config.iface = d.iface;
   if (d.verbose) config.verbose = true;
+  if (d.bindTo !== undefined) config.bindTo = d.bindTo;
   if (d.tlsCert !== undefined && d.tlsKey !== undefined) {
     // Absolute, so they mean the same file on every host (like the working directory).
     config.tls = { cert: resolve(d.tlsCert), key: resolve(d.tlsKey) };
@@ -306,6 +318,10 @@ Options (a value may also be given as --option=value):
                         (an error if VAR is not set); -x may be repeated
   --verbose             print the hosts, the store's address, and the address
                         each rank advertises (RINGREDUCE_VERBOSE=1 in ranks)
+  --bind-to slice|none  slice (the default): each host's ranks run on equal,
+                        disjoint shares of the CPUs ringrun may use (taskset),
+                        as mpirun binds; unbound when a host has more ranks
+                        than CPUs. none: leave placement to the OS
   --                    end of options: what follows is the command
   -h, --help            print this help and exit
   -V, --version         print the version and the active kernel backend

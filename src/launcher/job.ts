@@ -1,3 +1,4 @@
+import { boundCommand } from './bind.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
@@ -316,12 +317,15 @@ class Job {
       const job = { worldSize: np, store, token, startTimeoutSec, exports };
       const common = { rank, tagOutput, stdout: this.out, stderr: this.err };
       const onExit = (r: RankProcess, exit: RankExit) => this.onRankExit(r, exit);
+      const bindTo = this.config.bindTo ?? 'slice';
       if (slot.local) {
-        this.ranks.push(new RankProcess({ ...common, command, args, env: rankEnv(base, job, rank, slot) }, onExit));
+        const bound = boundCommand(bindTo, command, args, slot.localRank, slot.localSize, undefined, base.PATH ?? '');
+        if (this.config.verbose) this.say(`rank ${rank}: ${bound.cpus ? `bound to CPUs ${bound.cpus.join(',')}` : `not bound (${bound.why})`}`);
+        this.ranks.push(new RankProcess({ ...common, command: bound.command, args: bound.args, env: rankEnv(base, job, rank, slot) }, onExit));
         return;
       }
       const env = rankEnv({}, job, rank, slot) as Record<string, string>;
-      const hello: RemoteHello = { v: 1, rank, host: slot.host, cwd: process.cwd(), env, command, args, graceSec };
+      const hello: RemoteHello = { v: 1, rank, host: slot.host, cwd: process.cwd(), env, command, args, graceSec, bindTo };
       const [rsh, ...rshArgs] = this.rshArgv(slot.host, `exec node ${shellQuote(bootstrap)}`);
       // ringrun's own environment goes to the rsh command (ssh needs SSH_AUTH_SOCK, HOME...), not to the rank.
       this.ranks.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));

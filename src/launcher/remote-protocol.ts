@@ -1,3 +1,4 @@
+import type { BindTo } from './bind.js';
 /**
  * What ringrun sends a remote rank's bootstrap (remote.ts) over the remote command's stdin, so that
  * the job token and the environment never appear on a command line (`ps` on either host would
@@ -22,6 +23,8 @@ export interface RemoteHello {
   command: string;
   args: string[];
   graceSec: number;
+  /** CPU binding on the remote host (see bind.ts), by its LOCAL_RANK and LOCAL_WORLD_SIZE. */
+  bindTo?: BindTo;
 }
 
 export type RemoteControl = 'SIGTERM' | 'SIGKILL';

@@ -1,3 +1,4 @@
+import { boundCommand } from './bind.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -96,7 +97,8 @@ function run(): void {
       say(`rank ${h.rank}: cannot change to ${h.cwd} on ${hostname()}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
       process.exit(1);
     }
-    const c = spawn(h.command, h.args, {
+    const bound = boundCommand(h.bindTo ?? 'none', h.command, h.args, Number(h.env.LOCAL_RANK ?? 0), Number(h.env.LOCAL_WORLD_SIZE ?? 1));
+    const c = spawn(bound.command, bound.args, {
       env: { ...process.env, ...h.env },
       stdio: ['ignore', 'inherit', 'inherit'],
       detached: true,

@@ -32,6 +32,12 @@ export interface Link {
    */
   sendFilled?(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean;
   sendControl(msg: LinkControlMessage, done?: (err?: Error) => void): void;
+  /**
+   * The owner is polling (messages may arrive by a way that needs no wake-up, as a shared-memory
+   * mailbox) or stops; poll() handles what so arrived. Optional: socket-only links have nothing to do.
+   */
+  setPolling?(on: boolean): void;
+  poll?(): void;
   /** Keep the process alive while the link is open (an operation is pending) — or not. */
   ref(): void;
   unref(): void;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { sharedMemoryMap } from '../kernels/index.js';
 import { RingProtocolError } from '../errors.js';
+import { Mailbox, MAILBOX_HEAD_BYTES, MAILBOX_RING_BYTES } from './mailbox.js';
 import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from './wire.js';
 
 /**
@@ -29,16 +30,24 @@ import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from './wire.js'
  *   4 REPLY  [4][ok: 0|1][reason, UTF-8]
  *   5 DATA   24-byte data header with kind 5 (length = payload bytes) + [u32 slot]
  *   6 FREE   [6][0 0 0][u32 slot]
+ *   7 WAKE   [7]   (a doorbell: see Mailbox)
  */
 export const KIND_SHM_OFFER = 3;
 export const KIND_SHM_REPLY = 4;
 export const KIND_SHM_DATA = 5;
 export const KIND_SHM_FREE = 6;
+export const KIND_SHM_WAKE = 7;
 export const FIRST_LINK_KIND = KIND_SHM_OFFER;
-export const LAST_LINK_KIND = KIND_SHM_FREE;
+export const LAST_LINK_KIND = KIND_SHM_WAKE;
 
-/** Region layout: a 64-byte preamble (the nonce), then `slots` slots of `slotBytes` (a multiple of 64). */
-const PREAMBLE = 64;
+/**
+ * Region layout: a 64-byte preamble (the nonce); two mailboxes (see Mailbox), the first carrying
+ * messages from the region's creator to the peer, the second back; then `slots` slots of
+ * `slotBytes` (a multiple of 64).
+ */
+const NONCE_AREA = 64;
+const MAILBOX_BYTES = MAILBOX_HEAD_BYTES + MAILBOX_RING_BYTES;
+const PREAMBLE = NONCE_AREA + 2 * MAILBOX_BYTES;
 const NONCE = 16;
 const SHM_DIR = '/dev/shm';
 
@@ -57,6 +66,16 @@ export interface ShmRegion {
 
 export function slotView(r: ShmRegion, slot: number, length: number): Uint8Array {
   return r.bytes.subarray(PREAMBLE + slot * r.slotBytes, PREAMBLE + slot * r.slotBytes + length);
+}
+
+/**
+ * The region's two mailboxes as seen from one side: the creator (the side that sends payloads)
+ * writes the first and reads the second; its peer the other way round.
+ */
+export function mailboxes(r: ShmRegion, creator: boolean, peer: string): { out: Mailbox; in: Mailbox } {
+  const first = new Mailbox(r.bytes, NONCE_AREA, peer);
+  const second = new Mailbox(r.bytes, NONCE_AREA + MAILBOX_BYTES, peer);
+  return creator ? { out: first, in: second } : { out: second, in: first };
 }
 
 /**
@@ -185,6 +204,8 @@ export function encodeShmData(h: DataHeader, payloadBytes: number, slot: number)
   b.writeUInt32LE(slot, DATA_HEADER_BYTES);
   return b;
 }
+
+export const WAKE = Buffer.of(KIND_SHM_WAKE);
 
 export function encodeFree(slot: number): Buffer {
   const b = Buffer.alloc(8);

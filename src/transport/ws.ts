@@ -18,14 +18,18 @@ import {
   KIND_SHM_FREE,
   KIND_SHM_OFFER,
   KIND_SHM_REPLY,
+  KIND_SHM_WAKE,
+  mailboxes,
   noOffer,
   NO_OFFER,
   shmAvailable,
   slotOf,
   slotView,
   unlinkQuietly,
+  WAKE,
   type ShmRegion,
 } from './shm.js';
+import type { Mailbox } from './mailbox.js';
 import { decodeMessage } from './wire.js';
 
 /**
@@ -190,9 +194,83 @@ export class WsLink extends MessageLink {
       this.ended(String(e.code).startsWith('WS_ERR_') ? new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`) : e),
     );
     inbox.drain((data, binary) => {
+      this.socketReceived++;
+      // Mailbox entries written before this socket message come first (see Mailbox).
+      if (this.inBox) this.drainMailbox(this.socketReceived - 1);
       if (binary) this.receive(data);
       else this.fail(new RingProtocolError(`text frame from ${describe}`));
+      if (this.inBox) this.drainMailbox(this.socketReceived);
     });
+  }
+
+  // ---- socket and mailbox (see mailbox.ts) ---------------------------------------------------
+  /** Messages sent on / received from the WebSocket since this link was made. */
+  private socketSent = 0;
+  private socketReceived = 0;
+  private outBox: Mailbox | undefined;
+  private inBox: Mailbox | undefined;
+  private draining = false;
+  private mailboxSent = 0;
+
+  /** Messages this side sent, by the way they went (for tests and diagnostics). */
+  get sent(): { socket: number; mailbox: number } {
+    return { socket: this.socketSent, mailbox: this.mailboxSent };
+  }
+
+  private sendWs(data: Uint8Array, done?: (err?: Error) => void): void {
+    this.socketSent++;
+    if (done) this.ws.send(data, { binary: true }, (err) => done(err ?? undefined));
+    else this.ws.send(data, { binary: true });
+  }
+
+  /** One message, through the peer's mailbox while it polls, else the socket. */
+  private post(parts: Uint8Array[], done?: (err?: Error) => void): void {
+    const box = this.outBox;
+    if (box) {
+      const bytes = parts.length === 1 ? parts[0].byteLength : parts.reduce((n, p) => n + p.byteLength, 0);
+      const posted = box.post(parts, bytes, this.socketSent);
+      if (posted !== 0) {
+        this.mailboxSent++;
+        if (posted === 2) {
+          this.cork();
+          this.sendWs(WAKE);
+        }
+        if (done) queueMicrotask(done);
+        return;
+      }
+    }
+    this.cork();
+    this.sendWs(parts.length === 1 ? parts[0] : Buffer.concat(parts), done);
+  }
+
+  /** Takes what the peer's mailbox holds that may be handled once `socketReceived` socket messages have. */
+  private drainMailbox(socketReceived = this.socketReceived): void {
+    const box = this.inBox;
+    if (!box || this.draining) return;
+    this.draining = true;
+    try {
+      for (let m = box.take(socketReceived); m && !this.isClosed; m = box.take(socketReceived)) this.receive(m);
+    } catch (e) {
+      this.fail(e as Error);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Called by a polling owner: handles what arrived in the mailbox. */
+  poll(): void {
+    if (this.inBox && !this.isClosed) this.drainMailbox();
+  }
+
+  /**
+   * The owner polls (the peer may use the mailbox) or is about to sleep (the peer must use the
+   * socket); going to sleep looks at the mailbox one last time (see Mailbox).
+   */
+  setPolling(on: boolean): void {
+    const box = this.inBox;
+    if (!box || this.isClosed) return;
+    box.setAwake(on);
+    if (!on) this.drainMailbox();
   }
 
   // ---- shared memory (see shm.ts) ----------------------------------------------------------
@@ -221,16 +299,17 @@ export class WsLink extends MessageLink {
     this.offered = true;
     const why = enabled ? shmAvailable() : 'shared memory is disabled on this rank';
     if (why !== undefined) {
-      this.ws.send(noOffer());
+      this.sendWs(noOffer());
       return why;
     }
     const { region, offer, path } = createRegion(slots, payloadBytes);
     try {
-      this.ws.send(offer);
+      this.sendWs(offer);
       const m = await this.await('reply', timeoutMs);
       const reply = decodeReply(m, this.describe);
       if (!reply.ok) return reply.reason;
       this.tx = { region, free: Array.from({ length: slots }, (_, i) => slots - 1 - i), waiting: [] };
+      ({ out: this.outBox, in: this.inBox } = mailboxes(region, true, this.describe));
       return undefined;
     } finally {
       unlinkQuietly(path);
@@ -243,11 +322,12 @@ export class WsLink extends MessageLink {
     const r = acceptOffer(m, maxPayload, enabled, this.describe);
     if (r === NO_OFFER) return r;
     if (typeof r === 'string') {
-      this.ws.send(encodeReply(false, r));
+      this.sendWs(encodeReply(false, r));
       return r;
     }
     this.rx = { region: r };
-    this.ws.send(encodeReply(true, ''));
+    ({ out: this.outBox, in: this.inBox } = mailboxes(r, false, this.describe));
+    this.sendWs(encodeReply(true, ''));
     return undefined;
   }
 
@@ -290,6 +370,8 @@ export class WsLink extends MessageLink {
           return this.shmData(buf);
         case KIND_SHM_FREE:
           return this.shmFree(slotOf(buf, this.describe));
+        case KIND_SHM_WAKE:
+          return; // the mailbox was drained around it
       }
     } catch (e) {
       this.fail(e as Error);
@@ -311,8 +393,7 @@ export class WsLink extends MessageLink {
     this.deliverData(d.header, slotView(rx.region, slot, length));
     // The handler is done with the slot (it copies what it keeps): hand it back.
     if (this.isClosed) return;
-    this.cork();
-    this.ws.send(encodeFree(slot));
+    this.post([encodeFree(slot)]);
   }
 
   private shmFree(slot: number): void {
@@ -336,11 +417,12 @@ export class WsLink extends MessageLink {
   /** Writes a frame's payload into `slot` with `fill` (which returns its scale) and sends the notice. */
   private shmSend(slot: number, header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): void {
     const scale = fill(slotView(this.tx!.region, slot, bytes));
-    this.cork();
-    this.ws.send(encodeShmData({ ...header, scale }, bytes, slot), { binary: true }, (err) => done(err ?? undefined));
+    this.post([encodeShmData({ ...header, scale }, bytes, slot)], done);
   }
 
   protected override ended(error: Error | undefined): void {
+    // The peer must not post into a mailbox nobody reads any more.
+    this.inBox?.setAwake(false);
     const waiting = this.tx?.waiting.splice(0) ?? [];
     for (const w of [this.offerWaiter, this.replyWaiter]) w?.(undefined);
     this.offerWaiter = this.replyWaiter = undefined;
@@ -378,9 +460,10 @@ export class WsLink extends MessageLink {
       super.sendData(header, payload, done);
       return true;
     }
+    // Header and payload are consecutive socket messages (the payload is raw): never the mailbox.
     this.cork();
-    this.ws.send(encodeDataHeader(header, payload.byteLength, KIND_DATA_HEADER), { binary: true });
-    this.ws.send(payload, { binary: true }, (err) => done(err ?? undefined));
+    this.sendWs(encodeDataHeader(header, payload.byteLength, KIND_DATA_HEADER));
+    this.sendWs(payload, done);
     return true;
   }
 
@@ -412,12 +495,11 @@ export class WsLink extends MessageLink {
 
   protected write(parts: Uint8Array[], done: (err?: Error) => void): void {
     if (!this.writable(done)) return;
-    this.cork();
-    const msg = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-    this.ws.send(msg, { binary: true }, (err) => done(err ?? undefined));
+    this.post(parts, done);
   }
 
   protected closeTransport(): void {
+    this.inBox?.setAwake(false);
     // Flush what is queued, then close; do not let a dead peer hold the process for ws's 30 s.
     const ws = this.ws;
     if (ws.readyState === WebSocket.OPEN) ws.close(1000);
