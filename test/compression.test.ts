@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
-import { fp16Scale } from '../src/compression/codec.js';
+import { bf16, fp16, fp16Scale, type Codec } from '../src/compression/codec.js';
+import * as jsHalf from '../src/kernels/js-half.js';
 import { withDeadline } from './helpers/reference.js';
 
 /**
@@ -100,5 +101,37 @@ describe('compression arguments', () => {
     expect(fp16Scale(0)).toBe(1);
     expect(fp16Scale(Infinity)).toBe(1);
     expect(fp16Scale(NaN)).toBe(1);
+  });
+
+  /**
+   * The all-gather half forwards a chunk it has decoded by encoding it again with the frame's own
+   * factor (instead of keeping the bytes): that must give back exactly the decoded values, or
+   * ranks further round the ring would end with other bits than the chunk's owner.
+   */
+  const roundTrip = (name: string, decode: (d: Float32Array, s: Uint8Array, f: number) => void, reencode: (d: Uint8Array, v: Float32Array, f: number) => void, factors: number[]) => {
+    const all = new Uint8Array(new Uint16Array(65536).map((_, i) => i).buffer);
+    const a = new Float32Array(65536);
+    const b = new Float32Array(65536);
+    const bytes = new Uint8Array(2 * 65536);
+    const ab = new Uint32Array(a.buffer);
+    const bb = new Uint32Array(b.buffer);
+    for (const factor of factors) {
+      decode(a, all, factor);
+      reencode(bytes, a, factor);
+      decode(b, bytes, factor);
+      for (let i = 0; i < 65536; i++) {
+        if (ab[i] !== bb[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) {
+          throw new Error(`${name}: pattern 0x${i.toString(16)} at factor 2^${Math.log2(factor)}: ${a[i]} re-encodes to ${b[i]}`);
+        }
+      }
+    }
+  };
+  const fp16Factors = Array.from({ length: 253 }, (_, k) => 2 ** (k - 126));
+
+  it('re-encoding a decoded chunk with its factor gives back exactly the decoded values: every 16-bit pattern, every factor', () => {
+    const codecs: Array<[string, Codec, number[]]> = [['fp16', fp16, fp16Factors], ['bf16', bf16, [1, 2]]];
+    for (const [name, c, factors] of codecs) roundTrip(`${name} (active kernels)`, c.decode, c.reencode, factors);
+    // The TypeScript fallback kernels too (CI may run either).
+    roundTrip('fp16 (TypeScript kernels)', (d, s, f) => jsHalf.f16ToF32(d, s, f), (d, v, f) => jsHalf.f32ToF16(d, v, 1 / f), fp16Factors);
   });
 });

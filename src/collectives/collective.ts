@@ -26,8 +26,6 @@ export interface OpContext {
    * `fill` reads must not change until then.
    */
   sendFilled(step: number, chunk: number, bytes: number, codec: number, fill: (dst: Uint8Array) => number): void;
-  /** Like send(), for bytes only lent to onData: they are copied at once into a reused buffer. */
-  sendCopy(step: number, chunk: number, lent: Uint8Array, codec: number, scale: number): void;
   /** Every rank's descriptor, indexed by rank (complete only once `onTable` has run). */
   readonly descriptors: readonly (OpDescriptor | undefined)[];
   /** Every rank's inline payload (see Collective.inline), indexed by rank, like `descriptors`. */

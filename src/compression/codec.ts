@@ -20,6 +20,12 @@ export interface Codec {
   readonly code: number;
   /** Encodes `src` into `dst` (2 bytes per element); returns the factor that decodes it. */
   encode(dst: Uint8Array, src: Float32Array): number;
+  /**
+   * Encodes values that are themselves decode(bytes, factor) with that same factor. The result
+   * decodes to exactly those values again (test/compression.test.ts checks every 16-bit pattern
+   * at every factor), so a hop can pass on a frame it has decoded without keeping its bytes.
+   */
+  reencode(dst: Uint8Array, decoded: Float32Array, factor: number): void;
   /** dst[i] = decoded(src)[i]. */
   decode(dst: Float32Array, src: Uint8Array, factor: number): void;
   /** acc[i] += decoded(src)[i], in one pass. */
@@ -48,6 +54,7 @@ export const fp16: Codec = {
     f32ToF16(dst, src, scale);
     return 1 / scale;
   },
+  reencode: (dst, decoded, factor) => f32ToF16(dst, decoded, 1 / factor),
   decode: (dst, src, factor) => f16ToF32(dst, src, factor),
   decodeAdd: (acc, src, factor) => addF16Into(acc, src, factor),
 };
@@ -64,6 +71,12 @@ export const bf16: Codec = {
     scaleInPlace(half, 0.5);
     f32ToBf16(dst, half);
     return 2;
+  },
+  reencode(dst, decoded, factor) {
+    if (factor === 1) return f32ToBf16(dst, decoded);
+    const scaled = decoded.slice();
+    scaleInPlace(scaled, 1 / factor);
+    f32ToBf16(dst, scaled);
   },
   decode(dst, src, factor) {
     bf16ToF32(dst, src);

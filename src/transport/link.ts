@@ -8,9 +8,11 @@ import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm.js';
 export interface LinkHandlers {
   /**
    * A data frame. `payload` is valid only until this returns (a shared-memory slot is handed back
-   * right after): copy what must be kept.
+   * right after): copy what must be kept — or, where the transport offers `pin` (a frame in a
+   * shared-memory slot), call it to keep the slot, payload and all, until the returned function
+   * is called. A pinned slot is one the sender cannot use: pin only what will be released soon.
    */
-  data(header: DataHeader, payload: Uint8Array): void;
+  data(header: DataHeader, payload: Uint8Array, pin?: () => () => void): void;
   control(msg: LinkControlMessage): void;
   /** The link is gone: `error` says why (undefined when this side closed it). Called once. */
   closed(error: Error | undefined): void;
@@ -99,9 +101,9 @@ export abstract class MessageLink implements Link {
   }
 
   /** A data frame that arrived by other means than a message (e.g. through shared memory). */
-  protected deliverData(header: DataHeader, payload: Uint8Array): void {
+  protected deliverData(header: DataHeader, payload: Uint8Array, pin?: () => () => void): void {
     if (this.isClosed) return;
-    if (this.handlers) this.handlers.data(header, payload);
+    if (this.handlers) this.handlers.data(header, payload, pin);
     else this.early.push(encodeData(header, payload));
   }
 

@@ -390,9 +390,19 @@ export class WsLink extends MessageLink {
     if (slot >= rx.region.slots || length > rx.region.slotBytes) {
       throw new RingProtocolError(`shared-memory notice from ${this.describe} is out of its region (slot ${slot}, ${length} bytes)`);
     }
-    this.deliverData(d.header, slotView(rx.region, slot, length));
-    // The handler is done with the slot (it copies what it keeps): hand it back.
-    if (this.isClosed) return;
+    let pinned = false;
+    const pin = () => {
+      pinned = true;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        if (!this.isClosed) this.post([encodeFree(slot)]);
+      };
+    };
+    this.deliverData(d.header, slotView(rx.region, slot, length), pin);
+    // Unless the handler kept the slot, it is done with it (it copied what it keeps): hand it back.
+    if (pinned || this.isClosed) return;
     this.post([encodeFree(slot)]);
   }
 
