@@ -28,9 +28,10 @@ export interface Link {
   /** Queues a data frame; `done` runs once the bytes have left this process (or with the error). */
   sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void;
   /**
-   * Writes a `bytes`-long payload straight into the transport's own buffer (a shared-memory slot)
-   * when it has one free at once: calls `fill` on it (fill returns the header's scale), sends, and
-   * returns true. Returns false, having done nothing, otherwise. Optional.
+   * Writes a `bytes`-long payload straight into the transport's own buffer (a shared-memory slot),
+   * now or once one is free: calls `fill` on it then (fill returns the header's scale), sends, and
+   * returns true. Returns false, having done nothing, when the transport has no such buffers for
+   * this frame. Optional.
    */
   sendFilled?(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean;
   sendControl(msg: LinkControlMessage, done?: (err?: Error) => void): void;

@@ -62,6 +62,9 @@ export interface TlsConfig {
 /** TLS servers made by listen(): ws does not close a server it was handed, closeServer() must. */
 const ownedServers = new WeakMap<WebSocketServer, HttpsServer>();
 
+/** A frame's payload: its bytes, or (see WsLink.sendFilled) how to write them into a slot. */
+type Payload = Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
+
 /** Below this many payload bytes a data frame is one message (header + a copy of the payload). */
 const SMALL_PAYLOAD = 64 * 1024;
 /** From this many payload bytes a frame goes through shared memory, when the link has it. */
@@ -275,7 +278,7 @@ export class WsLink extends MessageLink {
 
   // ---- shared memory (see shm.ts) ----------------------------------------------------------
   /** This side sends data through the peer-mapped region: free slots, and frames waiting for one. */
-  private tx: { region: ShmRegion; free: number[]; waiting: Array<[DataHeader, Uint8Array, (err?: Error) => void]> } | undefined;
+  private tx: { region: ShmRegion; free: number[]; waiting: Array<[DataHeader, Payload, (err?: Error) => void]> } | undefined;
   /** The peer sends data through this region (each slot is handed back as soon as it is read). */
   private rx: { region: ShmRegion } | undefined;
   private offerWaiter: ((m: Uint8Array | undefined) => void) | undefined;
@@ -416,11 +419,17 @@ export class WsLink extends MessageLink {
     while (tx.waiting.length > 0 && this.sendNow(...tx.waiting[0])) tx.waiting.shift();
   }
 
+  /**
+   * A frame written straight into a shared slot: now if one is free and nothing waits, else when
+   * one frees (in order with the other waiting frames). Before, a frame without a free slot was
+   * made in a buffer and copied into the slot later: an extra pass over every such frame.
+   */
   sendFilled(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean {
     const tx = this.tx;
-    if (!tx || bytes < SHM_MIN_BYTES || bytes > tx.region.slotBytes || tx.waiting.length > 0 || tx.free.length === 0) return false;
+    if (!tx || bytes < SHM_MIN_BYTES || bytes > tx.region.slotBytes) return false;
     if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) return false; // sendData reports it
-    this.shmSend(tx.free.pop()!, header, bytes, fill, done);
+    if (tx.waiting.length === 0 && tx.free.length > 0) this.shmSend(tx.free.pop()!, header, bytes, fill, done);
+    else tx.waiting.push([header, { bytes, fill }, done]);
     return true;
   }
 
@@ -454,8 +463,15 @@ export class WsLink extends MessageLink {
   }
 
   /** Sends a frame now; false (nothing sent) when it needs a shared slot and none is free. */
-  private sendNow(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): boolean {
+  private sendNow(header: DataHeader, payload: Payload, done: (err?: Error) => void): boolean {
     const tx = this.tx;
+    if (!(payload instanceof Uint8Array)) {
+      // A frame made when it leaves (sendFilled): always for a slot.
+      const slot = tx!.free.pop();
+      if (slot === undefined) return false;
+      this.shmSend(slot, header, payload.bytes, payload.fill, done);
+      return true;
+    }
     if (tx && payload.byteLength >= SHM_MIN_BYTES && payload.byteLength <= tx.region.slotBytes) {
       const slot = tx.free.pop();
       if (slot === undefined) return false;
