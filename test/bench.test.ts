@@ -11,8 +11,8 @@ describe('ringrun bench arguments', () => {
       kind: 'bench',
       config: { np: 2, minBytes: 4, maxBytes: 64 << 20, factor: 2, op: 'sum', compression: 'none', iters: 20, warmup: 5, check: false, json: undefined, chunkBytes: undefined },
     });
-    const c = parseBenchArgs(['-n', '4', '--min-bytes=1K', '--max-bytes', '16M', '--factor', '4', '--op', 'max', '--compression', 'bf16', '--iters', '3', '--warmup=0', '--check', '--json', 'o.json', '--chunk-bytes', '256K']);
-    expect(c).toMatchObject({ config: { np: 4, minBytes: 1024, maxBytes: 16 << 20, factor: 4, op: 'max', compression: 'bf16', iters: 3, warmup: 0, check: true, json: 'o.json', chunkBytes: 256 << 10 } });
+    const c = parseBenchArgs(['-n', '4', '--min-bytes=1K', '--max-bytes', '16M', '--factor', '4', '--op', 'max', '--compression', 'bf16', '--iters', '3', '--warmup=0', '--check', '--json', 'o.json', '--chunk-bytes', '256K', '--bind-to', 'none']);
+    expect(c).toMatchObject({ config: { np: 4, minBytes: 1024, maxBytes: 16 << 20, factor: 4, op: 'max', compression: 'bf16', iters: 3, warmup: 0, check: true, json: 'o.json', chunkBytes: 256 << 10, bindTo: 'none' } });
     expect(parseBenchArgs(['--help']).kind).toBe('help');
     expect(sweep({ minBytes: 4, maxBytes: 64, factor: 2 })).toEqual([4, 8, 16, 32, 64]);
     expect(sweep({ minBytes: 6, maxBytes: 30, factor: 3 })).toEqual([4, 16]);
@@ -25,6 +25,7 @@ describe('ringrun bench arguments', () => {
     expect(() => parseBenchArgs(['-np', '2', '--factor', '1'])).toThrow(/--factor must be a number > 1/);
     expect(() => parseBenchArgs(['-np', '2', '--min-bytes', '2'])).toThrow(/--min-bytes must be at least 4/);
     expect(() => parseBenchArgs(['-np', '2', '--bogus'])).toThrow(/unknown option '--bogus'/);
+    expect(() => parseBenchArgs(['-np', '2', '--bind-to', 'core'])).toThrow(/--bind-to must be one of slice, none, got 'core'/);
   });
 });
 

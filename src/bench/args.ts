@@ -1,3 +1,4 @@
+import { BIND_TO_VALUES, type BindTo } from '../launcher/bind.js';
 import { UsageError } from '../launcher/args.js';
 
 /**
@@ -16,6 +17,8 @@ export interface BenchConfig {
   check: boolean;
   json?: string;
   chunkBytes?: number;
+  /** CPU binding of the ranks (ringrun --bind-to). */
+  bindTo?: BindTo;
   /** Set by ringrun when its stderr is a terminal. */
   progress?: boolean;
 }
@@ -38,6 +41,7 @@ Options (a value may also be given as --option=value; sizes accept K, M, G suffi
   --iters K            timed operations per size (default 20)
   --warmup W           untimed operations per size first (default 5)
   --chunk-bytes B      ring chunk size (default: the library's, 1M)
+  --bind-to slice|none CPU binding of the ranks, as for ringrun (default slice)
   --check              fill with integers whose sums are exact and count wrong elements (#wrong)
   --json FILE          also write the rows as a JSON array to FILE
   -h, --help           this help
@@ -87,6 +91,12 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
       case '--max-bytes':
         c.maxBytes = parseSize(next(), a);
         break;
+      case '--bind-to': {
+        const v = next();
+        if (!BIND_TO_VALUES.includes(v as BindTo)) throw new UsageError(`--bind-to must be one of ${BIND_TO_VALUES.join(', ')}, got '${v}'`, a);
+        c.bindTo = v as BindTo;
+        break;
+      }
       case '--chunk-bytes':
         c.chunkBytes = parseSize(next(), a);
         break;
@@ -139,6 +149,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
     json: c.json,
     chunkBytes: c.chunkBytes,
   };
+  if (c.bindTo) config.bindTo = c.bindTo;
   if (config.minBytes < 4) throw new UsageError(`--min-bytes must be at least 4 (one float32), got ${config.minBytes}`, '--min-bytes');
   if (config.maxBytes < config.minBytes) throw new UsageError(`--max-bytes (${config.maxBytes}) is below --min-bytes (${config.minBytes})`, '--max-bytes');
   return { kind: 'bench', config };
