@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { discover, slurmTasksOnNode, tuning } from '../src/env.js';
 import { defaultBusyPollUs, resolveOptions } from '../src/options.js';
+import { RingMismatchError } from '../src/errors.js';
 
 describe('environment discovery', () => {
   it('nothing set: a single process', () => {
@@ -177,5 +178,18 @@ describe('init options', () => {
     expect(() => resolveOptions({ token: '' }, {})).toThrow(/options.token/);
     expect(() => resolveOptions({ busyPollUs: 0.5 }, {})).toThrow(/options.busyPollUs must be an integer >= 0/);
     expect(() => resolveOptions({ sharedMemory: 'no' as unknown as boolean }, {})).toThrow(/options.sharedMemory must be a boolean/);
+  });
+});
+
+describe('rank records at rendezvous', () => {
+  it('ranks of different ringreduce versions (link protocols) refuse to form a ring, naming them', async () => {
+    const { checkTable, PROTOCOL } = await import('../src/rendezvous/ring.js');
+    const rec = { host: '127.0.0.1', port: 1, size: 3, chunkBytes: 1 << 20, pid: 1, hostname: 'h', machine: 'm', tls: false };
+    expect(() => checkTable(0, [0, 1, 2].map(() => ({ ...rec, protocol: PROTOCOL })))).not.toThrow();
+    const old = [{ ...rec, protocol: PROTOCOL }, { ...rec }, { ...rec, protocol: PROTOCOL }];
+    expect(() => checkTable(0, old)).toThrow(RingMismatchError);
+    expect(() => checkTable(0, old)).toThrow(
+      `rank 0: ranks disagree on the link protocol, i.e. run different ringreduce versions (install the same one everywhere) (ranks 0,2: ${PROTOCOL}; rank 1: older than 2)`,
+    );
   });
 });

@@ -11,6 +11,7 @@ import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_H
 import { connect, listen } from '../src/transport/ws.js';
 import { encodeReply, KIND_SHM_OFFER, noOffer } from '../src/transport/shm.js';
 import { machineKey } from '../src/rendezvous/address.js';
+import { PROTOCOL } from '../src/rendezvous/ring.js';
 import { DEEP_ARRAY, Entries, HOSTILE, HUGE_ARRAY, mp, mutateBytes, mutateObject, prng, prototypeGuard, Raw } from './helpers/hostile.js';
 import { withDeadline } from './helpers/reference.js';
 
@@ -67,7 +68,7 @@ async function ringWithImpostor(logs: string[]) {
       );
     }),
   );
-  await sc.set('ring/2', { host: '127.0.0.1', port: endpoint.port, size: 3, chunkBytes: CHUNK, tls: false, machine: machineKey(), pid: process.pid, hostname: 'impostor' });
+  await sc.set('ring/2', { host: '127.0.0.1', port: endpoint.port, size: 3, chunkBytes: CHUNK, tls: false, protocol: PROTOCOL, machine: machineKey(), pid: process.pid, hostname: 'impostor' });
   const table = (await sc.get(['ring/0', 'ring/1', 'ring/2'], 10_000)) as Array<{ host: string; port: number }>;
   const rank1 = await connect(table[1], 1 << 20, deadline, 'rank 1');
   await clientHandshake(rank1, { token, rank: 2, serverId: 'rank:1', timeoutMs: 5000, peer: 'rank 1' });

@@ -17,7 +17,7 @@ import { FileStore } from './file-store.js';
 import { closeServer, startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
 /** What each rank publishes in the store. */
-interface RankRecord {
+export interface RankRecord {
   host: string;
   port: number;
   size: number;
@@ -28,7 +28,16 @@ interface RankRecord {
   machine: string;
   /** Whether the rank's links use TLS: every rank must agree. */
   tls: boolean;
+  /** The link protocol this rank speaks (PROTOCOL); absent from versions before it was recorded. */
+  protocol?: number;
 }
+
+/**
+ * The link protocol: bumped whenever what travels between ranks changes shape, so that ranks of
+ * different ringreduce versions refuse to form a ring instead of misreading each other (2: the
+ * shared-memory regions gained their mailboxes, which moved the slots).
+ */
+export const PROTOCOL = 2;
 
 const HANDSHAKE_MS = 10_000;
 
@@ -139,6 +148,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       hostname: hostname(),
       machine: machineKey(),
       tls: o.tls !== undefined,
+      protocol: PROTOCOL,
     };
     await store.set(`${keyPrefix}/${rank}`, me);
     const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
@@ -222,13 +232,20 @@ function storeUnreachable(o: ResolvedOptions, where: { host: string; port: numbe
   );
 }
 
-function checkTable(rank: number, table: RankRecord[]): void {
-  for (const field of ['size', 'chunkBytes', 'tls'] as const) {
-    const groups = new Map<number | boolean, number[]>();
+export function checkTable(rank: number, table: RankRecord[]): void {
+  for (const field of ['protocol', 'size', 'chunkBytes', 'tls'] as const) {
+    const groups = new Map<number | boolean | undefined, number[]>();
     table.forEach((t, r) => groups.set(t[field], [...(groups.get(t[field]) ?? []), r]));
     if (groups.size > 1) {
-      const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v}`);
-      const what = field === 'size' ? 'the world size' : field === 'tls' ? 'TLS (RINGREDUCE_TLS_CERT/_KEY)' : 'chunkBytes';
+      const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v ?? 'older than 2'}`);
+      const what =
+        field === 'size'
+          ? 'the world size'
+          : field === 'tls'
+            ? 'TLS (RINGREDUCE_TLS_CERT/_KEY)'
+            : field === 'protocol'
+              ? 'the link protocol, i.e. run different ringreduce versions (install the same one everywhere)'
+              : 'chunkBytes';
       throw new RingMismatchError(`rank ${rank}: ranks disagree on ${what} (${parts.join('; ')})`, {
         rank,
         op: 'init',
