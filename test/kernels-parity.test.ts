@@ -231,6 +231,9 @@ describe.skipIf(candidates.length === 0)('parity with the TypeScript reference',
             check(k, `addF16Into n=${n} half@${hoff} f32@${foff} scale=${scale}`, [dst, src], ['f32', 'exact'], (kk, [d, s]) =>
               kk.addF16Into(f32View(d), byteView(s), scale),
             );
+            check(k, `addF16IntoMax n=${n} half@${hoff} f32@${foff} scale=${scale}`, [dst, src], ['f32', 'exact'], (kk, [d, s]) =>
+              kk.addF16IntoMax(f32View(d), byteView(s), scale),
+            );
           }
           check(k, `bf16ToF32 n=${n} half@${hoff} f32@${foff}`, [dst, src], ['exact', 'exact'], (kk, [d, s]) => kk.bf16ToF32(f32View(d), byteView(s)));
           check(k, `addBf16Into n=${n} half@${hoff} f32@${foff}`, [dst, src], ['f32', 'exact'], (kk, [d, s]) => kk.addBf16Into(f32View(d), byteView(s)));

@@ -16,7 +16,7 @@
 namespace {
 
 // Bumped whenever the exported functions change; native.ts refuses an addon built from other sources.
-constexpr uint32_t kAbiVersion = 1;
+constexpr uint32_t kAbiVersion = 2;
 
 struct View {
   napi_typedarray_type type;
@@ -138,6 +138,15 @@ Napi::Value F16ToF32(const Napi::CallbackInfo& info) {
   return {};
 }
 
+// addF16Max(acc32, src16, scale) -> max |acc| after adding
+Napi::Value AddF16Max(const Napi::CallbackInfo& info) {
+  View dst, src;
+  double scale;
+  if (!GetF32(info, 0, &dst) || !GetHalf(info, 1, &src) || !GetNumber(info, 2, &scale) || !SameLength(info, dst, src)) return {};
+  const uint32_t bits = Table(info).add_f16_max(static_cast<float*>(dst.data), static_cast<const uint8_t*>(src.data), src.length, float(scale));
+  return Napi::Number::New(info.Env(), double(rr::float_of(bits)));
+}
+
 // f32ToBf16(dst16, src32), bf16ToF32(dst32, src16), addBf16(acc32, src16)
 Napi::Value F32ToBf16(const Napi::CallbackInfo& info) {
   View dst, src;
@@ -166,6 +175,7 @@ Napi::Object Bind(Napi::Env env, const rr::KernelTable& table) {
   def("f32ToF16", F32ToF16);
   def("f16ToF32", F16ToF32<false>);
   def("addF16", F16ToF32<true>);
+  def("addF16Max", AddF16Max);
   def("f32ToBf16", F32ToBf16);
   def("bf16ToF32", Bf16ToF32<false>);
   def("addBf16", Bf16ToF32<true>);

@@ -33,6 +33,8 @@ struct KernelTable {
   void (*f32_to_f16)(uint8_t* dst, const float* src, size_t n, float scale);
   void (*f16_to_f32)(float* dst, const uint8_t* src, size_t n, float scale);
   void (*add_f16)(float* acc, const uint8_t* src, size_t n, float scale);
+  // add_f16, returning the bits of max |acc[i]| after it (as max_abs_f32 would).
+  uint32_t (*add_f16_max)(float* acc, const uint8_t* src, size_t n, float scale);
   void (*f32_to_bf16)(uint8_t* dst, const float* src, size_t n);
   void (*bf16_to_f32)(float* dst, const uint8_t* src, size_t n);
   void (*add_bf16)(float* acc, const uint8_t* src, size_t n);

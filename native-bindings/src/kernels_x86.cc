@@ -186,7 +186,34 @@ void add_f16_body(float* acc, const uint8_t* src, size_t n, float scale) {
   add_f16_loop<kScaled>(acc + i, src + 2 * i, n - i, scale);
 }
 
+template <bool kScaled>
+uint32_t add_f16_max_body(float* acc, const uint8_t* src, size_t n, float scale) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  const __m256i mask = _mm256_set1_epi32(0x7fffffff);
+  __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+  size_t i = align_head(acc, n);
+  const uint32_t head = add_f16_max_loop<kScaled>(acc, src, i, scale, 0);
+  for (; i + 16 <= n; i += 16) {
+    __m256 a = _mm256_cvtph_ps(_mm_loadu_si128(in128(src + 2 * i)));
+    __m256 b = _mm256_cvtph_ps(_mm_loadu_si128(in128(src + 2 * i + 16)));
+    if (kScaled) a = _mm256_mul_ps(a, vs), b = _mm256_mul_ps(b, vs);
+    a = _mm256_add_ps(_mm256_loadu_ps(acc + i), a);
+    b = _mm256_add_ps(_mm256_loadu_ps(acc + i + 8), b);
+    _mm256_storeu_ps(acc + i, a);
+    _mm256_storeu_ps(acc + i + 8, b);
+    m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(a), mask));
+    m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_castps_si256(b), mask));
+  }
+  m0 = _mm256_max_epi32(m0, m1);
+  __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+  h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+  h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+  const uint32_t body = uint32_t(_mm_cvtsi128_si32(h));
+  return add_f16_max_loop<kScaled>(acc + i, src + 2 * i, n - i, scale, head > body ? head : body);
+}
+
 void f32_to_f16(uint8_t* dst, const float* src, size_t n, float scale) { RR_SCALED_DISPATCH(f32_to_f16_body, dst, src, n); }
+uint32_t add_f16_max(float* acc, const uint8_t* src, size_t n, float scale) { return RR_SCALED_DISPATCH(add_f16_max_body, acc, src, n); }
 void f16_to_f32(float* dst, const uint8_t* src, size_t n, float scale) {
   const bool stream = n * sizeof(float) >= kStreamBytes;
   if (scale == 1.0f) {
@@ -264,6 +291,7 @@ rr::KernelTable avx2_table() {
   t.f32_to_f16 = f32_to_f16;
   t.f16_to_f32 = f16_to_f32;
   t.add_f16 = add_f16;
+  t.add_f16_max = add_f16_max;
   t.f32_to_bf16 = f32_to_bf16;
   t.bf16_to_f32 = bf16_to_f32;
   t.add_bf16 = add_bf16;

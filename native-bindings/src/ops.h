@@ -106,6 +106,18 @@ void add_f16_loop(float* acc, const uint8_t* src, size_t n, float scale) {
     acc[i] += kScaled ? v * scale : v;
   }
 }
+// acc += decode(src) [* scale], returning the bits of max |acc| over the result (as max_abs): the
+// all-reduce encodes the sum next and needs its max for the scale, which saves a pass over it.
+template <bool kScaled>
+uint32_t add_f16_max_loop(float* acc, const uint8_t* src, size_t n, float scale, uint32_t m) {
+  for (size_t i = 0; i < n; i++) {
+    const float v = rr::float_of(rr::f16_to_f32_bits(rr::load_le16(src + 2 * i)));
+    acc[i] += kScaled ? v * scale : v;
+    const uint32_t a = rr::bits_of(acc[i]) & 0x7fffffffu;
+    m = a > m ? a : m;
+  }
+  return m;
+}
 void f32_to_bf16_loop(uint8_t* dst, const float* src, size_t n) {
   for (size_t i = 0; i < n; i++) rr::store_le16(dst + 2 * i, rr::f32_to_bf16_bits(rr::bits_of(src[i])));
 }
@@ -128,6 +140,9 @@ void f16_to_f32_any(float* dst, const uint8_t* src, size_t n, float scale) {
 }
 void add_f16_any(float* acc, const uint8_t* src, size_t n, float scale) {
   RR_SCALED_DISPATCH(add_f16_loop, acc, src, n);
+}
+uint32_t add_f16_max_any(float* acc, const uint8_t* src, size_t n, float scale) {
+  return scale == 1.0f ? add_f16_max_loop<false>(acc, src, n, scale, 0) : add_f16_max_loop<true>(acc, src, n, scale, 0);
 }
 
 // A table row: one reduce loop per dtype, in DType order.

@@ -24,6 +24,7 @@ rr::KernelTable generic_table(const char* isa) {
   t.f32_to_f16 = f32_to_f16_any;
   t.f16_to_f32 = f16_to_f32_any;
   t.add_f16 = add_f16_any;
+  t.add_f16_max = add_f16_max_any;
   t.f32_to_bf16 = f32_to_bf16_loop;
   t.bf16_to_f32 = bf16_to_f32_loop;
   t.add_bf16 = add_bf16_loop;

@@ -117,14 +117,21 @@ export class RingAllreduce implements Collective<NumericArray> {
       }
       return undefined;
     }
-    if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
+    // For a sum, the max |x| that sets the next encoding's scale comes out of the decode-add pass
+    // (one read of the chunk less; 'average' divides the owner's chunk after, so only its
+    // forwarded chunks use it).
+    let max: number | undefined;
+    if ((this.op === 'sum' || this.op === 'average') && codec.decodeAddMax) max = codec.decodeAddMax(acc, payload, h.scale);
+    else if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
     else {
       const tmp = new Float32Array(acc.length);
       codec.decode(tmp, payload, h.scale);
       reduceInto(this.op, acc, tmp);
     }
+    const encode = (dst: Uint8Array, useMax: boolean) =>
+      useMax && max !== undefined ? codec.encodeWithMax!(dst, acc, max) : codec.encode(dst, acc);
     if (hop < this.size - 2) {
-      this.send(ctx, hop + 1, h.chunk, acc);
+      ctx.sendFilled(hop + 1, h.chunk, acc.length * 2, codec.code, (dst) => encode(dst, true));
       return undefined;
     }
     // This rank owns the finished chunk. Encode it once, and keep the decoded value itself, so
@@ -132,7 +139,7 @@ export class RingAllreduce implements Collective<NumericArray> {
     this.finish(acc);
     if (this.scatterOnly) return undefined;
     ctx.sendFilled(hop + 1, h.chunk, acc.length * 2, codec.code, (dst) => {
-      const factor = codec.encode(dst, acc);
+      const factor = encode(dst, this.op === 'sum');
       codec.decode(acc, dst, factor);
       return factor;
     });

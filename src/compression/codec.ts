@@ -1,4 +1,4 @@
-import { addBf16Into, addF16Into, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
+import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
 
 /**
  * Wire compression of float32 data: 16 bits per element on the wire, float32 everywhere else.
@@ -30,6 +30,12 @@ export interface Codec {
   decode(dst: Float32Array, src: Uint8Array, factor: number): void;
   /** acc[i] += decoded(src)[i], in one pass. */
   decodeAdd(acc: Float32Array, src: Uint8Array, factor: number): void;
+  /**
+   * decodeAdd returning max |acc| afterwards, and encode given that max: a reduced chunk that is
+   * passed on is then read once less (fp16 only; the scale depends on the max).
+   */
+  decodeAddMax?(acc: Float32Array, src: Uint8Array, factor: number): number;
+  encodeWithMax?(dst: Uint8Array, src: Float32Array, max: number): number;
 }
 
 const MIN_EXP = -126;
@@ -50,10 +56,14 @@ export const fp16: Codec = {
   name: 'fp16',
   code: 1,
   encode(dst, src) {
-    const scale = fp16Scale(maxAbs(src));
+    return this.encodeWithMax!(dst, src, maxAbs(src));
+  },
+  encodeWithMax(dst, src, max) {
+    const scale = fp16Scale(max);
     f32ToF16(dst, src, scale);
     return 1 / scale;
   },
+  decodeAddMax: (acc, src, factor) => addF16IntoMax(acc, src, factor),
   reencode: (dst, decoded, factor) => f32ToF16(dst, decoded, 1 / factor),
   decode: (dst, src, factor) => f16ToF32(dst, src, factor),
   decodeAdd: (acc, src, factor) => addF16Into(acc, src, factor),

@@ -32,6 +32,7 @@ export function withCutover(native: Kernels, js: Kernels, cut: Cutover = DEFAULT
     f32ToF16: (dst, src, scale) => (src.length < c ? js : native).f32ToF16(dst, src, scale),
     f16ToF32: (dst, src, scale) => (dst.length < c ? js : native).f16ToF32(dst, src, scale),
     addF16Into: (acc, src, scale) => (acc.length < c ? js : native).addF16Into(acc, src, scale),
+    addF16IntoMax: (acc, src, scale) => (acc.length < c ? js : native).addF16IntoMax(acc, src, scale),
     f32ToBf16: (dst, src) => (src.length < c ? js : native).f32ToBf16(dst, src),
     bf16ToF32: (dst, src) => (dst.length < c ? js : native).bf16ToF32(dst, src),
     addBf16Into: (acc, src) => (acc.length < c ? js : native).addBf16Into(acc, src),

@@ -151,6 +151,12 @@ export function addF16Into(acc: Float32Array, src: HalfArray, scale = 1): void {
   kernels.addF16Into(acc, halfBytes('addF16Into', src, acc.length, acc), checkScale('addF16Into', scale));
 }
 
+/** addF16Into, returning max |acc[i]| afterwards (as maxAbs would), in the same pass. */
+export function addF16IntoMax(acc: Float32Array, src: HalfArray, scale = 1): number {
+  checkFloat32('addF16IntoMax', acc);
+  return kernels.addF16IntoMax(acc, halfBytes('addF16IntoMax', src, acc.length, acc), checkScale('addF16IntoMax', scale));
+}
+
 /** dst = bf16(src[i]), little-endian. */
 export function f32ToBf16(dst: HalfArray, src: Float32Array): void {
   checkFloat32('f32ToBf16', src);

@@ -101,6 +101,10 @@ export const jsKernels: Kernels = {
   f32ToF16,
   f16ToF32,
   addF16Into,
+  addF16IntoMax(acc: Float32Array, src: Uint8Array, scale: number): number {
+    addF16Into(acc, src, scale);
+    return maxAbs(acc);
+  },
   f32ToBf16,
   bf16ToF32,
   addBf16Into,

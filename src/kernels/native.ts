@@ -15,7 +15,7 @@ import type { Kernels, ReduceOp } from './types.js';
  */
 const ADDON_PATH = '../../native-bindings/build/Release/ringreduce_kernels.node';
 /** Must equal kAbiVersion in native-bindings/src/addon.cc. */
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 
 /** What the addon exports for one kernel table (see native-bindings/src/addon.cc). */
 interface Binding {
@@ -27,6 +27,7 @@ interface Binding {
   f32ToF16(dst: Uint8Array, src: Float32Array, scale: number): void;
   f16ToF32(dst: Float32Array, src: Uint8Array, scale: number): void;
   addF16(acc: Float32Array, src: Uint8Array, scale: number): void;
+  addF16Max(acc: Float32Array, src: Uint8Array, scale: number): number;
   f32ToBf16(dst: Uint8Array, src: Float32Array): void;
   bf16ToF32(dst: Float32Array, src: Uint8Array): void;
   addBf16(acc: Float32Array, src: Uint8Array): void;
@@ -61,6 +62,7 @@ function wrap(b: Binding): Kernels {
     f32ToF16: (dst, src, scale) => b.f32ToF16(dst, src, scale),
     f16ToF32: (dst, src, scale) => b.f16ToF32(dst, src, scale),
     addF16Into: (acc, src, scale) => b.addF16(acc, src, scale),
+    addF16IntoMax: (acc, src, scale) => b.addF16Max(acc, src, scale),
     f32ToBf16: (dst, src) => b.f32ToBf16(dst, src),
     bf16ToF32: (dst, src) => b.bf16ToF32(dst, src),
     addBf16Into: (acc, src) => b.addBf16(acc, src),

@@ -34,6 +34,8 @@ export interface Kernels {
   f16ToF32(dst: Float32Array, src: Uint8Array, scale: number): void;
   /** acc[i] += f32(src[i]) * scale: decode and reduce in one pass. */
   addF16Into(acc: Float32Array, src: Uint8Array, scale: number): void;
+  /** addF16Into, returning max |acc[i]| afterwards (as maxAbs): one pass instead of two. */
+  addF16IntoMax(acc: Float32Array, src: Uint8Array, scale: number): number;
   /** dst = bf16(src[i]), round-to-nearest-even, NaN stays NaN. */
   f32ToBf16(dst: Uint8Array, src: Float32Array): void;
   /** dst[i] = f32(src[i]) (exact). */
