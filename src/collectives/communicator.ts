@@ -433,10 +433,7 @@ export class Communicator {
       st.held = [];
       for (const [h, p, release] of held) {
         if (!this.broken) this.apply(st, h, p);
-        if (release) {
-          this.pinned--;
-          release();
-        }
+        if (release) this.unpin(release);
       }
       if (this.broken) return;
     }
@@ -482,13 +479,13 @@ export class Communicator {
 
   /** Hands back the slots of an operation's held frames and forgets them. */
   private dropHeld(st: OpState): void {
-    for (const [, , release] of st.held) {
-      if (release) {
-        this.pinned--;
-        release();
-      }
-    }
+    for (const [, , release] of st.held) if (release) this.unpin(release);
     st.held = [];
+  }
+
+  private unpin(release: () => void): void {
+    this.pinned--;
+    release();
   }
 
   /**
@@ -503,8 +500,8 @@ export class Communicator {
       st.held = st.held.map(([h, p, release]) => {
         if (!release) return [h, p, undefined];
         const copy = new Uint8Array(p);
-        this.pinned--;
-        release();
+        this.earlyCopied += p.byteLength;
+        this.unpin(release);
         return [h, copy, undefined];
       });
     }
