@@ -71,25 +71,15 @@ export const DEFAULT_RSH: readonly string[] = ['ssh', '-T', '-o', 'BatchMode=yes
 /** setTimeout's limit (2^31 - 1 ms), in whole seconds: about 24.8 days. */
 export const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
-interface Draft {
+/** The command line as parsed so far: LaunchConfig's fields, some still raw (hosts, TLS files). */
+interface Draft extends Omit<LaunchConfig, 'np' | 'command' | 'args' | 'exports' | 'hosts' | 'tls'> {
   np?: number;
-  tagOutput: boolean;
-  timeoutSec?: number;
-  startTimeoutSec?: number;
-  graceSec: number;
   exports: Map<string, string>;
   hostList?: HostSlots[];
   hostfile?: { name: string; path: string };
-  rsh?: string[];
-  sshPort?: number;
-  sshIdentity?: string;
-  preflightTimeoutSec?: number;
-  iface?: string;
-  verbose?: boolean;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
-  bindTo?: BindTo;
 }
 
 type ValueOption = (draft: Draft, value: string, name: string, env: NodeJS.ProcessEnv) => void;
