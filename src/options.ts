@@ -110,11 +110,11 @@ export const DEFAULTS = {
  * between ranks on one host go through shared memory without a system call (see Mailbox): a 4-byte
  * all-reduce of 2 ranks measured 60-90 us instead of 380-460 us.
  */
-export function defaultBusyPollUs(localSize: number, cpus = cpus_()): number {
-  return localSize <= cpus ? 1000 : 0;
+export function defaultBusyPollUs(localSize: number, hostCpus = onlineCpus()): number {
+  return localSize <= hostCpus ? 1000 : 0;
 }
 // All online CPUs, not availableParallelism(): ringrun binds each rank to its own share of them.
-const cpus_ = (): number => Math.max(1, cpus().length);
+const onlineCpus = (): number => Math.max(1, cpus().length);
 
 /** Used only when no token is configured anywhere: links are then not protected by a secret. */
 export const INSECURE_DEFAULT_TOKEN = 'ringreduce-insecure-default-token';

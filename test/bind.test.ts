@@ -23,13 +23,13 @@ describe('CPU slices', () => {
   });
 
   it('wraps the command in taskset only when it can bind and the command exists', () => {
-    const b = boundCommand('slice', process.execPath, ['x.js'], 1, 2, [0, 1]);
+    const b = boundCommand('slice', process.execPath, ['x.js'], 1, 2, { cpus: [0, 1] });
     expect(b.cpus).toEqual([1]);
     expect(b.args.slice(0, 4)).toEqual(['-c', '1', process.execPath, 'x.js']);
-    expect(boundCommand('none', 'node', ['x.js'], 0, 2, [0, 1])).toMatchObject({ command: 'node', args: ['x.js'], why: '--bind-to none' });
-    expect(boundCommand('slice', 'node', [], 0, 4, [0, 1]).why).toBe('4 ranks on this host but only 2 CPUs');
+    expect(boundCommand('none', 'node', ['x.js'], 0, 2, { cpus: [0, 1] })).toMatchObject({ command: 'node', args: ['x.js'], why: '--bind-to none' });
+    expect(boundCommand('slice', 'node', [], 0, 4, { cpus: [0, 1] }).why).toBe('4 ranks on this host but only 2 CPUs');
     // A missing command still fails as itself (spawn's ENOENT), not as taskset's exit status.
-    expect(boundCommand('slice', 'no-such-command-xyz', [], 0, 1, [0, 1], process.env.PATH)).toMatchObject({ command: 'no-such-command-xyz' });
+    expect(boundCommand('slice', 'no-such-command-xyz', [], 0, 1, { cpus: [0, 1], path: process.env.PATH })).toMatchObject({ command: 'no-such-command-xyz' });
   });
 });
 

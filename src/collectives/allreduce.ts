@@ -120,9 +120,10 @@ export class RingAllreduce implements Collective<NumericArray> {
     // For a sum, the max |x| that sets the next encoding's scale comes out of the decode-add pass
     // (one read of the chunk less; 'average' divides the owner's chunk after, so only its
     // forwarded chunks use it).
+    const summing = this.op === 'sum' || this.op === 'average';
     let max: number | undefined;
-    if ((this.op === 'sum' || this.op === 'average') && codec.decodeAddMax) max = codec.decodeAddMax(acc, payload, h.scale);
-    else if (this.op === 'sum' || this.op === 'average') codec.decodeAdd(acc, payload, h.scale);
+    if (summing && codec.decodeAddMax) max = codec.decodeAddMax(acc, payload, h.scale);
+    else if (summing) codec.decodeAdd(acc, payload, h.scale);
     else {
       const tmp = new Float32Array(acc.length);
       codec.decode(tmp, payload, h.scale);

@@ -73,14 +73,9 @@ export const bf16: Codec = {
   name: 'bf16',
   code: 2,
   encode(dst, src) {
-    if (maxAbs(src) <= BF16_MAX) {
-      f32ToBf16(dst, src);
-      return 1;
-    }
-    const half = src.slice();
-    scaleInPlace(half, 0.5);
-    f32ToBf16(dst, half);
-    return 2;
+    const factor = maxAbs(src) <= BF16_MAX ? 1 : 2;
+    this.reencode(dst, src, factor);
+    return factor;
   },
   reencode(dst, decoded, factor) {
     if (factor === 1) return f32ToBf16(dst, decoded);

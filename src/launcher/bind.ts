@@ -63,8 +63,7 @@ export function boundCommand(
   args: readonly string[],
   localRank: number,
   localSize: number,
-  cpus = allowedCpus(),
-  path = process.env.PATH ?? '',
+  { cpus = allowedCpus(), path = process.env.PATH ?? '' }: { cpus?: number[]; path?: string } = {},
 ): { command: string; args: string[]; cpus?: number[]; why?: string } {
   const plain = { command, args: [...args] };
   if (bindTo === 'none') return { ...plain, why: '--bind-to none' };

@@ -319,7 +319,7 @@ class Job {
       const onExit = (r: RankProcess, exit: RankExit) => this.onRankExit(r, exit);
       const bindTo = this.config.bindTo ?? 'slice';
       if (slot.local) {
-        const bound = boundCommand(bindTo, command, args, slot.localRank, slot.localSize, undefined, base.PATH ?? '');
+        const bound = boundCommand(bindTo, command, args, slot.localRank, slot.localSize, { path: base.PATH ?? '' });
         if (this.config.verbose) this.say(`rank ${rank}: ${bound.cpus ? `bound to CPUs ${bound.cpus.join(',')}` : `not bound (${bound.why})`}`);
         this.ranks.push(new RankProcess({ ...common, command: bound.command, args: bound.args, env: rankEnv(base, job, rank, slot) }, onExit));
         return;
