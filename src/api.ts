@@ -1,6 +1,16 @@
 import { Engine } from './engine/client.js';
 import { RingNotInitializedError } from './errors.js';
-import type { AllgatherOptions, AllreduceOptions, BarrierOptions, BroadcastOptions, ReducescatterOptions } from './group.js';
+import type {
+  AllgatherOptions,
+  AllreduceOptions,
+  AlltoallOptions,
+  AlltoallResult,
+  BarrierOptions,
+  BroadcastOptions,
+  RecvOptions,
+  ReducescatterOptions,
+  SendOptions,
+} from './group.js';
 import { RingGroup } from './group.js';
 import type { NumericArray } from './dtypes.js';
 import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
@@ -78,6 +88,11 @@ export const broadcast = async <T extends NumericArray>(x: T, o?: BroadcastOptio
 export const reducescatter = async <T extends NumericArray>(x: T, o?: ReducescatterOptions): Promise<T> =>
   group('reducescatter').reducescatter(x, o);
 export const barrier = async (o?: BarrierOptions): Promise<void> => group('barrier').barrier(o);
+export const alltoall = async <T extends NumericArray>(x: T, o?: AlltoallOptions): Promise<AlltoallResult<T>> => group('alltoall').alltoall(x, o);
+export const send = async (x: NumericArray, o: SendOptions): Promise<void> => group('send').send(x, o);
+export const recv = async <T extends NumericArray>(into: T, o: RecvOptions): Promise<T> => group('recv').recv(into, o);
+/** A process group of the listed ranks: see RingGroup.newGroup (every rank calls it; non-members get null). */
+export const newGroup = async (ranks: readonly number[]): Promise<RingGroup | null> => group('newGroup').newGroup(ranks);
 
 /** The comm worker for gradient reduction, started by init() (undefined when size() === 1). */
 export function engine(fn: string, s = state(fn)): Engine | undefined {

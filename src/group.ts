@@ -6,6 +6,9 @@ import { EagerAllreduce, eagerFits } from './collectives/eager.js';
 import { Communicator } from './collectives/communicator.js';
 import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
+import { silentLogger } from './logger.js';
+import { runAlltoall } from './collectives/alltoall.js';
+import { Fabric, groupCommunicator, groupMembers } from './process-group.js';
 import type { ReduceOp } from './kernels/index.js';
 import type { OpDescriptor } from './transport/messages.js';
 import { codecFor, type Compression } from './compression/codec.js';
@@ -44,6 +47,42 @@ export interface BroadcastOptions {
 export interface BarrierOptions {
   name?: string;
 }
+export interface SendOptions {
+  /** The rank to send to (in this group's numbering). */
+  dst: number;
+  /** Matches the recv with the same tag (default 0): a non-negative integer. */
+  tag?: number;
+}
+export interface RecvOptions {
+  /** The rank to receive from (in this group's numbering). */
+  src: number;
+  tag?: number;
+}
+export interface AlltoallOptions {
+  /** splits[j] elements of x go to rank j, in order (default: x.length / size each). */
+  splits?: ArrayLike<number>;
+  name?: string;
+}
+export interface AlltoallResult<T> {
+  /** What every rank sent to this one, concatenated in rank order. */
+  data: T;
+  /** How many elements came from each rank. */
+  splits: number[];
+}
+
+/** What a group needs beyond its ring: see process-group.ts. */
+export interface GroupInfo {
+  localRank: number;
+  localSize: number;
+  address?: string;
+  onShutdown?: () => Promise<void>;
+  /** Links to any rank and the point-to-point engine (absent: a lone rank, or a bare test ring). */
+  fabric?: Fabric;
+  /** World rank of each member, by group rank (default: the identity). */
+  members?: number[];
+  /** Names this group's point-to-point traffic ('0' for the world; a child of g is g.k). */
+  id?: string;
+}
 
 const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
 
@@ -58,15 +97,28 @@ export class RingGroup {
   /** 'host:port' where this rank accepts its right neighbour's link (undefined without a network). */
   readonly address: string | undefined;
   private readonly onShutdown: () => Promise<void>;
+  private readonly fabric: Fabric | undefined;
+  private readonly members: number[] | undefined;
+  private readonly id: string;
+  private children = 0;
+  private alltoalls = 0;
 
   constructor(
     private readonly comm: Communicator,
-    info: { localRank: number; localSize: number; address?: string; onShutdown?: () => Promise<void> },
+    info: GroupInfo,
   ) {
     this.localRank = info.localRank;
     this.localSize = info.localSize;
     this.address = info.address;
     this.onShutdown = info.onShutdown ?? (async () => {});
+    this.fabric = info.fabric;
+    this.members = info.members;
+    this.id = info.id ?? '0';
+  }
+
+  /** Group rank -> world rank. */
+  private world(r: number): number {
+    return this.members ? this.members[r] : r;
   }
 
   get rank(): number {
@@ -167,6 +219,135 @@ export class RingGroup {
     }
     const name = this.name('broadcast', options.name);
     return this.comm.run(this.desc('broadcast', dt, x.length, name, '', root), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
+  }
+
+  /** A rank of this group other than this one, from options[field] (dst / src). */
+  private peer(fn: string, field: string, v: unknown): number {
+    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) >= this.size || v === this.rank) {
+      const why = v === this.rank ? `is this rank itself` : `must be an integer rank in 0..${this.size - 1}`;
+      throw new RingInvalidArgError(`${fn}: options.${field} ${why}, got ${JSON.stringify(v)}`, { rank: this.rank, op: fn, field });
+    }
+    return v as number;
+  }
+
+  private tag(fn: string, v: unknown): number {
+    if (v === undefined) return 0;
+    if (!Number.isSafeInteger(v) || (v as number) < 0) {
+      throw new RingInvalidArgError(`${fn}: options.tag must be a non-negative integer, got ${JSON.stringify(v)}`, { rank: this.rank, op: fn, field: 'tag' });
+    }
+    return v as number;
+  }
+
+  private p2p(fn: string): Fabric {
+    if (!this.fabric) {
+      throw new RingInvalidArgError(`${fn}: this group has no links to other ranks (a single rank, or a ring made without a mesh)`, { rank: this.rank, op: fn });
+    }
+    return this.fabric;
+  }
+
+  /**
+   * Sends x to rank `dst`; resolves once dst's matching recv (same tag, in call order per pair)
+   * has taken it, so x may be reused. Post sends and recvs together (Promise.all): a rank that
+   * awaits its send before posting its recv waits for the peer, as with Gloo or MPI_Ssend.
+   */
+  send(x: NumericArray, options: SendOptions): Promise<void> {
+    const dt = this.array('send', x);
+    const o = options ?? ({} as SendOptions);
+    const dst = this.peer('send', 'dst', o.dst);
+    const tag = this.tag('send', o.tag);
+    return this.p2p('send').p2p.send(this.id, this.world(dst), tag, x, dt, { me: this.rank, peer: dst });
+  }
+
+  /** Fills `into` with what rank `src` sends with the same tag (same dtype and length), resolves to it. */
+  recv<T extends NumericArray>(into: T, options: RecvOptions): Promise<T> {
+    const dt = this.array('recv', into);
+    const o = options ?? ({} as RecvOptions);
+    const src = this.peer('recv', 'src', o.src);
+    const tag = this.tag('recv', o.tag);
+    return this.p2p('recv').p2p.recv(this.id, this.world(src), tag, into, dt, { me: this.rank, peer: src });
+  }
+
+  /**
+   * Every rank sends splits[j] elements of x to rank j and receives what every rank sends it:
+   * `data` in rank order, `splits` how many came from each.
+   */
+  alltoall<T extends NumericArray>(x: T, options: AlltoallOptions = {}): Promise<AlltoallResult<T>> {
+    const dt = this.array('alltoall', x);
+    const name = this.name('alltoall', options.name);
+    const splits = this.splits(x.length, options.splits);
+    const tag = this.alltoalls++;
+    const ctx = `${this.id}/alltoall`;
+    const fabric = this.size > 1 ? this.p2p('alltoall') : undefined;
+    const names = (peer: number) => ({ me: this.rank, peer });
+    return runAlltoall(
+      {
+        rank: this.rank,
+        size: this.size,
+        chunkBytes: this.comm.chunkBytes,
+        agree: (d, coll) => this.comm.run(d, coll),
+        send: (piece, j, t) => fabric!.p2p.send(ctx, this.world(j), t, piece, dt, names(j)),
+        recv: (into, j, t) => fabric!.p2p.recv(ctx, this.world(j), t, into, dt, names(j)),
+      },
+      x,
+      dt,
+      splits,
+      this.desc('alltoall', dt, x.length, name),
+      tag,
+    );
+  }
+
+  private splits(count: number, v: unknown): Int32Array {
+    const n = this.size;
+    const bad = (what: string) => new RingInvalidArgError(`alltoall: options.splits ${what}`, { rank: this.rank, op: 'alltoall', field: 'splits' });
+    if (v === undefined) {
+      if (count % n !== 0) throw bad(`is not given and x.length (${count}) is not a multiple of the group size (${n}); pass splits`);
+      return new Int32Array(n).fill(count / n);
+    }
+    const a = v as ArrayLike<unknown>;
+    if (v === null || typeof v !== 'object' || typeof a.length !== 'number' || a.length !== n) {
+      throw bad(`must be an array of ${n} element counts (one per rank), got ${JSON.stringify(v)}`);
+    }
+    const out = new Int32Array(n);
+    let sum = 0;
+    for (let j = 0; j < n; j++) {
+      const s = a[j];
+      if (!Number.isInteger(s) || (s as number) < 0 || (s as number) > 0x7fffffff) throw bad(`[${j}] must be a non-negative integer, got ${JSON.stringify(s)}`);
+      out[j] = s as number;
+      sum += s as number;
+    }
+    if (sum !== count) throw bad(`sum to ${sum}, but x has ${count} elements`);
+    return out;
+  }
+
+  /**
+   * A process group of the listed ranks (this group's numbering), called by EVERY rank of this
+   * group with the same list, in the same order as its collectives. Members get a RingGroup of
+   * their own (ranks numbered 0..k-1 in ascending order of the listed ranks), with every
+   * collective and point-to-point call; other ranks get null. Groups run independently.
+   */
+  async newGroup(ranks: readonly number[]): Promise<RingGroup | null> {
+    const members = groupMembers(ranks, this.size, this.rank);
+    const id = `${this.id}.${this.children++}`;
+    // Every rank must name the same list: a barrier named by it turns a difference into a mismatch.
+    await this.barrier({ name: `ringreduce:newGroup [${members.join(',')}]` });
+    const index = members.indexOf(this.rank);
+    if (index < 0) return null;
+    const worldMembers = members.map((r) => this.world(r));
+    const fabric = members.length > 1 ? this.p2p('newGroup') : this.fabric;
+    const comm = fabric
+      ? await groupCommunicator(fabric, id, worldMembers, index)
+      : new Communicator(0, 1, undefined, undefined, { chunkBytes: this.comm.chunkBytes, maxInflight: 1, timeoutMs: 0, logger: silentLogger });
+    const g: RingGroup = new RingGroup(comm, {
+      localRank: this.localRank,
+      localSize: this.localSize,
+      fabric,
+      members: worldMembers,
+      id,
+      onShutdown: async () => fabric?.forget(g),
+    });
+    fabric?.adopt(g);
+    await g.barrier({ name: `ringreduce:group ${id}` });
+    return g;
   }
 
   /** Resolves once every rank has called barrier(). */

@@ -11,10 +11,25 @@ export {
   broadcast,
   reducescatter,
   barrier,
+  alltoall,
+  send,
+  recv,
+  newGroup,
   shutdown,
 } from './api.js';
 export { RingGroup } from './group.js';
-export type { AllreduceOptions, AllgatherOptions, BroadcastOptions, ReducescatterOptions, BarrierOptions, ReduceOp } from './group.js';
+export type {
+  AllreduceOptions,
+  AllgatherOptions,
+  BroadcastOptions,
+  ReducescatterOptions,
+  BarrierOptions,
+  AlltoallOptions,
+  AlltoallResult,
+  SendOptions,
+  RecvOptions,
+  ReduceOp,
+} from './group.js';
 export { createLocalGroups } from './local.js';
 export type { LocalGroupsOptions } from './local.js';
 export type { InitOptions } from './options.js';

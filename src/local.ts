@@ -4,7 +4,8 @@ import { silentLogger } from './logger.js';
 import { resolveOptions, type InitOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
 import { startStoreServer } from './rendezvous/store.js';
-import { memoryLinkPair } from './transport/memory.js';
+import { memoryLinkPair, memoryMeshes } from './transport/memory.js';
+import { Fabric } from './process-group.js';
 import type { Link } from './transport/link.js';
 import { randomBytes } from 'node:crypto';
 
@@ -49,5 +50,10 @@ export async function createLocalGroups(n: number, options: LocalGroupsOptions =
       lefts[(r + 1) % n] = fromLeft;
     }
   }
-  return Array.from({ length: n }, (_, r) => new RingGroup(new Communicator(r, n, lefts[r], rights[r], o), { localRank: r, localSize: n }));
+  const meshes = memoryMeshes(n);
+  return Array.from({ length: n }, (_, r) => {
+    const comm = new Communicator(r, n, lefts[r], rights[r], o);
+    const fabric = new Fabric(meshes[r], o, () => comm.error);
+    return new RingGroup(comm, { localRank: r, localSize: n, fabric, onShutdown: () => fabric.shutdown() });
+  });
 }

@@ -112,7 +112,7 @@ const FIELDS: Array<{ field: keyof OpDescriptor; label: string; when: (d: OpDesc
   { field: 'name', label: 'name', when: () => true },
   { field: 'dtype', label: 'dtype', when: (d) => d.kind !== 'barrier' },
   { field: 'op', label: 'reduction op', when: (d) => d.kind === 'allreduce' || d.kind === 'reducescatter' },
-  { field: 'count', label: 'element count', when: (d) => d.kind !== 'allgather' && d.kind !== 'barrier' },
+  { field: 'count', label: 'element count', when: (d) => d.kind !== 'allgather' && d.kind !== 'barrier' && d.kind !== 'alltoall' },
   { field: 'root', label: 'root', when: (d) => d.kind === 'broadcast' },
   { field: 'compression', label: 'compression', when: (d) => d.kind !== 'barrier' },
 ];

@@ -11,7 +11,9 @@ import { Inbox } from '../transport/inbox.js';
 import { refuse, reportRefusals } from '../transport/refusals.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { shmAvailable } from '../transport/shm.js';
-import { connect, formatHost, listen, netServer, WsLink, type Endpoint } from '../transport/ws.js';
+import { channelOf, connect, formatHost, listen, netServer, WsLink, type Endpoint } from '../transport/ws.js';
+import { WsMesh } from './mesh.js';
+import { Fabric } from '../process-group.js';
 import { chooseAddress, isLoopback, machineKey } from './address.js';
 import { FileStore } from './file-store.js';
 import { closeServer, startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
@@ -35,9 +37,10 @@ export interface RankRecord {
 /**
  * The link protocol: bumped whenever what travels between ranks changes shape, so that ranks of
  * different ringreduce versions refuse to form a ring instead of misreading each other (2: the
- * shared-memory regions gained their mailboxes, which moved the slots).
+ * shared-memory regions gained their mailboxes, which moved the slots; 3: links to any rank on
+ * named channels, and the point-to-point messages).
  */
-export const PROTOCOL = 2;
+export const PROTOCOL = 3;
 
 const HANDSHAKE_MS = 10_000;
 
@@ -116,8 +119,16 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     let accepted: ((l: WsLink) => void) | undefined;
     const fromRight = new Promise<WsLink>((resolve) => (accepted = resolve));
     let haveRight = false;
+    // Links to any other rank (point-to-point, process groups) arrive on the same port, on a channel.
+    const mesh = new WsMesh(rank, size, o);
     ring.server.on('connection', (ws: WebSocket, req) => {
       const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+      const channel = channelOf(req.url);
+      if (channel !== 'ring') {
+        if (channel !== undefined) return mesh.handle(ws, req, channel);
+        o.logger.warn(`rank ${rank}: refused a connection from ${peer}: unknown path ${JSON.stringify(req.url)}`);
+        return refuse(ws, 1008, 'refused');
+      }
       const inbox = new Inbox(ws);
       serverHandshake(inbox, {
         token: o.token,
@@ -165,6 +176,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     }
     checkTable(rank, table);
     checkReachable(rank, table);
+    mesh.setTable(table);
 
     const [leftLink, rightLink] = await Promise.all([
       connectLeft(table[left], o, left, deadline),
@@ -179,11 +191,14 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     const server = ring.server;
     await linkSharedMemory(o, leftLink, rightLink, deadline, keyPrefix === 'ring');
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
+    const fabric = new Fabric(mesh, o, () => comm.error);
     const group = new RingGroup(comm, {
       localRank: o.localRank,
       localSize: o.localSize,
       address: `${formatHost(host)}:${ring.endpoint.port}`,
+      fabric,
       onShutdown: async () => {
+        await fabric.shutdown();
         await closeServer(server);
         await storeServer?.close();
       },

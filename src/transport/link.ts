@@ -5,7 +5,7 @@ import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_H
 import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm.js';
 
 /** What a link tells its owner. Set once with Link.setHandlers before traffic flows. */
-export interface LinkHandlers {
+export interface LinkHandlers<M = LinkControlMessage> {
   /**
    * A data frame. `payload` is valid only until this returns (a shared-memory slot is handed back
    * right after): copy what must be kept — or, where the transport offers `pin` (a frame in a
@@ -13,7 +13,13 @@ export interface LinkHandlers {
    * is called. A pinned slot is one the sender cannot use: pin only what will be released soon.
    */
   data(header: DataHeader, payload: Uint8Array, pin?: () => () => void): void;
-  control(msg: LinkControlMessage): void;
+  control(msg: M): void;
+  /**
+   * Checks the shape of a received control message and returns a clean copy (throws
+   * RingProtocolError). Default: the ring's messages (validateControl). Owners that speak another
+   * protocol on the link (point-to-point) bring their own.
+   */
+  validate?(m: Record<string, unknown>, from: string): M;
   /** The link is gone: `error` says why (undefined when this side closed it). Called once. */
   closed(error: Error | undefined): void;
 }
@@ -24,7 +30,8 @@ export interface LinkHandlers {
  */
 export interface Link {
   readonly peer: number;
-  setHandlers(h: LinkHandlers): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each owner brings its message type (see validate)
+  setHandlers(h: LinkHandlers<any>): void;
   /** Queues a data frame; `done` runs once the bytes have left this process (or with the error). */
   sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void;
   /**
@@ -34,7 +41,14 @@ export interface Link {
    * this frame. Optional.
    */
   sendFilled?(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean;
-  sendControl(msg: LinkControlMessage, done?: (err?: Error) => void): void;
+  sendControl(msg: object, done?: (err?: Error) => void): void;
+  /**
+   * Shared memory for this link's payloads, when the peer shares this host (WebSocket links; see
+   * shm.ts). The sending side offers, the receiving side answers; each resolves to undefined when
+   * shared memory is in use, else to the reason it is not. Optional: other links have none.
+   */
+  offerSharedMemory?(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined>;
+  acceptSharedMemory?(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined>;
   /**
    * The owner is polling (messages may arrive by a way that needs no wake-up, as a shared-memory
    * mailbox) or stops; poll() handles what so arrived. Optional: socket-only links have nothing to do.
@@ -52,7 +66,7 @@ export interface Link {
  * handler dispatch, closing once. Subclasses move bytes.
  */
 export abstract class MessageLink implements Link {
-  private handlers: LinkHandlers | undefined;
+  private handlers: LinkHandlers<unknown> | undefined;
   private early: Array<Uint8Array> = [];
   /** Set after a KIND_DATA_HEADER message: the next message is its payload. */
   private awaiting: { header: DataHeader; length: number } | undefined;
@@ -65,8 +79,8 @@ export abstract class MessageLink implements Link {
   abstract ref(): void;
   abstract unref(): void;
 
-  setHandlers(h: LinkHandlers): void {
-    this.handlers = h;
+  setHandlers<M>(h: LinkHandlers<M>): void {
+    this.handlers = h as LinkHandlers<unknown>;
     const early = this.early;
     this.early = [];
     for (const m of early) this.dispatch(m);
@@ -76,7 +90,7 @@ export abstract class MessageLink implements Link {
     this.write([encodeDataHeader(header, payload.byteLength), payload], done);
   }
 
-  sendControl(msg: LinkControlMessage, done: (err?: Error) => void = () => {}): void {
+  sendControl(msg: object, done: (err?: Error) => void = () => {}): void {
     this.write([encodeControl(msg)], done);
   }
 
@@ -125,17 +139,17 @@ export abstract class MessageLink implements Link {
       return;
     }
     let decoded;
-    let control: LinkControlMessage | undefined;
+    let control: unknown;
     try {
       decoded = decodeMessage(buf, this.describe);
-      if (decoded.kind === 'control') control = validateControl(decoded.msg, this.describe);
+      if (decoded.kind === 'control') control = (h.validate ?? validateControl)(decoded.msg, this.describe);
     } catch (e) {
       this.fail(e as Error);
       return;
     }
     if (decoded.kind === 'data') h.data(decoded.header, decoded.payload);
     else if (decoded.kind === 'header') this.awaiting = decoded;
-    else h.control(control!);
+    else h.control(control);
   }
 
   /** Called by the subclass when the transport ends; `error` undefined means a clean close. */
@@ -163,7 +177,7 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSaf
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
 
-const KINDS: ReadonlySet<unknown> = new Set<OpDescriptor['kind']>(['allreduce', 'allgather', 'broadcast', 'reducescatter', 'barrier']);
+const KINDS: ReadonlySet<unknown> = new Set<OpDescriptor['kind']>(['allreduce', 'allgather', 'broadcast', 'reducescatter', 'barrier', 'alltoall']);
 const REDUCTIONS: ReadonlySet<unknown> = new Set(['', 'sum', 'average', 'min', 'max', 'product']);
 const COMPRESSIONS: ReadonlySet<unknown> = new Set(['none', 'fp16', 'bf16']);
 

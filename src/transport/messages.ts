@@ -7,7 +7,7 @@ import type { SerializedRingError } from '../errors.js';
 
 /** What a collective is, as the ranks must agree on it before its data is trusted. */
 export interface OpDescriptor {
-  kind: 'allreduce' | 'allgather' | 'broadcast' | 'reducescatter' | 'barrier';
+  kind: 'allreduce' | 'allgather' | 'broadcast' | 'reducescatter' | 'barrier' | 'alltoall';
   /** Reduction op (allreduce, reducescatter); '' otherwise. */
   op: string;
   /** dtype wire code (see dtypes.ts); 0 for barrier. */

@@ -72,8 +72,17 @@ const SHM_MIN_BYTES = 16 * 1024;
 
 export const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
-export function wsUrl(e: Endpoint, tls?: TlsConfig): string {
-  return `${tls ? 'wss' : 'ws'}://${formatHost(e.host)}:${e.port}/`;
+export function wsUrl(e: Endpoint, tls?: TlsConfig, path = '/'): string {
+  return `${tls ? 'wss' : 'ws'}://${formatHost(e.host)}:${e.port}${path}`;
+}
+
+/** The URL path of a link on a mesh channel (see transport/mesh.ts); '/' is the ring's own link. */
+export const channelPath = (channel: string): string => `/c/${channel}`;
+
+/** The channel a connection's URL path names: 'ring' for '/', undefined for anything else unknown. */
+export function channelOf(url: string | undefined): string | undefined {
+  if (url === '/' || url === undefined || url === '') return 'ring';
+  return url.startsWith('/c/') ? url.slice(3) : undefined;
 }
 
 /** Starts a WebSocket server (wss:// with `tls`); resolves once it listens (port 0 = ephemeral). */
@@ -138,12 +147,12 @@ function isTlsRefusal(err: unknown): boolean {
 }
 
 /** Opens a WebSocket (wss:// with `tls`), retrying refused connections until `deadline` (ms since epoch). */
-export async function connect(e: Endpoint, maxPayload: number, deadline: number, what: string, tls?: TlsConfig): Promise<Inbox> {
+export async function connect(e: Endpoint, maxPayload: number, deadline: number, what: string, tls?: TlsConfig, path = '/'): Promise<Inbox> {
   let delay = 20;
   for (;;) {
     try {
       return await new Promise<Inbox>((resolve, reject) => {
-        const ws = new WebSocket(wsUrl(e, tls), {
+        const ws = new WebSocket(wsUrl(e, tls, path), {
           maxPayload,
           perMessageDeflate: false,
           generateMask: zeroMask,

@@ -1,0 +1,67 @@
+import { dtypeByCode } from '../dtypes.js';
+import { RingProtocolError } from '../errors.js';
+
+/**
+ * The point-to-point protocol, on a link that the SENDING rank opened (see transport/mesh.ts).
+ *
+ *   sender -> receiver   'msg'  one send: context, tag, id (per link), dtype, count, and for a
+ *                               small send within the eager credit its bytes (`p`)
+ *   receiver -> sender   'ack'  an eager send was matched by a recv and copied: the send resolves,
+ *                               its bytes return to the credit
+ *                        'cts'  a large send was matched (clear to send): its data frames follow,
+ *                               DataHeader.seq = id, .chunk = index of a chunkBytes piece
+ *                        'nak'  the matching recv wants another dtype or count: both fail
+ *
+ * So a send resolves only once a recv took it (like Gloo's, whose sender waits for the
+ * receiver's "ready"), which is also what lets a mismatch fail on both ranks. Unmatched data
+ * never piles up: the eager bytes a sender may have outstanding are capped (EAGER_CREDIT), and
+ * large sends move nothing before their recv exists.
+ */
+export interface P2PMsg {
+  t: 'msg';
+  /** Which communicator (world, a group, a collective's internal traffic) this belongs to. */
+  c: string;
+  tag: number;
+  id: number;
+  dt: number;
+  n: number;
+  p?: Uint8Array;
+}
+export interface P2PAck { t: 'ack'; id: number }
+export interface P2PCts { t: 'cts'; id: number }
+export interface P2PNak { t: 'nak'; id: number; dt: number; n: number }
+export type P2PControl = P2PMsg | P2PAck | P2PCts | P2PNak;
+
+/** Sends of at most this many bytes carry their data in their 'msg' (one message, no round trip first). */
+export const EAGER_BYTES = 64 * 1024;
+/** Eager bytes a sender may have sent to one peer and not yet seen matched. */
+export const EAGER_CREDIT = 1024 * 1024;
+/** Sends to one peer announced and not yet matched; later ones wait on the sender. */
+export const MAX_UNMATCHED = 1024;
+
+const isId = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Shape checks for what arrives on a point-to-point link (a malformed message is a protocol error). */
+export function validateP2P(m: Record<string, unknown>, from: string): P2PControl {
+  const bad = (what: string) => new RingProtocolError(`malformed point-to-point '${String(m.t)}' message from ${from}: ${what}`);
+  switch (m.t) {
+    case 'msg': {
+      if (typeof m.c !== 'string' || m.c.length > 256) throw bad('context');
+      if (!isId(m.tag) || !isId(m.id) || !isId(m.n)) throw bad('tag/id/count');
+      if (!isId(m.dt) || dtypeByCode(m.dt) === undefined) throw bad(`dtype code ${String(m.dt)}`);
+      if (m.p !== undefined && !(m.p instanceof Uint8Array)) throw bad('payload');
+      const msg: P2PMsg = { t: 'msg', c: m.c, tag: m.tag, id: m.id, dt: m.dt, n: m.n };
+      if (m.p !== undefined) msg.p = m.p as Uint8Array;
+      return msg;
+    }
+    case 'ack':
+    case 'cts':
+      if (!isId(m.id)) throw bad('id');
+      return { t: m.t, id: m.id };
+    case 'nak':
+      if (!isId(m.id) || !isId(m.dt) || !isId(m.n)) throw bad('id/dtype/count');
+      return { t: 'nak', id: m.id, dt: m.dt, n: m.n };
+    default:
+      throw new RingProtocolError(`unexpected point-to-point message '${String(m.t)}' from ${from}`);
+  }
+}

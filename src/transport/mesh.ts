@@ -1,0 +1,136 @@
+import { RingInvalidArgError, RingProtocolError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import type { Link } from './link.js';
+
+/**
+ * Links to any rank, made on first use (Gloo's full-mesh context, made lazily). A link belongs to
+ * a channel ('p2p', or one per process group) and a direction: the rank that `connect`s is the
+ * one that SENDS data on it (it offers the shared memory, when the peer shares its host); the
+ * peer `accept`s it and receives. Control messages go both ways (acknowledgements, credits).
+ *
+ * Implementations: the WebSocket mesh (rendezvous/mesh.ts: the rank table's addresses, the job
+ * token's handshake, TLS, same-host shared memory) and the in-process one below, for tests.
+ */
+export interface Mesh {
+  readonly rank: number;
+  readonly size: number;
+  /** A new link to `peer` on `channel`, opened by this rank (the sending side). */
+  connect(peer: number, channel: string): Promise<Link>;
+  /** The link `peer` opens to this rank on `channel`: at once if it already arrived, else when it does. */
+  accept(peer: number, channel: string, timeoutMs: number): Promise<Link>;
+  /** Every link any peer opens on `channel` goes to `handler` (instead of waiting for accept()). */
+  serve(channel: string, handler: (peer: number, link: Link) => void): void;
+  /** Closes every link of the mesh; later calls reject. */
+  close(): Promise<void>;
+}
+
+/** Channel names travel in the connection's URL and its MAC: short, plain. */
+export const CHANNEL_RE = /^[a-z0-9][a-z0-9._:-]{0,63}$/i;
+
+/**
+ * The bookkeeping every mesh shares: links that arrived before anyone asked for them (bounded: an
+ * authenticated peer cannot make a rank hold more than a few per rank), waiters, served channels.
+ */
+export class Arrivals {
+  private readonly parked = new Map<string, Link>();
+  private readonly waiters = new Map<string, (l: Link | Error) => void>();
+  private readonly handlers = new Map<string, (peer: number, link: Link) => void>();
+  private readonly seen = new Set<string>();
+  private closed = false;
+
+  constructor(
+    private readonly rank: number,
+    private readonly size: number,
+    /** At most this many unclaimed links are held (beyond: the connection is refused). */
+    private readonly maxParked = 4 * size + 16,
+  ) {}
+
+  /** Why `peer` may not open a link on `channel` here, or undefined if it may. */
+  admit(peer: number, channel: string): string | undefined {
+    if (this.closed) return `rank ${this.rank} is shutting down`;
+    if (!Number.isInteger(peer) || peer < 0 || peer >= this.size || peer === this.rank) return `rank ${peer} is not another rank of this job`;
+    if (!CHANNEL_RE.test(channel)) return `bad channel name ${JSON.stringify(channel)}`;
+    if (this.seen.has(key(peer, channel))) return `rank ${peer} already has a link to rank ${this.rank} on channel '${channel}'`;
+    if (!this.handlers.has(channel) && !this.waiters.has(key(peer, channel)) && this.parked.size >= this.maxParked) {
+      return `rank ${this.rank} holds ${this.parked.size} links nobody asked for`;
+    }
+    return undefined;
+  }
+
+  /** A link that passed admit() and its handshake. */
+  arrived(peer: number, channel: string, link: Link): void {
+    const k = key(peer, channel);
+    this.seen.add(k);
+    if (this.closed) return link.close();
+    const h = this.handlers.get(channel);
+    if (h) return h(peer, link);
+    const w = this.waiters.get(k);
+    if (w) {
+      this.waiters.delete(k);
+      return w(link);
+    }
+    this.parked.set(k, link);
+  }
+
+  accept(peer: number, channel: string, timeoutMs: number, what: string): Promise<Link> {
+    const k = key(peer, channel);
+    if (this.closed) return Promise.reject(new RingShutdownError(`rank ${this.rank}: the mesh is closed`));
+    const early = this.parked.get(k);
+    if (early) {
+      this.parked.delete(k);
+      return Promise.resolve(early);
+    }
+    if (this.waiters.has(k)) return Promise.reject(new RingInvalidArgError(`rank ${this.rank}: already waiting for rank ${peer} on '${channel}'`));
+    return new Promise<Link>((resolve, reject) => {
+      const timer =
+        timeoutMs > 0
+          ? setTimeout(() => {
+              this.waiters.delete(k);
+              reject(new RingTimeoutError(`rank ${this.rank}: rank ${peer} did not open its link for ${what} within ${timeoutMs} ms`, {
+                rank: this.rank,
+                ranks: [peer],
+              }));
+            }, timeoutMs)
+          : undefined;
+      this.waiters.set(k, (l) => {
+        clearTimeout(timer);
+        if (l instanceof Error) reject(l);
+        else resolve(l);
+      });
+    });
+  }
+
+  serve(channel: string, handler: (peer: number, link: Link) => void): void {
+    this.handlers.set(channel, handler);
+    for (const [k, link] of [...this.parked]) {
+      const [p, c] = split(k);
+      if (c !== channel) continue;
+      this.parked.delete(k);
+      handler(p, link);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const l of this.parked.values()) l.close();
+    this.parked.clear();
+    const err = new RingShutdownError(`rank ${this.rank}: shutdown() called while waiting for a link`);
+    for (const w of this.waiters.values()) w(err);
+    this.waiters.clear();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+}
+
+const key = (peer: number, channel: string) => `${peer}|${channel}`;
+const split = (k: string): [number, string] => {
+  const i = k.indexOf('|');
+  return [Number(k.slice(0, i)), k.slice(i + 1)];
+};
+
+/** Throws the error a bad channel name deserves (a bug in ringreduce: names are made inside). */
+export function checkChannel(channel: string): void {
+  if (!CHANNEL_RE.test(channel)) throw new RingProtocolError(`bad channel name ${JSON.stringify(channel)}`);
+}
