@@ -175,7 +175,7 @@ describe('decoders: mutated frames and control messages', () => {
       ['float count', desc(0, 0, { count: 1.5 })],
       ['dtype code 99', desc(0, 0, { dtype: 99 })],
       ['dtype code 0 on allreduce', desc(0, 0, { dtype: 0 })],
-      ['unknown collective', desc(0, 0, { kind: 'alltoall' })],
+      ['unknown collective', desc(0, 0, { kind: 'scatterv' })],
       ['unknown reduction', desc(0, 0, { op: 'xor' })],
       ['unknown compression', desc(0, 0, { compression: 'int8' })],
       ['descriptor is an array', { t: 'desc', seq: 0, origin: 0, d: [] }],
