@@ -311,7 +311,13 @@ export class RingGroup {
     let sum = 0;
     for (let j = 0; j < n; j++) {
       const s = a[j];
-      if (!Number.isInteger(s) || (s as number) < 0 || (s as number) > 0x7fffffff) throw bad(`[${j}] must be a non-negative integer, got ${JSON.stringify(s)}`);
+      if (!Number.isInteger(s) || (s as number) < 0 || (s as number) > 0x7fffffff) {
+        throw new RingInvalidArgError(`alltoall: options.splits[${j}] must be a non-negative integer, got ${JSON.stringify(s)}`, {
+          rank: this.rank,
+          op: 'alltoall',
+          field: 'splits',
+        });
+      }
       out[j] = s as number;
       sum += s as number;
     }

@@ -129,6 +129,17 @@ export class PointToPoint {
     return this.mesh.rank;
   }
 
+  /** What this rank holds for recvs not yet posted (diagnostics, tests): messages, and eager bytes. */
+  get held(): { messages: number; bytes: number } {
+    let messages = 0;
+    let bytes = 0;
+    for (const i of this.inc.values()) {
+      messages += i.unmatched;
+      bytes += i.eagerHeld;
+    }
+    return { messages, bytes };
+  }
+
   send(ctx: string, dst: number, tag: number, x: NumericArray, dt: DTypeInfo, names: P2PNames): Promise<void> {
     return this.start<void>('send', ctx, dst, tag, x, dt, names);
   }
@@ -486,10 +497,10 @@ export class PointToPoint {
 
   /** `e`, said by the operation (in its own numbering of ranks) when it is about that operation's peer. */
   private named(e: RingError, op: Op): RingError {
-    if (e instanceof RingShutdownError || !(e instanceof RingPeerLostError || e instanceof RingProtocolError)) return e;
+    if (!(e instanceof RingPeerLostError || e instanceof RingProtocolError)) return e;
     const Ctor = e.constructor as new (m: string, d: object) => RingError;
     const why = e.message.replace(/^rank \d+: /, '');
-    return new Ctor(`rank ${op.names.me}: ${labelOf(op)} failed: ${why}`, { ...e.details, rank: op.names.me, ranks: [op.names.peer], op: op.kind });
+    return new Ctor(`rank ${op.names.me}: ${labelOf(op)} failed: ${why}`, { ...e.details, rank: op.names.me, ranks: e.details.ranks ?? [op.names.peer], op: op.kind });
   }
 
   // ---- polling (see Communicator.progress: the same reasons) --------------------------------
