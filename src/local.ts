@@ -4,7 +4,8 @@ import { silentLogger } from './logger.js';
 import { resolveOptions, type InitOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
 import { startStoreServer } from './rendezvous/store.js';
-import { memoryLinkPair, memoryMeshes } from './transport/memory.js';
+import { memoryLinkPair, memoryTransports } from './transport/memory.js';
+import { LinkMesh } from './transport/mesh.js';
 import { Fabric } from './process-group.js';
 import type { Link } from './transport/link.js';
 import { randomBytes } from 'node:crypto';
@@ -50,7 +51,14 @@ export async function createLocalGroups(n: number, options: LocalGroupsOptions =
       lefts[(r + 1) % n] = fromLeft;
     }
   }
-  const meshes = memoryMeshes(n);
+  const transports = memoryTransports(n);
+  const addresses = transports.map((_, r) => ({ host: 'memory', port: r }));
+  const meshes = transports.map((t, r) => {
+    const mesh = new LinkMesh(r, n, t, o);
+    mesh.setAddresses(addresses);
+    void t.listen(mesh);
+    return mesh;
+  });
   return Array.from({ length: n }, (_, r) => {
     const comm = new Communicator(r, n, lefts[r], rights[r], o);
     const fabric = new Fabric(meshes[r], o, () => comm.error);

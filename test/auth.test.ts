@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RingError } from '../src/errors.js';
-import { clientHandshake } from '../src/transport/auth.js';
-import { Inbox } from '../src/transport/inbox.js';
+import { clientHandshake } from '../src/transport/ws/auth.js';
+import { Inbox } from '../src/transport/ws/inbox.js';
 import { faultRank, freePort, killAll, killStarted, poll, Proc, ringrun } from './helpers/procs.js';
 import { root } from './helpers/run.js';
 

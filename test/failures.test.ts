@@ -1,8 +1,8 @@
 import { WebSocket } from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
-import { clientHandshake } from '../src/transport/auth.js';
-import { Inbox } from '../src/transport/inbox.js';
+import { clientHandshake } from '../src/transport/ws/auth.js';
+import { Inbox } from '../src/transport/ws/inbox.js';
 import { encodeControl } from '../src/transport/wire.js';
 import { withDeadline } from './helpers/reference.js';
 

@@ -2,8 +2,8 @@ import { readdirSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
 import { sharedMemoryMap } from '../src/kernels/index.js';
-import { Mailbox, MAILBOX_HEAD_BYTES, MAILBOX_MAX_MESSAGE, MAILBOX_RING_BYTES } from '../src/transport/mailbox.js';
-import type { WsLink } from '../src/transport/ws.js';
+import { Mailbox, MAILBOX_HEAD_BYTES, MAILBOX_MAX_MESSAGE, MAILBOX_RING_BYTES } from '../src/transport/shm/mailbox.js';
+import type { WsLink } from '../src/transport/ws/link.js';
 import { expected, firstDiff, input, withDeadline } from './helpers/reference.js';
 
 /**

@@ -2,8 +2,8 @@ import { existsSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
 import { sharedMemoryMap } from '../src/kernels/index.js';
-import { acceptOffer, createRegion, encodeShmData, sweepStaleRegions, unlinkQuietly } from '../src/transport/shm.js';
-import type { WsLink } from '../src/transport/ws.js';
+import { acceptOffer, createRegion, encodeShmData, sweepStaleRegions, unlinkQuietly } from '../src/transport/shm/region.js';
+import type { WsLink } from '../src/transport/ws/link.js';
 import { expected, firstDiff, input, OPS, sameBytes, withDeadline } from './helpers/reference.js';
 
 /**

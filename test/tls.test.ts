@@ -8,7 +8,7 @@ import { silentLogger } from '../src/logger.js';
 import { resolveOptions, type TlsPem } from '../src/options.js';
 import { formRing } from '../src/rendezvous/ring.js';
 import { startStoreServer, StoreClient, type StoreServer } from '../src/rendezvous/store.js';
-import { connect } from '../src/transport/ws.js';
+import { connect } from '../src/transport/ws/socket.js';
 import { ringrunBin, root, runNode } from './helpers/run.js';
 
 /**

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { stderrLogger, type Logger } from '../logger.js';
 import { interfaceAddress, isLoopback, localAddresses, routeAddress } from '../rendezvous/address.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
-import { formatHost, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws.js';
+import { formatHost, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
 import { rankEnv } from './env.js';
 import { isThisHost, placeRanks, type Placement } from './hosts.js';

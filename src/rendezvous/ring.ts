@@ -1,22 +1,21 @@
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
-import type { WebSocket } from 'ws';
 import { Communicator } from '../collectives/communicator.js';
 import { mod } from '../collectives/schedule.js';
 import { RingError, RingMismatchError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { RingGroup } from '../group.js';
 import type { ResolvedOptions } from '../options.js';
-import { clientHandshake, serverHandshake } from '../transport/auth.js';
-import { Inbox } from '../transport/inbox.js';
-import { refuse, reportRefusals } from '../transport/refusals.js';
-import { DATA_HEADER_BYTES } from '../transport/wire.js';
-import { shmAvailable } from '../transport/shm.js';
-import { channelOf, connect, formatHost, listen, netServer, WsLink, type Endpoint } from '../transport/ws.js';
-import { WsMesh } from './mesh.js';
 import { Fabric } from '../process-group.js';
+import type { Link } from '../transport/link.js';
+import { LinkMesh } from '../transport/mesh.js';
+import { shmAvailable } from '../transport/shm/region.js';
+import type { Listener } from '../transport/transport.js';
+import { DATA_HEADER_BYTES } from '../transport/wire.js';
+import { formatHost } from '../transport/ws/socket.js';
+import { WsTransport } from '../transport/ws/transport.js';
 import { chooseAddress, isLoopback, machineKey } from './address.js';
 import { FileStore } from './file-store.js';
-import { closeServer, startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
+import { startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
 /** What each rank publishes in the store. */
 export interface RankRecord {
@@ -79,7 +78,8 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
   const maxPayload = o.chunkBytes + DATA_HEADER_BYTES + 4096;
   let storeServer: StoreServer | undefined;
   let store: RendezvousStore | undefined;
-  let ring: { server: import('ws').WebSocketServer; endpoint: Endpoint } | undefined;
+  let listener: Listener | undefined;
+  let mesh: LinkMesh | undefined;
   const where = o.store!;
   try {
     if ('dir' in where) {
@@ -108,51 +108,24 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined })
         : { address: store.localAddress, how: `the route to the rendezvous store at ${store.where}` };
     const host = chosen.address;
-    ring = await listen(host, 0, maxPayload, o.tls);
-    netServer(ring.server)?.unref();
-    if (o.verbose) {
-      o.logger.info(`rank ${rank}: ${keyPrefix} links listen on ${o.tls ? 'wss' : 'ws'}://${formatHost(host)}:${ring.endpoint.port} (${chosen.how})`);
-    }
-    reportRefusals(ring.server, (peer, why) => o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${why}`));
-
-    // Accept exactly one connection: the right neighbour's, once it proves it holds the token.
-    let accepted: ((l: WsLink) => void) | undefined;
-    const fromRight = new Promise<WsLink>((resolve) => (accepted = resolve));
-    let haveRight = false;
-    // Links to any other rank (point-to-point, process groups) arrive on the same port, on a channel.
-    const mesh = new WsMesh(rank, size, o);
-    ring.server.on('connection', (ws: WebSocket, req) => {
-      const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-      const channel = channelOf(req.url);
-      if (channel !== 'ring') {
-        if (channel !== undefined) return mesh.handle(ws, req, channel);
-        o.logger.warn(`rank ${rank}: refused a connection from ${peer}: unknown path ${JSON.stringify(req.url)}`);
-        return refuse(ws, 1008, 'refused');
-      }
-      const inbox = new Inbox(ws);
-      serverHandshake(inbox, {
-        token: o.token,
-        serverId: `rank:${rank}`,
-        challenge: { rank, role: 'rank' },
-        admit: (r) =>
-          r !== right ? `only rank ${right} may connect to rank ${rank}` : haveRight ? `rank ${right} is already connected` : undefined,
-        timeoutMs: HANDSHAKE_MS,
-        peer: `connection from ${peer}`,
-      }).then(
-        (r) => {
-          haveRight = true;
-          accepted!(new WsLink(r, `rank ${r} (right neighbour, ${peer})`, inbox));
-        },
-        (e: Error) => {
-          o.logger.warn(`rank ${rank}: refused a connection from ${peer}: ${e.message}`);
-          refuse(ws, 1008, 'refused');
-        },
-      );
+    // One port per rank: the ring's links and every other link to this rank (point-to-point,
+    // process groups) arrive there, each on its channel.
+    const transport = new WsTransport({ rank, token: o.token, host, maxPayload, tls: o.tls, logger: o.logger });
+    mesh = new LinkMesh(rank, size, transport, o);
+    // The ring's channel admits exactly one connection: the right neighbour's.
+    mesh.restrict('ring', {
+      admit: (r) => (r !== right ? `only rank ${right} may connect to rank ${rank}` : undefined),
+      label: () => 'right neighbour',
     });
+    listener = await transport.listen(mesh);
+    const port = listener.address.port;
+    if (o.verbose) {
+      o.logger.info(`rank ${rank}: ${keyPrefix} links listen on ${o.tls ? 'wss' : 'ws'}://${formatHost(host)}:${port} (${chosen.how})`);
+    }
 
     const me: RankRecord = {
       host,
-      port: ring.endpoint.port,
+      port,
       size,
       chunkBytes: o.chunkBytes,
       pid: process.pid,
@@ -176,11 +149,11 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     }
     checkTable(rank, table);
     checkReachable(rank, table);
-    mesh.setTable(table);
+    mesh.setAddresses(table);
 
     const [leftLink, rightLink] = await Promise.all([
-      connectLeft(table[left], o, left, deadline),
-      withDeadline(fromRight, deadline, () =>
+      mesh.open(left, 'ring', deadline, 'left neighbour'),
+      withDeadline(mesh.accept(right, 'ring', 0), deadline, () =>
         new RingTimeoutError(`rank ${rank}: rank ${right} (right neighbour) did not connect within the start timeout`, {
           rank,
           ranks: [right],
@@ -188,18 +161,18 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         }),
       ),
     ]);
-    const server = ring.server;
+    const [m, l] = [mesh, listener];
     await linkSharedMemory(o, leftLink, rightLink, deadline, keyPrefix === 'ring');
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
-    const fabric = new Fabric(mesh, o, () => comm.error);
+    const fabric = new Fabric(m, o, () => comm.error);
     const group = new RingGroup(comm, {
       localRank: o.localRank,
       localSize: o.localSize,
-      address: `${formatHost(host)}:${ring.endpoint.port}`,
+      address: `${formatHost(host)}:${port}`,
       fabric,
       onShutdown: async () => {
         await fabric.shutdown();
-        await closeServer(server);
+        await l.close();
         await storeServer?.close();
       },
     });
@@ -211,7 +184,8 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
   } catch (e) {
     store?.close();
     await storeServer?.close();
-    if (ring) await closeServer(ring.server);
+    await mesh?.close();
+    await listener?.close();
     throw e instanceof RingError ? e : new RingRendezvousError(`rank ${rank}: init failed: ${(e as Error).message}`, { rank }, { cause: e });
   }
 }
@@ -220,14 +194,14 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
  * Shared-memory payloads on both links where the neighbour shares this host. Every rank runs both
  * halves (an offer may be "no offer"), so the set-up never waits on a rank that skipped it.
  */
-async function linkSharedMemory(o: ResolvedOptions, leftLink: WsLink, rightLink: WsLink, deadline: number, say: boolean): Promise<void> {
+async function linkSharedMemory(o: ResolvedOptions, leftLink: Link, rightLink: Link, deadline: number, say: boolean): Promise<void> {
   const ms = Math.max(1000, deadline - Date.now());
   // As many slots as frames may be on the wire per link: twice as many measured no faster and cost
   // 8 MiB more of each rank's memory at the default chunk size.
   const slots = o.maxInflight;
   const [sendWhy, recvWhy] = await Promise.all([
-    rightLink.offerSharedMemory(o.sharedMemory, slots, o.chunkBytes, ms),
-    leftLink.acceptSharedMemory(o.sharedMemory, o.chunkBytes, ms),
+    rightLink.offerSharedMemory?.(o.sharedMemory, slots, o.chunkBytes, ms),
+    leftLink.acceptSharedMemory?.(o.sharedMemory, o.chunkBytes, ms),
   ]);
   const local = shmAvailable();
   if (say && o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
@@ -287,18 +261,6 @@ function checkReachable(rank: number, table: RankRecord[]): void {
       `or RINGREDUCE_HOST to this machine's address, or use a store address that is not loopback`,
     { rank, ranks: loop, op: 'init', field: 'host' },
   );
-}
-
-async function connectLeft(rec: RankRecord, o: ResolvedOptions, left: number, deadline: number): Promise<WsLink> {
-  const where = `${rec.host}:${rec.port}`;
-  const inbox = await connect({ host: rec.host, port: rec.port }, o.chunkBytes + DATA_HEADER_BYTES + 4096, deadline, `rank ${left}`, o.tls);
-  try {
-    await clientHandshake(inbox, { token: o.token, rank: o.rank, serverId: `rank:${left}`, timeoutMs: HANDSHAKE_MS, peer: `rank ${left} at ${where}` });
-  } catch (e) {
-    inbox.socket.terminate();
-    throw e;
-  }
-  return new WsLink(left, `rank ${left} (left neighbour, ${where})`, inbox);
 }
 
 function withDeadline<T>(p: Promise<T>, deadline: number, error: () => Error): Promise<T> {

@@ -1,10 +1,10 @@
 import type { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
-import { clientHandshake, serverHandshake } from '../transport/auth.js';
-import { Inbox } from '../transport/inbox.js';
-import { refuse, reportRefusals } from '../transport/refusals.js';
+import { clientHandshake, serverHandshake } from '../transport/ws/auth.js';
+import { Inbox } from '../transport/ws/inbox.js';
+import { refuse, reportRefusals } from '../transport/ws/refusals.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
-import { closeWsServer, connect, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws.js';
+import { closeWsServer, connect, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
 import type { Logger } from '../logger.js';
 

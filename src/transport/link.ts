@@ -2,7 +2,7 @@ import { dtypeByCode } from '../dtypes.js';
 import { isRingErrorCode, RingProtocolError, type RingErrorDetails } from '../errors.js';
 import type { LinkControlMessage, OpDescriptor } from './messages.js';
 import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
-import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm.js';
+import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm/region.js';
 
 /** What a link tells its owner. Set once with Link.setHandlers before traffic flows. */
 export interface LinkHandlers<M = LinkControlMessage> {

@@ -1,6 +1,6 @@
-import { RingRendezvousError, RingShutdownError } from '../errors.js';
+import { RingRendezvousError } from '../errors.js';
 import { MessageLink, type Link } from './link.js';
-import { Arrivals, checkChannel, type Mesh } from './mesh.js';
+import type { Acceptor, Listener, PeerAddress, Transport } from './transport.js';
 
 /**
  * In-process links for tests: the same encoding as the WebSocket transport, delivered with
@@ -40,53 +40,28 @@ export function memoryLinkPair(rankA: number, rankB: number): [Link, Link] {
   return [a, b];
 }
 
-/** `n` meshes of in-process links, one per rank (see Mesh): createLocalGroups' 'memory' transport. */
-export function memoryMeshes(n: number): Mesh[] {
-  const meshes: MemoryMesh[] = [];
-  for (let r = 0; r < n; r++) meshes.push(new MemoryMesh(r, n, meshes));
-  return meshes;
-}
-
-class MemoryMesh implements Mesh {
-  private readonly arrivals: Arrivals;
-  private readonly links = new Set<Link>();
-
-  constructor(
-    readonly rank: number,
-    readonly size: number,
-    private readonly all: MemoryMesh[],
-  ) {
-    this.arrivals = new Arrivals(rank, size);
-  }
-
-  connect(peer: number, channel: string): Promise<Link> {
-    checkChannel(channel);
-    if (this.arrivals.isClosed) return Promise.reject(new RingShutdownError(`rank ${this.rank}: the mesh is closed`));
-    const other = this.all[peer];
-    const why = other ? other.arrivals.admit(this.rank, channel) : `rank ${peer} is not another rank of this job`;
-    if (why) return Promise.reject(new RingRendezvousError(`rank ${this.rank}: cannot open a link to rank ${peer} on '${channel}': ${why}`));
-    const [mine, theirs] = memoryLinkPair(this.rank, peer);
-    this.links.add(mine);
-    other.links.add(theirs);
-    return new Promise((resolve) =>
-      setImmediate(() => {
-        other.arrivals.arrived(this.rank, channel, theirs);
-        resolve(mine);
-      }),
-    );
-  }
-
-  accept(peer: number, channel: string, timeoutMs: number): Promise<Link> {
-    return this.arrivals.accept(peer, channel, timeoutMs, `channel '${channel}'`);
-  }
-
-  serve(channel: string, handler: (peer: number, link: Link) => void): void {
-    this.arrivals.serve(channel, handler);
-  }
-
-  async close(): Promise<void> {
-    this.arrivals.close();
-    for (const l of this.links) l.close();
-    this.links.clear();
-  }
+/**
+ * In-process transports for `n` ranks (createLocalGroups' 'memory' transport): connect() makes a
+ * memory link pair and hands the other end to the peer's acceptor, as a socket's accept would.
+ */
+export function memoryTransports(n: number): Transport[] {
+  const acceptors: (Acceptor | undefined)[] = new Array(n).fill(undefined);
+  return Array.from({ length: n }, (_, rank) => ({
+    async listen(acceptor: Acceptor): Promise<Listener> {
+      acceptors[rank] = acceptor;
+      return { address: { host: 'memory', port: rank }, close: async () => void (acceptors[rank] = undefined) };
+    },
+    connect(peer: number, _at: PeerAddress, channel: string): Promise<Link> {
+      const other = acceptors[peer];
+      const why = other ? other.admit(rank, channel) : `rank ${peer} does not accept links`;
+      if (why) return Promise.reject(new RingRendezvousError(`rank ${rank}: rank ${peer} refused a link on '${channel}': ${why}`, { rank, ranks: [peer] }));
+      const [mine, theirs] = memoryLinkPair(rank, peer);
+      return new Promise((resolve) =>
+        setImmediate(() => {
+          other!.accepted(rank, channel, theirs);
+          resolve(mine);
+        }),
+      );
+    },
+  }));
 }

@@ -1,5 +1,7 @@
-import { RingInvalidArgError, RingProtocolError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { RingError, RingInvalidArgError, RingProtocolError, RingRendezvousError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import type { Logger } from '../logger.js';
 import type { Link } from './link.js';
+import type { Acceptor, PeerAddress, Transport } from './transport.js';
 
 /**
  * Links to any rank, made on first use (Gloo's full-mesh context, made lazily). A link belongs to
@@ -7,8 +9,8 @@ import type { Link } from './link.js';
  * one that SENDS data on it (it offers the shared memory, when the peer shares its host); the
  * peer `accept`s it and receives. Control messages go both ways (acknowledgements, credits).
  *
- * Implementations: the WebSocket mesh (rendezvous/mesh.ts: the rank table's addresses, the job
- * token's handshake, TLS, same-host shared memory) and the in-process one below, for tests.
+ * One implementation, LinkMesh below, over any Transport (WebSocket: the rank table's addresses,
+ * the job token's handshake, TLS, same-host shared memory; or in-process links for tests).
  */
 export interface Mesh {
   readonly rank: number;
@@ -133,4 +135,110 @@ const split = (k: string): [number, string] => {
 /** Throws the error a bad channel name deserves (a bug in ringreduce: names are made inside). */
 export function checkChannel(channel: string): void {
   if (!CHANNEL_RE.test(channel)) throw new RingProtocolError(`bad channel name ${JSON.stringify(channel)}`);
+}
+
+export interface LinkMeshOptions {
+  sharedMemory: boolean;
+  /** Shared slots per link (frames in flight), and their size. */
+  maxInflight: number;
+  chunkBytes: number;
+  /** How long opening a link may take (connection retries, handshake, shared-memory set-up). */
+  startTimeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * The mesh over a transport: it is the transport's Acceptor (admission, arrivals), opens links with
+ * it, and sets up shared memory on every mesh link (the side that connects sends, so it offers).
+ * The ring's own links (channel 'ring') use the same port and handshake; rendezvous/ring.ts opens
+ * them with open() and pairs their shared memory itself, because the ring's data flows from the
+ * accepting side (an older convention that the wire keeps).
+ */
+export class LinkMesh implements Mesh, Acceptor {
+  private readonly arrivals: Arrivals;
+  private readonly links = new Set<Link>();
+  private readonly rules = new Map<string, { admit(peer: number): string | undefined; label(peer: number): string }>();
+  private addresses: PeerAddress[] | undefined;
+
+  constructor(
+    readonly rank: number,
+    readonly size: number,
+    private readonly transport: Transport,
+    private readonly o: LinkMeshOptions,
+  ) {
+    this.arrivals = new Arrivals(rank, size);
+  }
+
+  /** The peers' addresses, once the rendezvous has read them. */
+  setAddresses(addresses: PeerAddress[]): void {
+    this.addresses = addresses;
+  }
+
+  /** Admission and naming of one channel's peers beyond the mesh's own rules (the ring's neighbours). */
+  restrict(channel: string, rule: { admit(peer: number): string | undefined; label(peer: number): string }): void {
+    this.rules.set(channel, rule);
+  }
+
+  admit(peer: number, channel: string): string | undefined {
+    return this.rules.get(channel)?.admit(peer) ?? this.arrivals.admit(peer, channel);
+  }
+
+  label(peer: number, channel: string): string {
+    return this.rules.get(channel)?.label(peer) ?? `${channel} link`;
+  }
+
+  accepted(peer: number, channel: string, link: Link): void {
+    this.track(link);
+    if (!this.rules.has(channel)) {
+      link.acceptSharedMemory?.(this.o.sharedMemory, this.o.chunkBytes, Math.max(1000, this.o.startTimeoutMs)).catch((e: Error) => {
+        this.o.logger.warn(`rank ${this.rank}: shared-memory set-up with rank ${peer} failed: ${e.message}`);
+        link.close();
+      });
+    }
+    this.arrivals.arrived(peer, channel, link);
+  }
+
+  /** A link to `peer` on `channel`, without shared memory (see the class comment). */
+  async open(peer: number, channel: string, deadline: number, label = this.label(peer, channel)): Promise<Link> {
+    checkChannel(channel);
+    if (this.arrivals.isClosed) throw new RingShutdownError(`rank ${this.rank}: the mesh is closed`);
+    const at = this.addresses?.[peer];
+    if (!at || peer === this.rank) throw new RingRendezvousError(`rank ${this.rank}: no address for rank ${peer}`, { rank: this.rank, ranks: [peer] });
+    try {
+      return this.track(await this.transport.connect(peer, at, channel, deadline, label));
+    } catch (e) {
+      if (e instanceof RingError) throw e;
+      throw new RingRendezvousError(`rank ${this.rank}: cannot open a link to rank ${peer} on '${channel}': ${(e as Error).message}`, {
+        rank: this.rank,
+        ranks: [peer],
+      });
+    }
+  }
+
+  async connect(peer: number, channel: string): Promise<Link> {
+    const deadline = Date.now() + this.o.startTimeoutMs;
+    const link = await this.open(peer, channel, deadline);
+    await link.offerSharedMemory?.(this.o.sharedMemory, this.o.maxInflight, this.o.chunkBytes, Math.max(1000, deadline - Date.now()));
+    return link;
+  }
+
+  private track(link: Link): Link {
+    this.links.add(link);
+    if (this.arrivals.isClosed) link.close();
+    return link;
+  }
+
+  accept(peer: number, channel: string, timeoutMs: number): Promise<Link> {
+    return this.arrivals.accept(peer, channel, timeoutMs, `channel '${channel}'`);
+  }
+
+  serve(channel: string, handler: (peer: number, link: Link) => void): void {
+    this.arrivals.serve(channel, handler);
+  }
+
+  async close(): Promise<void> {
+    this.arrivals.close();
+    for (const l of this.links) l.close();
+    this.links.clear();
+  }
 }

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, statSync, unlinkSync } from 'node:fs';
-import { sharedMemoryMap } from '../kernels/index.js';
-import { RingProtocolError } from '../errors.js';
+import { sharedMemoryMap } from '../../kernels/index.js';
+import { RingProtocolError } from '../../errors.js';
 import { Mailbox, MAILBOX_HEAD_BYTES, MAILBOX_RING_BYTES } from './mailbox.js';
-import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from './wire.js';
+import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from '../wire.js';
 
 /**
  * Shared-memory payloads for ring links between ranks on one host.

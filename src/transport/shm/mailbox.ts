@@ -1,4 +1,4 @@
-import { RingProtocolError } from '../errors.js';
+import { RingProtocolError } from '../../errors.js';
 
 /**
  * A one-way message queue in a shared-memory region (see shm.ts): how link messages travel between

@@ -1,8 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { RingAuthError, RingTimeoutError } from '../errors.js';
+import { RingAuthError, RingTimeoutError } from '../../errors.js';
 import type { Inbox } from './inbox.js';
-import type { AuthMsg, ChallengeMsg, HandshakeMessage, WelcomeMsg } from './messages.js';
-import { decodeMessage, encodeControl } from './wire.js';
+import type { AuthMsg, ChallengeMsg, HandshakeMessage, WelcomeMsg } from '../messages.js';
+import { decodeMessage, encodeControl } from '../wire.js';
 
 /**
  * Mutual authentication of a fresh WebSocket with the job token, before any ring traffic:
