@@ -1,0 +1,160 @@
+import type { RingError } from '../errors.js';
+import type { Link, LinkHandlers } from '../transport/link.js';
+import type { DataHeader } from '../transport/wire.js';
+import { EAGER_BYTES, EAGER_CREDIT, MAX_UNMATCHED, validateP2P, type P2PControl, type P2PMsg } from './messages.js';
+import { lostError, mismatchError, namedFor, protocolError, type SendOp } from './ops.js';
+
+/** What a side of the engine needs from the engine. */
+export interface SideHost {
+  /** This rank (world numbering). */
+  readonly rank: number;
+  /** Bytes per data frame of a large send. */
+  readonly chunk: number;
+  readonly maxInflight: number;
+  /** Something arrived: keep polling (see PointToPoint.progress). */
+  progress(): void;
+  /** Whether links should poll now (a new link joins in). */
+  readonly polling: boolean;
+}
+
+/**
+ * This rank's sends to one peer, on the link it opened to it (messages.ts has the protocol): a
+ * send waits in the backlog until the link is up and the peer holds fewer than MAX_UNMATCHED of
+ * ours, is announced (with its bytes, when small and within the credit), and ends with the
+ * peer's 'ack' (eager), its 'nak' (a mismatch), or — after a 'cts' — once its frames are flushed.
+ */
+export class Outgoing {
+  link: Link | undefined;
+  failed: RingError | undefined;
+  private nextId = 0;
+  private readonly announced = new Map<number, SendOp>();
+  private backlog: SendOp[] = [];
+  private streaming: SendOp[] = [];
+  private inflight = 0;
+  private eagerOut = 0;
+
+  constructor(
+    private readonly dst: number,
+    private readonly host: SideHost,
+    link: Promise<Link>,
+  ) {
+    link.then(
+      (l) => this.up(l),
+      (e: Error) => this.fail(lostError(host.rank, dst, e)),
+    );
+  }
+
+  private up(link: Link): void {
+    if (this.failed) return link.close();
+    this.link = link;
+    link.setHandlers(<LinkHandlers<P2PControl>>{
+      validate: validateP2P,
+      data: () => this.fail(protocolError(this.host.rank, this.dst, 'sent data on the link this rank sends on')),
+      control: (m) => this.onReply(m),
+      closed: (e) => this.fail(lostError(this.host.rank, this.dst, e)),
+    });
+    link.unref();
+    if (this.host.polling) link.setPolling?.(true);
+    this.announce();
+  }
+
+  add(op: SendOp): void {
+    if (this.failed) return op.reject(this.failed);
+    this.backlog.push(op);
+    this.announce();
+  }
+
+  /** Announces backlogged sends while the link is up and the peer holds few unmatched ones. */
+  private announce(): void {
+    const link = this.link;
+    if (!link || this.failed) return;
+    while (this.backlog.length > 0 && this.announced.size < MAX_UNMATCHED) {
+      const op = this.backlog.shift()!;
+      if (op.settled) continue;
+      op.id = this.nextId++;
+      const n = op.bytes.byteLength;
+      op.eager = n <= EAGER_BYTES && this.eagerOut + n <= EAGER_CREDIT;
+      const msg: P2PMsg = { t: 'msg', c: op.ctx, tag: op.tag, id: op.id, dt: op.dt.code, n: op.count };
+      if (op.eager) {
+        msg.p = op.bytes;
+        this.eagerOut += n;
+      }
+      this.announced.set(op.id, op);
+      link.sendControl(msg, (err) => {
+        if (err) this.fail(lostError(this.host.rank, this.dst, err));
+      });
+    }
+  }
+
+  private onReply(m: P2PControl): void {
+    this.host.progress();
+    if (m.t === 'msg') return this.fail(protocolError(this.host.rank, this.dst, 'sent a point-to-point message on the link this rank sends on'));
+    const op = this.announced.get(m.id);
+    if (!op) return; // given up here (timed out)
+    this.announced.delete(m.id);
+    if (op.eager) this.eagerOut -= op.bytes.byteLength;
+    if (m.t === 'ack') {
+      if (!op.eager) return this.fail(protocolError(this.host.rank, this.dst, `acknowledged send #${m.id}, which needs a 'cts'`));
+      op.resolve();
+    } else if (m.t === 'nak') {
+      op.reject(mismatchError(op, m.dt, m.n));
+    } else {
+      if (op.eager) return this.fail(protocolError(this.host.rank, this.dst, `sent 'cts' for send #${m.id}, which carried its data`));
+      op.chunks = Math.ceil(op.bytes.byteLength / this.host.chunk);
+      this.streaming.push(op);
+      this.pump();
+    }
+    this.announce();
+  }
+
+  /** Keeps up to maxInflight data frames on the link; each flush lets the next go. */
+  private pump(): void {
+    const link = this.link!;
+    const chunk = this.host.chunk;
+    while (this.inflight < this.host.maxInflight && this.streaming.length > 0 && !this.failed) {
+      const op = this.streaming[0];
+      if (op.settled) {
+        this.streaming.shift();
+        continue;
+      }
+      const k = op.queued++;
+      if (op.queued === op.chunks) this.streaming.shift();
+      const at = k * chunk;
+      const h: DataHeader = { seq: op.id, step: 0, chunk: k, codec: 0, scale: 1 };
+      this.inflight++;
+      link.sendData(h, op.bytes.subarray(at, Math.min(at + chunk, op.bytes.byteLength)), (err) => {
+        this.inflight--;
+        if (err) return this.fail(lostError(this.host.rank, this.dst, err));
+        if (++op.flushed === op.chunks) op.resolve();
+        this.pump();
+      });
+    }
+  }
+
+  /** Every send to this peer fails with `e`, and so does every later one. */
+  fail(e: RingError): void {
+    if (this.failed) return;
+    this.failed = e;
+    const ops = [...this.announced.values(), ...this.backlog, ...this.streaming];
+    this.announced.clear();
+    this.backlog = [];
+    this.streaming = [];
+    for (const op of ops) op.reject(namedFor(e, op));
+    this.link?.close();
+  }
+
+  /** Fails the sends `expired` picks (with `failOp`), then announces what may go now. */
+  expire(expired: (op: SendOp) => boolean, failOp: (op: SendOp, why: string) => void): void {
+    for (const [id, op] of [...this.announced]) {
+      if (!expired(op)) continue;
+      this.announced.delete(id);
+      if (op.eager) this.eagerOut -= op.bytes.byteLength;
+      failOp(op, `rank ${op.names.peer} has not posted a matching recv`);
+    }
+    for (const op of [...this.backlog, ...this.streaming]) {
+      if (!expired(op)) continue;
+      failOp(op, !this.link ? `no link to rank ${op.names.peer} could be opened` : op.queued > 0 ? `rank ${op.names.peer} has not taken all its data` : `rank ${op.names.peer} holds too many unmatched sends of this rank`);
+    }
+    this.announce();
+  }
+}
