@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseBenchArgs, sweep } from '../src/bench/args.js';
+import { parseBenchArgs, sweep } from '../src/launcher/bench/args.js';
 import { ringrunBin, runNode } from './helpers/run.js';
 
 describe('ringrun bench arguments', () => {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { benchHelp, parseBenchArgs, type BenchParsed } from '../bench/args.js';
+import { benchHelp, parseBenchArgs, type BenchParsed } from './bench/args.js';
 import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
 import { launch } from './job.js';
 
@@ -51,7 +51,7 @@ async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<num
   }
 }
 
-/** `ringrun bench ...`: the ranks run dist/bench/worker.js; rank 0 prints the table. */
+/** `ringrun bench ...`: the ranks run dist/launcher/bench/worker.js; rank 0 prints the table. */
 async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   let parsed: BenchParsed;
   try {
@@ -65,7 +65,7 @@ async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
     process.stdout.write(benchHelp());
     return 0;
   }
-  const worker = fileURLToPath(new URL('../bench/worker.js', import.meta.url));
+  const worker = fileURLToPath(new URL('./bench/worker.js', import.meta.url));
   return launch(
     {
       np: parsed.config.np,

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import * as rr from '../index.js';
+import * as rr from '../../index.js';
 import { type BenchConfig, sweep } from './args.js';
 
 /**

@@ -1,5 +1,5 @@
-import { BIND_TO_VALUES, type BindTo } from '../launcher/bind.js';
-import { UsageError } from '../launcher/args.js';
+import { BIND_TO_VALUES, type BindTo } from '../bind.js';
+import { UsageError } from '../args.js';
 
 /**
  * `ringrun bench`'s command line: an all-reduce bandwidth sweep in nccl-tests' terms.
