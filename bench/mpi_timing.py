@@ -1,0 +1,26 @@
+"""The timing loop of bench/mpi_*.py, for bench/compare.mjs. Run under
+mpirun -np N --mca btl tcp,self python3 bench/mpi_OP.py ITERS WARMUP BYTES...
+-> one JSON row per size on rank 0's stdout (median over iterations of the slowest rank)."""
+import json, sys, time
+
+import numpy as np
+from mpi4py import MPI
+
+
+def time_sizes(make_call):
+    """make_call(comm, nbytes) -> a function running the operation once at that size."""
+    comm = MPI.COMM_WORLD
+    iters, warmup = int(sys.argv[1]), int(sys.argv[2])
+    for nbytes in [int(s) for s in sys.argv[3:]]:
+        call = make_call(comm, nbytes)
+        times = []
+        for it in range(-warmup, iters):
+            t0 = time.perf_counter()
+            call()
+            t = time.perf_counter() - t0
+            if it >= 0:
+                times.append(t)
+        worst = np.empty(len(times))
+        comm.Allreduce(np.array(times), worst, op=MPI.MAX)
+        if comm.rank == 0:
+            print(json.dumps({'bytes': nbytes, 'timeUs': float(np.median(worst)) * 1e6}), flush=True)
