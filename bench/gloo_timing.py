@@ -2,11 +2,13 @@
 group on 127.0.0.1 and time one collective per size.
 Usage: python3 bench/gloo_OP.py N ITERS WARMUP BYTES... -> one JSON row per size on stdout.
 Time per size = median over iterations of the slowest rank (as ringrun bench)."""
-import json, os, sys, time
+import json, os, sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from timing import time_calls
 
 
 def worker(rank, n, port, iters, warmup, sizes, q, make_call):
@@ -15,13 +17,7 @@ def worker(rank, n, port, iters, warmup, sizes, q, make_call):
     rows = []
     for nbytes in sizes:
         call = make_call(nbytes, n)
-        times = []
-        for it in range(-warmup, iters):
-            t0 = time.perf_counter()
-            call()
-            t = time.perf_counter() - t0
-            if it >= 0:
-                times.append(t)
+        times = time_calls(call, iters, warmup)
         t = torch.tensor(times, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         rows.append({'bytes': nbytes, 'timeUs': float(t.median()) * 1e6})

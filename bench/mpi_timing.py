@@ -1,10 +1,12 @@
 """The timing loop of bench/mpi_*.py, for bench/compare.mjs. Run under
 mpirun -np N --mca btl tcp,self python3 bench/mpi_OP.py ITERS WARMUP BYTES...
 -> one JSON row per size on rank 0's stdout (median over iterations of the slowest rank)."""
-import json, sys, time
+import json, sys
 
 import numpy as np
 from mpi4py import MPI
+
+from timing import time_calls
 
 
 def time_sizes(make_call):
@@ -13,13 +15,7 @@ def time_sizes(make_call):
     iters, warmup = int(sys.argv[1]), int(sys.argv[2])
     for nbytes in [int(s) for s in sys.argv[3:]]:
         call = make_call(comm, nbytes)
-        times = []
-        for it in range(-warmup, iters):
-            t0 = time.perf_counter()
-            call()
-            t = time.perf_counter() - t0
-            if it >= 0:
-                times.append(t)
+        times = time_calls(call, iters, warmup)
         worst = np.empty(len(times))
         comm.Allreduce(np.array(times), worst, op=MPI.MAX)
         if comm.rank == 0:

@@ -71,6 +71,12 @@ export function parseSize(v: string, name: string): number {
   return Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
 }
 
+/** `v` if it is one of `values`, else a UsageError listing them. */
+function oneOf<T extends string>(v: string, values: readonly T[], name: string): T {
+  if (!values.includes(v as T)) throw new UsageError(`${name} must be one of ${values.join(', ')}, got '${v}'`, name);
+  return v as T;
+}
+
 function int(v: string, name: string, min: number): number {
   if (!/^\d+$/.test(v) || Number(v) < min) throw new UsageError(`${name} must be an integer >= ${min}, got '${v}'`, name);
   return Number(v);
@@ -108,12 +114,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
       case '--max-bytes':
         c.maxBytes = parseSize(next(), a);
         break;
-      case '--bind-to': {
-        const v = next();
-        if (!BIND_TO_VALUES.includes(v as BindTo)) throw new UsageError(`--bind-to must be one of ${BIND_TO_VALUES.join(', ')}, got '${v}'`, a);
-        c.bindTo = v as BindTo;
+      case '--bind-to':
+        c.bindTo = oneOf(next(), BIND_TO_VALUES, a);
         break;
-      }
       case '--chunk-bytes':
         c.chunkBytes = parseSize(next(), a);
         break;
@@ -127,16 +130,12 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
       case '--op': {
         const v = next();
         if (REDUCE_NAMES.includes(v as ReduceName)) throw new UsageError(`--op names the collective now (${BENCH_OPS.join(', ')}); for the reduction use --reduce ${v}`, a);
-        if (!BENCH_OPS.includes(v as BenchOp)) throw new UsageError(`--op must be one of ${BENCH_OPS.join(', ')}, got '${v}'`, a);
-        c.op = v as BenchOp;
+        c.op = oneOf(v, BENCH_OPS, a);
         break;
       }
-      case '--reduce': {
-        const v = next();
-        if (!REDUCE_NAMES.includes(v as ReduceName)) throw new UsageError(`--reduce must be one of ${REDUCE_NAMES.join(', ')}, got '${v}'`, a);
-        c.reduce = v as ReduceName;
+      case '--reduce':
+        c.reduce = oneOf(next(), REDUCE_NAMES, a);
         break;
-      }
       case '--compression': {
         const v = next();
         if (!['none', 'fp16', 'bf16'].includes(v)) throw new UsageError(`--compression must be none, fp16 or bf16, got '${v}'`, a);
