@@ -37,12 +37,13 @@ export function benchHelp(): string {
 Bandwidth of one collective on float32 arrays, like nccl-tests' all_reduce_perf and its
 siblings. Each size is timed over --iters back-to-back operations after --warmup; a row reports
 the median time of an operation (the slowest rank's), algbw = size / time and busbw = algbw x F:
-  --op allreduce      size = the array reduced                     F = 2(N-1)/N
-  --op reducescatter  size = the input (each rank keeps size/N)    F = (N-1)/N
-  --op allgather      size = the gathered output (size/N per rank) F = (N-1)/N
-  --op broadcast      size = the array rank 0 sends                F = 1
-  --op alltoall       size = a rank's send buffer (size/N per peer) F = (N-1)/N
-  --op sendrecv       rank r sends size bytes to r+1 while it receives size from r-1, F = 1
+  --op allreduce      size = the array reduced                       F = 2(N-1)/N
+  --op reducescatter  size = the input (each rank keeps size/N)      F = (N-1)/N
+  --op allgather      size = the gathered output (size/N per rank)   F = (N-1)/N
+  --op broadcast      size = the array rank 0 sends                  F = 1
+  --op alltoall       size = a rank's send buffer (size/N per peer)  F = (N-1)/N
+  --op sendrecv       size = what rank r sends to r+1 (it receives   F = 1
+                      as much from r-1 at the same time)
 Ops that split the size into N parts round it down to a multiple of 4N bytes. With compression,
 size and bandwidth count the float32 bytes reduced.
 

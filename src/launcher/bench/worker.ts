@@ -83,7 +83,7 @@ export async function runBench(c: BenchConfig): Promise<void> {
   if (me === 0 && progress) process.stderr.write('\n');
   const rss = await rr.allreduce(Float64Array.of(process.resourceUsage().maxRSS * 1024), { op: 'max' });
   out(`# peak RSS of a rank: ${(rss[0] / 2 ** 20).toFixed(0)} MiB (largest buffer ${(c.maxBytes / 2 ** 20).toFixed(1)} MiB)`);
-  const large = rows.filter((r) => r.bytes >= Math.min(c.maxBytes, 16 << 20));
+  const large = rows.filter((r) => r.bytes >= Math.min(sizes[sizes.length - 1], 16 << 20));
   if (large.length) out(`# avg busbw over sizes >= 16 MiB: ${(large.reduce((s, r) => s + r.busbwGBs, 0) / large.length).toFixed(3)} GB/s`);
   if (me === 0 && c.json) writeFileSync(c.json, JSON.stringify(rows, null, 2) + '\n');
   await rr.shutdown();
