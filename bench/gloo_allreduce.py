@@ -1,45 +1,16 @@
 """All-reduce timing through torch.distributed's Gloo backend, for bench/compare.mjs.
 Usage: python3 bench/gloo_allreduce.py N ITERS WARMUP BYTES... -> one JSON row per size on stdout.
 Time per size = median over iterations of the slowest rank (as ringrun bench)."""
-import json, os, sys, time
-
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from gloo_timing import time_sizes
 
 
-def worker(rank, n, port, iters, warmup, sizes, q):
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=n)
-    rows = []
-    for nbytes in sizes:
-        x = torch.ones(nbytes // 4, dtype=torch.float32)
-        times = []
-        for it in range(-warmup, iters):
-            t0 = time.perf_counter()
-            dist.all_reduce(x)
-            t = time.perf_counter() - t0
-            if it >= 0:
-                times.append(t)
-        t = torch.tensor(times, dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        rows.append({'bytes': nbytes, 'timeUs': float(t.median()) * 1e6})
-    if rank == 0:
-        q.put(rows)
-    dist.destroy_process_group()
+def allreduce(nbytes, n):
+    x = torch.ones(nbytes // 4, dtype=torch.float32)
+    return lambda: dist.all_reduce(x)
 
 
 if __name__ == '__main__':
-    n, iters, warmup = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    sizes = [int(s) for s in sys.argv[4:]]
-    port = 29000 + os.getpid() % 1000
-    ctx = mp.get_context('spawn')
-    q = ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(r, n, port, iters, warmup, sizes, q)) for r in range(n)]
-    for p in procs:
-        p.start()
-    rows = q.get(timeout=600)
-    for p in procs:
-        p.join()
-    for row in rows:
-        print(json.dumps(row))
+    time_sizes(allreduce)

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { benchHelp, parseBenchArgs, type BenchParsed } from '../bench/args.js';
+import { benchHelp, parseBenchArgs, type BenchParsed } from './bench/args.js';
+import { missingMethods } from './bench/ops.js';
 import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
 import { launch } from './job.js';
 
@@ -51,7 +52,7 @@ async function run(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<num
   }
 }
 
-/** `ringrun bench ...`: the ranks run dist/bench/worker.js; rank 0 prints the table. */
+/** `ringrun bench ...`: the ranks run dist/launcher/bench/worker.js; rank 0 prints the table. */
 async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   let parsed: BenchParsed;
   try {
@@ -65,7 +66,14 @@ async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
     process.stdout.write(benchHelp());
     return 0;
   }
-  const worker = fileURLToPath(new URL('../bench/worker.js', import.meta.url));
+  // alltoall, send and recv come with a newer API: say so once here rather than from every rank.
+  const { RingGroup } = await import('../group.js');
+  const missing = missingMethods(parsed.config.op, RingGroup.prototype);
+  if (missing.length > 0) {
+    process.stderr.write(`ringrun bench: --op ${parsed.config.op} needs ${missing.map((m) => `RingGroup.${m}`).join(' and ')}, which this build of ringreduce does not have\n`);
+    return 1;
+  }
+  const worker = fileURLToPath(new URL('./bench/worker.js', import.meta.url));
   return launch(
     {
       np: parsed.config.np,

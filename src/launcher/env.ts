@@ -1,4 +1,4 @@
-import { formatHost, type Endpoint } from '../transport/ws/socket.js';
+import { formatHost, type Endpoint } from '../rendezvous/store.js';
 
 /**
  * The environment ringrun gives each rank, on top of its own environment and the -x values.

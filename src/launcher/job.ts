@@ -1,16 +1,13 @@
-import { boundCommand } from './bind.js';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stderrLogger, type Logger } from '../logger.js';
-import { interfaceAddress, isLoopback, localAddresses, routeAddress } from '../rendezvous/address.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
-import { formatHost, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
+import type { Endpoint, TlsConfig } from '../rendezvous/store.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
+import { boundCommand } from './bind.js';
 import { rankEnv } from './env.js';
-import { isThisHost, placeRanks, type Placement } from './hosts.js';
+import { describeHosts, describeStore, jobExports, loadTls, PACKAGE_ROOT, placeSlots, planStore, rshArgv, shellQuote, type Slot, type StorePlan } from './layout.js';
 import { Output } from './output.js';
 import { preflightHost } from './preflight.js';
 import { RankProcess, type RankExit } from './ranks.js';
@@ -32,7 +29,8 @@ import { BOOTSTRAP_PATH, type RemoteHello } from './remote-protocol.js';
  * bootstrap there (remote.ts); before anything starts, each remote host must pass a preflight
  * check, or ringrun exits 1 naming the hosts and what to fix. The store then listens on the
  * address that routes to the remote hosts (or --iface's), and each host's ranks are told the
- * address of the store that routes to them.
+ * address of the store that routes to them. Those decisions (the job's layout) are in layout.ts;
+ * this file spawns, supervises and tears down.
  */
 
 export interface LaunchOptions {
@@ -59,20 +57,6 @@ export const EXIT_CANNOT_EXECUTE = 126;
 export const EXIT_NOT_FOUND = 127;
 /** ringrun itself failed (e.g. the store could not listen, or a host failed the preflight check). */
 export const EXIT_LAUNCHER_ERROR = 1;
-
-/** The package root (dist/launcher/job.js -> ../..): remote hosts must have it at the same path. */
-const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
-
-/** Quotes a word for a POSIX shell (the remote command of ssh is shell text). */
-export const shellQuote = (w: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
-
-/** Where the store listens, and the address each host's ranks reach it at. */
-interface StorePlan {
-  listen: string;
-  /** Per remote host; ranks on this host use `local`. */
-  remote: Map<string, string>;
-  local: string;
-}
 
 const TRAPPED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** How long the failed rank's stderr may take to deliver its last lines before they are shown. */
@@ -107,11 +91,6 @@ export function launch(config: LaunchConfig, options: LaunchOptions = {}): Promi
   return new Job(config, options).run();
 }
 
-/** One rank's place: its host, whether that is this machine, and its local rank there. */
-interface Slot extends Placement {
-  local: boolean;
-}
-
 class Job {
   private readonly ranks: RankProcess[] = [];
   private readonly out: Output;
@@ -136,12 +115,12 @@ class Job {
     let store: StoreServer | undefined;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const slots = this.slots();
+      const slots = placeSlots(this.config);
       const remoteHosts = [...new Set(slots.filter((s) => !s.local).map((s) => s.host))];
-      if (this.config.verbose && this.config.hosts) this.describeHosts(slots);
+      if (this.config.verbose && this.config.hosts) for (const line of describeHosts(this.config, slots)) this.say(line);
       let tls: TlsConfig | undefined;
       try {
-        tls = this.loadTls(); // before the preflight: a local mistake should not wait for the hosts
+        tls = loadTls(this.config); // before the preflight: a local mistake should not wait for the hosts
       } catch (e) {
         this.say((e as Error).message);
         return EXIT_LAUNCHER_ERROR;
@@ -150,7 +129,7 @@ class Job {
       if (this.reason) return exitCodeFor(this.reason);
       let plan: StorePlan;
       try {
-        plan = await this.planStore(remoteHosts);
+        plan = await planStore(this.config, remoteHosts);
       } catch (e) {
         this.say((e as Error).message);
         return EXIT_LAUNCHER_ERROR;
@@ -169,7 +148,7 @@ class Job {
         this.say(`cannot start the rendezvous store: ${(e as Error).message}`);
         return EXIT_LAUNCHER_ERROR;
       }
-      if (this.config.verbose) this.describeStore(store.endpoint, plan, tls, slots.some((s) => s.local));
+      if (this.config.verbose) for (const line of describeStore(this.config, store.endpoint, plan, tls, slots.some((s) => s.local))) this.say(line);
       // A signal may have arrived while the store was starting: then there is nothing to spawn.
       if (!this.reason) {
         this.spawnAll(slots, plan, store.endpoint.port, token);
@@ -194,18 +173,6 @@ class Job {
     }
   }
 
-  /** Where each rank runs; without hosts, all on this host. */
-  private slots(): Slot[] {
-    const { np, hosts } = this.config;
-    if (!hosts) return Array.from({ length: np }, (_, r) => ({ host: 'localhost', local: true, localRank: r, localSize: np }));
-    const mine = localAddresses();
-    const slots = placeRanks(hosts, np).map((p) => ({ ...p, local: isThisHost(p.host, mine) }));
-    // `-H localhost:1,myname:1` is one machine twice: count its ranks together.
-    const here = slots.filter((s) => s.local);
-    here.forEach((s, i) => Object.assign(s, { localRank: i, localSize: here.length }));
-    return slots;
-  }
-
   /** Checks every remote host at once; says what is wrong with each that fails. */
   private async preflight(hosts: string[]): Promise<boolean> {
     const timeoutSec = this.config.preflightTimeoutSec ?? DEFAULT_PREFLIGHT_SEC;
@@ -215,7 +182,7 @@ class Job {
       hosts.map((host) =>
         preflightHost({
           host,
-          argv: this.rshArgv(host, `exec node ${shellQuote(bootstrap)} --preflight ${shellQuote(cwd)}`),
+          argv: rshArgv(this.config, host, `exec node ${shellQuote(bootstrap)} --preflight ${shellQuote(cwd)}`),
           timeoutSec,
           root: PACKAGE_ROOT,
           cwd,
@@ -233,84 +200,10 @@ class Job {
     return failed.length === 0;
   }
 
-  /** The rsh command line that runs `remoteCommand` (shell text) on `host`. */
-  private rshArgv(host: string, remoteCommand: string): string[] {
-    const { rsh = DEFAULT_RSH, sshPort, sshIdentity } = this.config;
-    return [
-      ...rsh,
-      ...(sshPort !== undefined ? ['-p', String(sshPort)] : []),
-      ...(sshIdentity !== undefined ? ['-i', sshIdentity] : []),
-      host,
-      remoteCommand,
-    ];
-  }
-
-  /**
-   * The store's addresses. All ranks here: loopback (or --iface's address). With remote hosts:
-   * --iface's address, else for each host the local address of the route to it; the store listens
-   * on that address when it is the same for all, else on every interface.
-   */
-  private async planStore(remoteHosts: string[]): Promise<StorePlan> {
-    const { iface } = this.config;
-    const fixed = iface ? interfaceAddress(iface, '--iface') : undefined;
-    if (remoteHosts.length === 0) {
-      const a = fixed ?? '127.0.0.1';
-      return { listen: a, remote: new Map(), local: a };
-    }
-    if (fixed && isLoopback(fixed)) {
-      throw new Error(`--iface ${iface} is a loopback interface (${fixed}), which the remote hosts (${remoteHosts.join(', ')}) cannot reach`);
-    }
-    const remote = new Map<string, string>();
-    for (const host of remoteHosts) {
-      let a = fixed;
-      if (!a) {
-        try {
-          a = await routeAddress(host);
-        } catch (e) {
-          throw new Error(`host ${host}: no route to it from this host (${(e as Error).message}); check the name, or choose the interface with --iface`);
-        }
-      }
-      if (isLoopback(a)) throw new Error(`host ${host} is reached over loopback (${a}) but is not this host: name it by an address the other hosts can reach`);
-      remote.set(host, a);
-    }
-    const distinct = new Set(remote.values());
-    const first = remote.get(remoteHosts[0])!;
-    return { listen: distinct.size === 1 ? first : '0.0.0.0', remote, local: first };
-  }
-
-  private loadTls(): TlsConfig | undefined {
-    const files = this.config.tls;
-    if (!files) return undefined;
-    const read = (option: string, path: string) => {
-      try {
-        return readFileSync(path, 'utf8');
-      } catch (e) {
-        throw new Error(`${option} ${path}: cannot read it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-      }
-    };
-    const tls: TlsConfig = { cert: read('--tls-cert', files.cert), key: read('--tls-key', files.key) };
-    if (files.ca) tls.ca = read('--tls-ca', files.ca);
-    return tls;
-  }
-
-  /** Variables ringrun sets for its options, on top of -x. */
-  private jobExports(): Map<string, string> {
-    const { exports, iface, verbose, tls } = this.config;
-    const all = new Map(exports);
-    if (iface) all.set('RINGREDUCE_IFACE', iface);
-    if (verbose) all.set('RINGREDUCE_VERBOSE', '1');
-    if (tls) {
-      all.set('RINGREDUCE_TLS_CERT', tls.cert);
-      all.set('RINGREDUCE_TLS_KEY', tls.key);
-      if (tls.ca) all.set('RINGREDUCE_TLS_CA', tls.ca);
-    }
-    return all;
-  }
-
   private spawnAll(slots: Slot[], plan: StorePlan, storePort: number, token: string): void {
     const { np, command, args, tagOutput, startTimeoutSec, graceSec } = this.config;
     const base = this.options.env ?? process.env;
-    const exports = this.jobExports();
+    const exports = jobExports(this.config);
     const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
     slots.forEach((slot, rank) => {
       const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
@@ -326,30 +219,10 @@ class Job {
       }
       const env = rankEnv({}, job, rank, slot) as Record<string, string>;
       const hello: RemoteHello = { v: 1, rank, host: slot.host, cwd: process.cwd(), env, command, args, graceSec, bindTo };
-      const [rsh, ...rshArgs] = this.rshArgv(slot.host, `exec node ${shellQuote(bootstrap)}`);
+      const [rsh, ...rshArgs] = rshArgv(this.config, slot.host, `exec node ${shellQuote(bootstrap)}`);
       // ringrun's own environment goes to the rsh command (ssh needs SSH_AUTH_SOCK, HOME...), not to the rank.
       this.ranks.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));
     });
-  }
-
-  private describeHosts(slots: Slot[]): void {
-    const byHost = new Map<string, { local: boolean; ranks: number[] }>();
-    slots.forEach((s, r) => {
-      const h = byHost.get(s.host) ?? { local: s.local, ranks: [] };
-      h.ranks.push(r);
-      byHost.set(s.host, h);
-    });
-    for (const [host, h] of byHost) {
-      const ranks = h.ranks.length === 1 ? `rank ${h.ranks[0]}` : `ranks ${h.ranks[0]}-${h.ranks[h.ranks.length - 1]}`;
-      this.say(`host ${host}: ${ranks}, ${h.local ? 'on this host' : `via ${(this.config.rsh ?? DEFAULT_RSH)[0]}`}`);
-    }
-  }
-
-  private describeStore(e: Endpoint, plan: StorePlan, tls: TlsConfig | undefined, anyLocal: boolean): void {
-    this.say(`rendezvous store listens on ${wsUrl(e, tls).replace(/\/$/, '')}`);
-    const hint = this.config.iface ? `--iface ${this.config.iface}` : 'the route to the host';
-    for (const [host, a] of plan.remote) this.say(`ranks on ${host} reach the store at ${formatHost(a)}:${e.port} (${hint})`);
-    if (plan.remote.size > 0 && anyLocal) this.say(`ranks on this host reach the store at ${formatHost(plan.local)}:${e.port}`);
   }
 
   private onRankExit(r: RankProcess, exit: RankExit): void {
@@ -384,7 +257,6 @@ class Job {
     this.say(`received ${signal} while stopping; sending SIGKILL to every rank`);
     for (const r of this.ranks) r.signal('SIGKILL');
   }
-
 
   /** Records the first reason to stop; false if the job is already stopping. */
   private stop(reason: StopReason): boolean {

@@ -4,7 +4,7 @@ import { clientHandshake, serverHandshake } from '../transport/ws/auth.js';
 import { Inbox } from '../transport/ws/inbox.js';
 import { refuse, reportRefusals } from '../transport/ws/refusals.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
-import { closeWsServer, connect, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
+import { closeWsServer, connect, formatHost, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
 import type { Logger } from '../logger.js';
 
@@ -167,6 +167,9 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
 export function closeServer(server: WebSocketServer): Promise<void> {
   return closeWsServer(server);
 }
+
+/** What launchers need to name and reach a store, without reaching into the transport. */
+export { formatHost, wsUrl as storeUrl, type Endpoint, type TlsConfig };
 
 /** A rank's connection to the store. */
 export class StoreClient implements RendezvousStore {
