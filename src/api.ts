@@ -12,6 +12,7 @@ import type {
   SendOptions,
 } from './group.js';
 import { RingGroup } from './group.js';
+import type { ProcessGroup } from './process-group.js';
 import type { NumericArray } from './dtypes.js';
 import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
@@ -92,7 +93,7 @@ export const alltoall = async <T extends NumericArray>(x: T, o?: AlltoallOptions
 export const send = async (x: NumericArray, o: SendOptions): Promise<void> => group('send').send(x, o);
 export const recv = async <T extends NumericArray>(into: T, o: RecvOptions): Promise<T> => group('recv').recv(into, o);
 /** A process group of the listed ranks: see RingGroup.newGroup (every rank calls it; non-members get null). */
-export const newGroup = async (ranks: readonly number[]): Promise<RingGroup | null> => group('newGroup').newGroup(ranks);
+export const newGroup = async (ranks: readonly number[]): Promise<ProcessGroup | null> => group('newGroup').newGroup(ranks);
 
 /** The comm worker for gradient reduction, started by init() (undefined when size() === 1). */
 export function engine(fn: string, s = state(fn)): Engine | undefined {

@@ -8,7 +8,7 @@ import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import { silentLogger } from './logger.js';
 import { runAlltoall } from './collectives/alltoall.js';
-import { Fabric, groupCommunicator, groupMembers } from './process-group.js';
+import { Fabric, groupCommunicator, groupMembers, ProcessGroup } from './process-group.js';
 import type { ReduceOp } from './kernels/index.js';
 import type { OpDescriptor } from './transport/messages.js';
 import { codecFor, type Compression } from './compression/codec.js';
@@ -331,7 +331,7 @@ export class RingGroup {
    * their own (ranks numbered 0..k-1 in ascending order of the listed ranks), with every
    * collective and point-to-point call; other ranks get null. Groups run independently.
    */
-  async newGroup(ranks: readonly number[]): Promise<RingGroup | null> {
+  async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
     const members = groupMembers(ranks, this.size, this.rank);
     const id = `${this.id}.${this.children++}`;
     // Every rank must name the same list: a barrier named by it turns a difference into a mismatch.
@@ -353,7 +353,7 @@ export class RingGroup {
     });
     fabric?.adopt(g);
     await g.barrier({ name: `ringreduce:group ${id}` });
-    return g;
+    return new ProcessGroup(g, members);
   }
 
   /** Resolves once every rank has called barrier(). */

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freePort } from './helpers/procs.js';
-import { root } from './helpers/run.js';
+import { ringrunBin, root, runNode } from './helpers/run.js';
 
 /**
  * A rank killed (SIGKILL) while other ranks have sends and recvs pending with it, including ranks
@@ -64,4 +64,16 @@ describe('point-to-point with a killed peer (real processes)', () => {
       }
     }
   }, 60_000);
+});
+
+describe('examples/p2p.js under ringrun', () => {
+  it('a ring shift, an uneven all-to-all and two concurrent groups, every value right (N=3 and N=4)', async () => {
+    for (const n of [3, 4]) {
+      const run = await runNode([ringrunBin, '-np', String(n), 'node', join(root, 'examples', 'p2p.js')], {}, 60_000);
+      expect(run.code, run.stderr).toBe(0);
+      const lines = run.stdout.split('\n').filter((l) => l.includes('wrong'));
+      expect(lines).toHaveLength(n);
+      for (const l of lines) expect(l).toMatch(/; 0 wrong$/);
+    }
+  }, 150_000);
 });

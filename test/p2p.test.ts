@@ -269,9 +269,9 @@ describe.each(['memory', 'ws'] as const)('process groups over %s', (transport) =
   it('disjoint groups all-reduce at the same time as the world; members get group ranks, others null', async () => {
     const gs = await groups(4, transport);
     const subs = await Promise.all(gs.map((g) => g.newGroup([0, 1])));
-    expect(subs.map((s) => s?.rank ?? null)).toEqual([0, 1, null, null]);
+    expect(subs.map((s) => s?.rank() ?? null)).toEqual([0, 1, null, null]);
     const evens = await Promise.all(gs.map((g) => g.newGroup([2, 0])));
-    expect(evens.map((s) => (s ? [s.rank, s.size] : null))).toEqual([[0, 2], null, [1, 2], null]);
+    expect(evens.map((s) => (s ? [s.rank(), s.size(), s.ranks()] : null))).toEqual([[0, 2, [0, 2]], null, [1, 2, [0, 2]], null]);
     const odds = await Promise.all(gs.map((g) => g.newGroup([1, 3])));
     const big = 500_003;
     const results = await withDeadline(
@@ -313,10 +313,10 @@ describe.each(['memory', 'ws'] as const)('process groups over %s', (transport) =
           const jobs: Promise<unknown>[] = [g.allreduce(Int32Array.of(r, 1))];
           for (const grp of [a[r], b[r]]) {
             if (!grp) continue;
-            const n = grp.size;
+            const n = grp.size();
             jobs.push(grp.allreduce(Int32Array.of(r, 1)));
-            jobs.push(grp.send(Int32Array.of(1000 * r + grp.rank), { dst: (grp.rank + 1) % n, tag: 4 }));
-            jobs.push(grp.recv(new Int32Array(1), { src: (grp.rank + n - 1) % n, tag: 4 }));
+            jobs.push(grp.send(Int32Array.of(1000 * r + grp.rank()), { dst: (grp.rank() + 1) % n, tag: 4 }));
+            jobs.push(grp.recv(new Int32Array(1), { src: (grp.rank() + n - 1) % n, tag: 4 }));
             jobs.push(grp.alltoall(Int32Array.of(r * 10, r * 10 + 1, r * 10 + 2)));
           }
           return Promise.all(jobs);
