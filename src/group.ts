@@ -8,7 +8,7 @@ import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import type { ReduceOp } from './kernels/index.js';
 import type { OpDescriptor } from './transport/messages.js';
-import { codecFor, type Compression } from './compression/codec.js';
+import { codecFor, COMPRESSIONS, isCompression, type Compression } from './compression/registry.js';
 
 export type { ReduceOp } from './kernels/index.js';
 
@@ -46,6 +46,12 @@ export interface BarrierOptions {
 }
 
 const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
+
+/** 'a', 'b' or 'c': how an option's error lists the values it takes. */
+function oneOf(values: readonly string[]): string {
+  const q = values.map((v) => `'${v}'`);
+  return q.length > 1 ? `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}` : q.join('');
+}
 
 /**
  * One rank's handle on a ring: rank, size and the collectives, with argument checks at this
@@ -119,8 +125,8 @@ export class RingGroup {
     const name = this.name('allreduce', options.name);
     const inPlace = this.flag('allreduce', 'inPlace', options.inPlace);
     const compression = options.compression ?? 'none';
-    if (compression !== 'none' && compression !== 'fp16' && compression !== 'bf16') {
-      throw new RingInvalidArgError(`allreduce: options.compression must be 'none', 'fp16' or 'bf16', got ${JSON.stringify(compression)}`, { op: 'allreduce' });
+    if (!isCompression(compression)) {
+      throw new RingInvalidArgError(`allreduce: options.compression must be ${oneOf(COMPRESSIONS)}, got ${JSON.stringify(compression)}`, { op: 'allreduce' });
     }
     const codec = codecFor(compression);
     if (codec && dt.name !== 'float32') {

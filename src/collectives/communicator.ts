@@ -10,6 +10,7 @@ import {
   serializeError,
 } from '../errors.js';
 import { dtypeByCode } from '../dtypes.js';
+import { wireBytesPerElement } from '../compression/registry.js';
 import { schedYield } from '../kernels/index.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
@@ -255,9 +256,8 @@ export class Communicator {
     st.descs[this.rank] = desc;
     st.descCount++;
     st.coll = coll as Collective<unknown>;
-    // A frame carries chunkBytes on the wire: with 16-bit compression that is twice the elements
-    // (halving the frames per operation, and their notices, measured faster on shared cores).
-    const wireBytes = desc.compression !== 'none' ? 2 : (dtypeByCode(desc.dtype)?.bytes ?? 1);
+    // A frame carries chunkBytes on the wire (see wireBytesPerElement).
+    const wireBytes = wireBytesPerElement(desc.compression, dtypeByCode(desc.dtype)?.bytes ?? 1);
     const chunkElems = desc.dtype ? Math.max(1, Math.floor(this.options.chunkBytes / wireBytes)) : 1;
     st.ctx = {
       rank: this.rank,
