@@ -7,7 +7,7 @@ import { Communicator } from './collectives/communicator.js';
 import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import type { ReduceOp } from './kernels/index.js';
-import type { OpDescriptor } from './transport/messages.js';
+import { descriptor, REDUCE_OPS } from './collectives/descriptor.js';
 import { codecFor, COMPRESSIONS, isCompression, type Compression } from './compression/registry.js';
 
 export type { ReduceOp } from './kernels/index.js';
@@ -44,8 +44,6 @@ export interface BroadcastOptions {
 export interface BarrierOptions {
   name?: string;
 }
-
-const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
 
 /** 'a', 'b' or 'c': how an option's error lists the values it takes. */
 function oneOf(values: readonly string[]): string {
@@ -108,14 +106,10 @@ export class RingGroup {
 
   private op(fn: string, op: unknown): ReduceOp {
     if (op === undefined) return 'sum';
-    if (!OPS.includes(op as ReduceOp)) {
-      throw new RingInvalidArgError(`${fn}: options.op must be one of ${OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
+    if (!REDUCE_OPS.includes(op as ReduceOp)) {
+      throw new RingInvalidArgError(`${fn}: options.op must be one of ${REDUCE_OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
     }
     return op as ReduceOp;
-  }
-
-  private desc(kind: OpDescriptor['kind'], dt: DTypeInfo | undefined, count: number, name: string, op = '', root = -1): OpDescriptor {
-    return { kind, op, dtype: dt?.code ?? 0, count, name, root, compression: 'none' };
   }
 
   /** Element-wise reduction across ranks; every rank gets the (bit-identical) result in a new array. */
@@ -132,7 +126,7 @@ export class RingGroup {
     if (codec && dt.name !== 'float32') {
       throw new RingInvalidArgError(`allreduce: options.compression '${compression}' applies to Float32Array data, got ${dt.name}`, { op: 'allreduce' });
     }
-    const d = { ...this.desc('allreduce', dt, x.length, name, op), compression };
+    const d = descriptor('allreduce', { dtype: dt.code, count: x.length, name, op, compression });
     const buf = inPlace ? x : x.slice();
     const coll = eagerFits(x.byteLength, this.size, this.comm.chunkBytes)
       ? new EagerAllreduce(buf, dt, op)
@@ -150,7 +144,7 @@ export class RingGroup {
     const op = this.op('reducescatter', options.op);
     const name = this.name('reducescatter', options.name);
     return this.comm.run(
-      this.desc('reducescatter', dt, x.length, name, op),
+      descriptor('reducescatter', { dtype: dt.code, count: x.length, name, op }),
       new RingAllreduce(x.slice(), dt, op, this.rank, this.size, true),
     ) as Promise<T>;
   }
@@ -159,7 +153,7 @@ export class RingGroup {
   allgather<T extends NumericArray>(x: T, options: AllgatherOptions = {}): Promise<T> {
     const dt = this.array('allgather', x);
     const name = this.name('allgather', options.name);
-    return this.comm.run(this.desc('allgather', dt, x.length, name), new RingAllgather(x, dt, this.size)) as Promise<T>;
+    return this.comm.run(descriptor('allgather', { dtype: dt.code, count: x.length, name }), new RingAllgather(x, dt, this.size)) as Promise<T>;
   }
 
   /** The root's array, on every rank, in a new array (x itself is left unchanged). */
@@ -172,13 +166,13 @@ export class RingGroup {
       });
     }
     const name = this.name('broadcast', options.name);
-    return this.comm.run(this.desc('broadcast', dt, x.length, name, '', root), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
+    return this.comm.run(descriptor('broadcast', { dtype: dt.code, count: x.length, name, root }), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
   }
 
   /** Resolves once every rank has called barrier(). */
   barrier(options: BarrierOptions = {}): Promise<void> {
     const name = this.name('barrier', options.name);
-    return this.comm.run(this.desc('barrier', undefined, 0, name), new RingBarrier());
+    return this.comm.run(descriptor('barrier', { name }), new RingBarrier());
   }
 
   /** Closes this rank's links (after telling its neighbours). Pending operations reject. */

@@ -1,5 +1,5 @@
 import type { DataHeader } from '../transport/wire.js';
-import type { OpDescriptor } from '../transport/messages.js';
+import type { OpDescriptor } from './descriptor.js';
 
 /**
  * What the communicator gives a running collective. A collective only computes offsets, moves

@@ -2,7 +2,6 @@ import {
   deserializeError,
   RingError,
   RingInternalError,
-  RingMismatchError,
   RingPeerLostError,
   RingProtocolError,
   RingShutdownError,
@@ -14,9 +13,10 @@ import { wireBytesPerElement } from '../compression/registry.js';
 import { schedYield } from '../kernels/index.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
-import type { LinkControlMessage, OpDescriptor } from '../transport/messages.js';
+import type { LinkControlMessage } from '../transport/messages.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { Collective, OpContext } from './collective.js';
+import { label, mismatchError, sameDescriptor, firstDifference, validateDescriptor, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 
 export interface CommunicatorOptions {
@@ -106,40 +106,6 @@ const YIELD_AFTER_MS = 0.05;
 
 /** How long a lost neighbour waits for an abort that names the rank really gone (see peerLost). */
 const LOSS_GRACE_MS = 250;
-
-/** Descriptor fields in the order mismatches are reported, and which collectives compare them. */
-const FIELDS: Array<{ field: keyof OpDescriptor; label: string; when: (d: OpDescriptor) => boolean }> = [
-  { field: 'kind', label: 'collective', when: () => true },
-  { field: 'name', label: 'name', when: () => true },
-  { field: 'dtype', label: 'dtype', when: (d) => d.kind !== 'barrier' },
-  { field: 'op', label: 'reduction op', when: (d) => d.kind === 'allreduce' || d.kind === 'reducescatter' },
-  { field: 'count', label: 'element count', when: (d) => d.kind !== 'allgather' && d.kind !== 'barrier' },
-  { field: 'root', label: 'root', when: (d) => d.kind === 'broadcast' },
-  { field: 'compression', label: 'compression', when: (d) => d.kind !== 'barrier' },
-];
-
-function showValue(field: keyof OpDescriptor, v: unknown): string {
-  if (field === 'dtype') return dtypeByCode(v as number)?.name ?? `dtype#${String(v)}`;
-  if (typeof v === 'string') return `'${v}'`;
-  return String(v);
-}
-
-/** Equal in every field (the common case, checked before looking for a mismatch field by field). */
-function sameDescriptor(a: OpDescriptor, b: OpDescriptor): boolean {
-  return (
-    a === b ||
-    (a.kind === b.kind && a.name === b.name && a.dtype === b.dtype && a.op === b.op && a.count === b.count && a.root === b.root && a.compression === b.compression)
-  );
-}
-
-/** The first field on which two descriptors disagree, or undefined. */
-function firstDifference(a: OpDescriptor, b: OpDescriptor): keyof OpDescriptor | undefined {
-  for (const f of FIELDS) {
-    if (f.field !== 'kind' && !f.when(a)) continue;
-    if (a[f.field] !== b[f.field]) return f.field;
-  }
-  return undefined;
-}
 
 /**
  * A communicator: this rank's place in the ring, its two links, and the sequencing of collectives.
@@ -242,7 +208,7 @@ export class Communicator {
     if (this.byes.size > 0) {
       const gone = [...this.byes].sort((a, b) => a - b);
       return Promise.reject(
-        new RingShutdownError(`rank ${this.rank}: ${this.label(desc, seq)} cannot run: rank ${gone.join(', ')} has already called shutdown()`, {
+        new RingShutdownError(`rank ${this.rank}: ${label(desc, seq)} cannot run: rank ${gone.join(', ')} has already called shutdown()`, {
           rank: this.rank,
           ranks: gone,
           op: desc.kind,
@@ -288,10 +254,6 @@ export class Communicator {
     return done;
   }
 
-  private label(d: OpDescriptor, seq: number): string {
-    return `${d.kind} #${seq}${d.name ? ` '${d.name}'` : ''}`;
-  }
-
   private state(seq: number): OpState {
     let st = this.ops.get(seq);
     if (!st) {
@@ -325,6 +287,18 @@ export class Communicator {
     }
     this.progress();
     if (m.t === 'desc') {
+      const sender = from === 'left' ? this.left : this.right;
+      let d: OpDescriptor;
+      try {
+        // The link checked only the message's envelope; what a descriptor may hold is checked here.
+        d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`);
+      } catch (e) {
+        // As a link that failed on it would have been: ignored once shutting down.
+        if (this.closing) return;
+        return this.fatal(this.protocolError(sender, `(${from} neighbour) broke the protocol: ${(e as Error).message}`));
+      }
+      // Only the known fields travel further.
+      m.d = d;
       if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
       if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
         return this.fatal(this.protocolError(this.left, `forwarded a descriptor with origin ${m.origin}`));
@@ -344,7 +318,7 @@ export class Communicator {
       }
       if (past) return;
       const st = this.state(m.seq);
-      st.descs[m.origin] = m.d;
+      st.descs[m.origin] = d;
       st.inline[m.origin] = m.p;
       st.descCount++;
       this.check(st);
@@ -407,7 +381,7 @@ export class Communicator {
 
   private apply(st: OpState, h: DataHeader, payload: Uint8Array): void {
     const problem = st.coll!.onData(st.ctx!, h, payload);
-    if (problem) this.fatal(this.protocolError(this.left, `sent an unexpected frame for ${this.label(st.desc!, st.seq)}: ${problem}`));
+    if (problem) this.fatal(this.protocolError(this.left, `sent an unexpected frame for ${label(st.desc!, st.seq)}: ${problem}`));
   }
 
   /** Advances an operation through its agreement checks as descriptors arrive. */
@@ -422,11 +396,11 @@ export class Communicator {
       }
     }
     if (!st.tableChecked && st.descCount === this.size) {
-      const mismatch = st.descs.every((d) => sameDescriptor(d!, st.desc!)) ? undefined : this.mismatch(st);
+      const mismatch = st.descs.every((d) => sameDescriptor(d!, st.desc!)) ? undefined : mismatchError(st.descs as OpDescriptor[], this.rank, st.desc, st.seq);
       if (mismatch) return this.settle(st, mismatch);
       st.tableChecked = true;
       const bad = st.coll!.onTable?.(st.ctx!);
-      if (bad) return this.fatal(this.protocolError(bad.rank, `${bad.problem} (${this.label(st.desc!, st.seq)})`));
+      if (bad) return this.fatal(this.protocolError(bad.rank, `${bad.problem} (${label(st.desc!, st.seq)})`));
     }
     if (st.held.length > 0 && st.leftChecked && (!st.coll!.needsTable || st.tableChecked)) {
       const held = st.held;
@@ -438,28 +412,6 @@ export class Communicator {
       if (this.broken) return;
     }
     this.maybeComplete(st);
-  }
-
-  /** The same error on every rank: the first field (in FIELDS order) on which ranks disagree. */
-  private mismatch(st: OpState): RingMismatchError | undefined {
-    const descs = st.descs as OpDescriptor[];
-    for (const f of FIELDS) {
-      if (f.field !== 'kind' && !descs.every((d) => d.kind === descs[0].kind && f.when(d))) continue;
-      const groups = new Map<unknown, number[]>();
-      descs.forEach((d, r) => {
-        const v = d[f.field];
-        if (!groups.has(v)) groups.set(v, []);
-        groups.get(v)!.push(r);
-      });
-      if (groups.size === 1) continue;
-      const parts = [...groups].map(([v, ranks]) => `rank${ranks.length > 1 ? 's' : ''} ${ranks.join(',')}: ${showValue(f.field, v)}`);
-      const odd = [...groups.values()].slice(1).flat();
-      return new RingMismatchError(
-        `rank ${this.rank}: ${this.label(st.desc!, st.seq)}: ranks disagree on the ${f.label} (${parts.join('; ')})`,
-        { rank: this.rank, ranks: odd, op: st.desc!.kind, seq: st.seq, field: f.field },
-      );
-    }
-    return undefined;
   }
 
   private maybeComplete(st: OpState): void {
@@ -631,7 +583,7 @@ export class Communicator {
       }, LOSS_GRACE_MS);
       return;
     }
-    const labels = pending.map((s) => this.label(s.desc!, s.seq));
+    const labels = pending.map((s) => label(s.desc!, s.seq));
     const during = labels.length ? ` while ${labels.join(', ')} ${labels.length > 1 ? 'were' : 'was'} pending` : '';
     this.fatal(
       new RingPeerLostError(`rank ${this.rank}: rank ${peer} (${side} neighbour) ${how}${during}`, {
@@ -698,7 +650,7 @@ export class Communicator {
     const missing = st.descs.map((x, r) => (x ? -1 : r)).filter((r) => r >= 0);
     if (rightSilentMs !== undefined) {
       return new RingTimeoutError(
-        `rank ${this.rank}: ${this.label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: rank ${this.right} (right neighbour) ` +
+        `rank ${this.rank}: ${label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: rank ${this.right} (right neighbour) ` +
           `has sent nothing for ${rightSilentMs} ms (stopped, its event loop blocked, or the network to it down)`,
         { rank: this.rank, ranks: [this.right], op: d.kind, seq: st.seq },
       );
@@ -709,7 +661,7 @@ export class Communicator {
         ? `still waiting for data from rank ${this.left} (left neighbour)`
         : `still waiting for rank ${this.right} (right neighbour) to take ${st.pendingSends} frame(s)`;
     return new RingTimeoutError(
-      `rank ${this.rank}: ${this.label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: ${waiting}`,
+      `rank ${this.rank}: ${label(d, st.seq)} timed out after ${this.options.timeoutMs} ms: ${waiting}`,
       { rank: this.rank, ranks: missing.length ? missing : [this.left], op: d.kind, seq: st.seq },
     );
   }
