@@ -1,6 +1,7 @@
 import { deserializeError, RingPeerLostError, RingTimeoutError, type RingError } from '../../errors.js';
 import type { Link } from '../../transport/link.js';
 import type { AbortMsg } from '../../transport/messages.js';
+import type { RingPlace } from '../collective.js';
 import { label } from '../descriptor.js';
 import type { OpState, OpTable } from './op-table.js';
 
@@ -27,11 +28,7 @@ const GRACE_BEATS = SILENT_BEATS + 2;
 const LOSS_GRACE_MS = 250;
 
 /** What liveness needs of the communicator it watches for. */
-export interface LivenessHost {
-  readonly rank: number;
-  readonly size: number;
-  readonly left: number;
-  readonly right: number;
+export interface LivenessHost extends RingPlace {
   /** The ring has failed (fatal has run). */
   broken(): boolean;
   /** shutdown() has been called. */
