@@ -10,8 +10,8 @@ import { silentLogger } from './logger.js';
 import { runAlltoall } from './collectives/alltoall.js';
 import { Fabric, groupCommunicator, groupMembers, ProcessGroup } from './process-group.js';
 import type { ReduceOp } from './kernels/index.js';
-import type { OpDescriptor } from './transport/messages.js';
-import { codecFor, type Compression } from './compression/codec.js';
+import { descriptor, REDUCE_OPS } from './collectives/descriptor.js';
+import { codecFor, COMPRESSIONS, isCompression, type Compression } from './compression/registry.js';
 
 export type { ReduceOp } from './kernels/index.js';
 
@@ -84,7 +84,11 @@ export interface GroupInfo {
   id?: string;
 }
 
-const OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
+/** 'a', 'b' or 'c': how an option's error lists the values it takes. */
+function oneOf(values: readonly string[]): string {
+  const q = values.map((v) => `'${v}'`);
+  return q.length > 1 ? `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}` : q.join('');
+}
 
 /**
  * One rank's handle on a ring: rank, size and the collectives, with argument checks at this
@@ -154,14 +158,10 @@ export class RingGroup {
 
   private op(fn: string, op: unknown): ReduceOp {
     if (op === undefined) return 'sum';
-    if (!OPS.includes(op as ReduceOp)) {
-      throw new RingInvalidArgError(`${fn}: options.op must be one of ${OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
+    if (!REDUCE_OPS.includes(op as ReduceOp)) {
+      throw new RingInvalidArgError(`${fn}: options.op must be one of ${REDUCE_OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
     }
     return op as ReduceOp;
-  }
-
-  private desc(kind: OpDescriptor['kind'], dt: DTypeInfo | undefined, count: number, name: string, op = '', root = -1): OpDescriptor {
-    return { kind, op, dtype: dt?.code ?? 0, count, name, root, compression: 'none' };
   }
 
   /** Element-wise reduction across ranks; every rank gets the (bit-identical) result in a new array. */
@@ -171,14 +171,14 @@ export class RingGroup {
     const name = this.name('allreduce', options.name);
     const inPlace = this.flag('allreduce', 'inPlace', options.inPlace);
     const compression = options.compression ?? 'none';
-    if (compression !== 'none' && compression !== 'fp16' && compression !== 'bf16') {
-      throw new RingInvalidArgError(`allreduce: options.compression must be 'none', 'fp16' or 'bf16', got ${JSON.stringify(compression)}`, { op: 'allreduce' });
+    if (!isCompression(compression)) {
+      throw new RingInvalidArgError(`allreduce: options.compression must be ${oneOf(COMPRESSIONS)}, got ${JSON.stringify(compression)}`, { op: 'allreduce' });
     }
     const codec = codecFor(compression);
     if (codec && dt.name !== 'float32') {
       throw new RingInvalidArgError(`allreduce: options.compression '${compression}' applies to Float32Array data, got ${dt.name}`, { op: 'allreduce' });
     }
-    const d = { ...this.desc('allreduce', dt, x.length, name, op), compression };
+    const d = descriptor('allreduce', { dtype: dt.code, count: x.length, name, op, compression });
     const buf = inPlace ? x : x.slice();
     const coll = eagerFits(x.byteLength, this.size, this.comm.chunkBytes)
       ? new EagerAllreduce(buf, dt, op)
@@ -196,7 +196,7 @@ export class RingGroup {
     const op = this.op('reducescatter', options.op);
     const name = this.name('reducescatter', options.name);
     return this.comm.run(
-      this.desc('reducescatter', dt, x.length, name, op),
+      descriptor('reducescatter', { dtype: dt.code, count: x.length, name, op }),
       new RingAllreduce(x.slice(), dt, op, this.rank, this.size, true),
     ) as Promise<T>;
   }
@@ -205,7 +205,7 @@ export class RingGroup {
   allgather<T extends NumericArray>(x: T, options: AllgatherOptions = {}): Promise<T> {
     const dt = this.array('allgather', x);
     const name = this.name('allgather', options.name);
-    return this.comm.run(this.desc('allgather', dt, x.length, name), new RingAllgather(x, dt, this.size)) as Promise<T>;
+    return this.comm.run(descriptor('allgather', { dtype: dt.code, count: x.length, name }), new RingAllgather(x, dt, this.size)) as Promise<T>;
   }
 
   /** The root's array, on every rank, in a new array (x itself is left unchanged). */
@@ -218,7 +218,7 @@ export class RingGroup {
       });
     }
     const name = this.name('broadcast', options.name);
-    return this.comm.run(this.desc('broadcast', dt, x.length, name, '', root), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
+    return this.comm.run(descriptor('broadcast', { dtype: dt.code, count: x.length, name, root }), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
   }
 
   /** A rank of this group other than this one, from options[field] (dst / src). */
@@ -291,7 +291,7 @@ export class RingGroup {
       x,
       dt,
       splits,
-      this.desc('alltoall', dt, x.length, name),
+      descriptor('alltoall', { dtype: dt.code, count: x.length, name }),
       tag,
     );
   }
@@ -359,7 +359,7 @@ export class RingGroup {
   /** Resolves once every rank has called barrier(). */
   barrier(options: BarrierOptions = {}): Promise<void> {
     const name = this.name('barrier', options.name);
-    return this.comm.run(this.desc('barrier', undefined, 0, name), new RingBarrier());
+    return this.comm.run(descriptor('barrier', { name }), new RingBarrier());
   }
 
   /** Closes this rank's links (after telling its neighbours). Pending operations reject. */

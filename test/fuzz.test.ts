@@ -11,6 +11,7 @@ import { Inbox } from '../src/transport/ws/inbox.js';
 import { MessageLink, validateControl, type Link, type LinkHandlers } from '../src/transport/link.js';
 import { memoryLinkPair } from '../src/transport/memory.js';
 import type { LinkControlMessage } from '../src/transport/messages.js';
+import { validateDescriptor, type OpDescriptor } from '../src/collectives/descriptor.js';
 import { DATA_HEADER_BYTES, decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../src/transport/wire.js';
 import { DEEP_ARRAY, Entries, HOSTILE, HUGE_ARRAY, mp, mutateBytes, mutateObject, prng, prototypeGuard, type Rng } from './helpers/hostile.js';
 import { firstDiff, sameBytes } from './helpers/reference.js';
@@ -62,9 +63,10 @@ const VALID_OTHER: Record<string, unknown>[] = [
 ];
 
 const isInt = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v);
-/** What validateControl promises about anything it accepts. */
-function expectWellFormed(m: LinkControlMessage, where: string) {
-  expect(Object.getPrototypeOf(m), where).toBe(Object.prototype);
+/** What validateControl (and, for a descriptor, validateDescriptor) promises about anything it accepts. */
+function expectWellFormed(msg: LinkControlMessage, where: string) {
+  expect(Object.getPrototypeOf(msg), where).toBe(Object.prototype);
+  const m = msg as Exclude<LinkControlMessage, { t: 'desc' }> | (Extract<LinkControlMessage, { t: 'desc' }> & { d: OpDescriptor });
   if (m.t === 'desc') {
     expect(Object.keys(m).sort(), where).toEqual(['d', 'origin', 'seq', 't']);
     expect(isInt(m.seq) && m.seq >= 0 && isInt(m.origin) && m.origin >= 0, where).toBe(true);
@@ -97,7 +99,10 @@ function decodeOne(buf: Uint8Array, where: string): { control?: LinkControlMessa
     }
     expect(typeof d.msg.t, where).toBe('string');
     if (['desc', 'abort', 'bye'].includes(d.msg.t as string) || !['challenge', 'auth', 'welcome', 'set', 'get', 'ok', 'err'].includes(d.msg.t as string)) {
-      return { control: validateControl(d.msg, PEER) };
+      // The link checks a message's envelope, the communicator the descriptor inside.
+      const m = validateControl(d.msg, PEER);
+      if (m.t === 'desc') m.d = validateDescriptor(m.d, PEER);
+      return { control: m };
     }
     return { other: d.msg };
   } catch (e) {

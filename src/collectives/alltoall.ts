@@ -1,6 +1,6 @@
 import type { DTypeInfo, NumericArray } from '../dtypes.js';
 import type { Collective, OpContext, TableProblem } from './collective.js';
-import type { OpDescriptor } from '../transport/messages.js';
+import type { OpDescriptor } from './descriptor.js';
 
 /**
  * Inputs of at most this many bytes travel inside the descriptors, as the eager all-reduce's do

@@ -1,18 +1,22 @@
 import type { DataHeader } from '../transport/wire.js';
-import type { OpDescriptor } from '../transport/messages.js';
+import type { OpDescriptor } from './descriptor.js';
 
-/**
- * What the communicator gives a running collective. A collective only computes offsets, moves
- * bytes between its buffers and the frames, and says when it has received everything; the
- * communicator does sequencing, agreement checks, flow control, timeouts and failures.
- */
-export interface OpContext {
+/** This rank's place in the ring. */
+export interface RingPlace {
   readonly rank: number;
   readonly size: number;
   /** Rank this one receives data from: (rank - 1) mod size. */
   readonly left: number;
   /** Rank this one sends data to: (rank + 1) mod size. */
   readonly right: number;
+}
+
+/**
+ * What the communicator gives a running collective. A collective only computes offsets, moves
+ * bytes between its buffers and the frames, and says when it has received everything; the
+ * communicator does sequencing, agreement checks, flow control, timeouts and failures.
+ */
+export interface OpContext extends RingPlace {
   /** Elements per chunk for this operation's dtype. */
   readonly chunkElems: number;
   /**

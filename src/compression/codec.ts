@@ -1,3 +1,4 @@
+import type { Compression } from './registry.js';
 import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
 
 /**
@@ -11,8 +12,8 @@ import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16,
  * ~3.39e38, where a chunk is halved first so that finite values never become Inf).
  *
  * Non-finite inputs stay non-finite (Inf and NaN pass through), as they would uncompressed.
+ * The codecs are listed, with 'none', in registry.ts.
  */
-export type Compression = 'none' | 'fp16' | 'bf16';
 
 export interface Codec {
   readonly name: Exclude<Compression, 'none'>;
@@ -94,7 +95,3 @@ export const bf16: Codec = {
     for (let i = 0; i < acc.length; i++) acc[i] += tmp[i];
   },
 };
-
-export function codecFor(c: Compression): Codec | undefined {
-  return c === 'fp16' ? fp16 : c === 'bf16' ? bf16 : undefined;
-}

@@ -5,7 +5,7 @@ import type { RingGroup } from '../group.js';
 import { stderrLogger } from '../logger.js';
 import { scaleInPlace } from '../kernels/index.js';
 import { formRing } from '../rendezvous/ring.js';
-import type { Compression } from '../compression/codec.js';
+import type { Compression } from '../compression/registry.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
 import { decide, type GroupMeta } from './plan.js';
 

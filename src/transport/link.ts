@@ -1,6 +1,5 @@
-import { dtypeByCode } from '../dtypes.js';
 import { isRingErrorCode, RingProtocolError, type RingErrorDetails } from '../errors.js';
-import type { LinkControlMessage, OpDescriptor } from './messages.js';
+import type { LinkControlMessage } from './messages.js';
 import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
 import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm/region.js';
 
@@ -177,14 +176,11 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSaf
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
 
-const KINDS: ReadonlySet<unknown> = new Set<OpDescriptor['kind']>(['allreduce', 'allgather', 'broadcast', 'reducescatter', 'barrier', 'alltoall']);
-const REDUCTIONS: ReadonlySet<unknown> = new Set(['', 'sum', 'average', 'min', 'max', 'product']);
-const COMPRESSIONS: ReadonlySet<unknown> = new Set(['none', 'fp16', 'bf16']);
-
 /**
  * Shape checks for control messages received on a ring link: a malformed one is a protocol error.
  * Returns a fresh message holding only the known fields, each of the right type and range, so
- * nothing else the peer put in the object travels further.
+ * nothing else the peer put in the object travels further. A descriptor is checked only for being
+ * a record: its fields are the collectives' vocabulary, which the communicator validates.
  */
 export function validateControl(m: Record<string, unknown>, from: string): LinkControlMessage {
   const bad = (what: string) => new RingProtocolError(`malformed '${String(m.t)}' message from ${from}: ${what}`);
@@ -193,17 +189,9 @@ export function validateControl(m: Record<string, unknown>, from: string): LinkC
       const d = m.d;
       if (!isInt(m.seq) || m.seq < 0 || !isInt(m.origin) || m.origin < 0) throw bad('seq/origin');
       if (!isRecord(d)) throw bad('descriptor');
-      if (!KINDS.has(d.kind)) throw bad(`collective ${JSON.stringify(d.kind)}`);
-      if (!REDUCTIONS.has(d.op)) throw bad(`reduction op ${JSON.stringify(d.op)}`);
-      if (!(d.kind === 'barrier' ? d.dtype === 0 : isInt(d.dtype) && dtypeByCode(d.dtype) !== undefined)) throw bad(`dtype code ${String(d.dtype)}`);
-      if (!isInt(d.count) || d.count < 0) throw bad(`element count ${String(d.count)}`);
-      if (!isInt(d.root) || d.root < -1) throw bad(`root ${String(d.root)}`);
-      if (typeof d.name !== 'string') throw bad('name');
-      if (!COMPRESSIONS.has(d.compression)) throw bad(`compression ${JSON.stringify(d.compression)}`);
-      const desc = { kind: d.kind, op: d.op, dtype: d.dtype, count: d.count, name: d.name, root: d.root, compression: d.compression } as OpDescriptor;
-      if (m.p === undefined) return { t: 'desc', seq: m.seq, origin: m.origin, d: desc };
+      if (m.p === undefined) return { t: 'desc', seq: m.seq, origin: m.origin, d };
       if (!(m.p instanceof Uint8Array)) throw bad('inline payload');
-      return { t: 'desc', seq: m.seq, origin: m.origin, d: desc, p: m.p };
+      return { t: 'desc', seq: m.seq, origin: m.origin, d, p: m.p };
     }
     case 'abort': {
       const e = m.error;

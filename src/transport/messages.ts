@@ -5,23 +5,6 @@ import type { SerializedRingError } from '../errors.js';
  * Control messages are msgpackr-encoded; bulk data never is (see wire.ts).
  */
 
-/** What a collective is, as the ranks must agree on it before its data is trusted. */
-export interface OpDescriptor {
-  kind: 'allreduce' | 'allgather' | 'broadcast' | 'reducescatter' | 'barrier' | 'alltoall';
-  /** Reduction op (allreduce, reducescatter); '' otherwise. */
-  op: string;
-  /** dtype wire code (see dtypes.ts); 0 for barrier. */
-  dtype: number;
-  /** Element count on this rank. */
-  count: number;
-  /** User-supplied name ('' if none). */
-  name: string;
-  /** Broadcast root; -1 otherwise. */
-  root: number;
-  /** Wire compression ('none' until compression exists). */
-  compression: string;
-}
-
 export interface ChallengeMsg { t: 'challenge'; nonce: Uint8Array; rank: number; role: 'rank' | 'store' }
 export interface AuthMsg { t: 'auth'; nonce: Uint8Array; rank: number; mac: Uint8Array }
 export interface WelcomeMsg { t: 'welcome'; mac: Uint8Array }
@@ -30,7 +13,11 @@ export interface DescMsg {
   t: 'desc';
   seq: number;
   origin: number;
-  d: OpDescriptor;
+  /**
+   * The origin's operation descriptor. The link checks only that it is a record; what it holds
+   * is the collectives' business (the communicator validates it: collectives/descriptor.ts).
+   */
+  d: Record<string, unknown>;
   /** The origin's whole input, for operations small enough to ride along (see collectives/eager.ts). */
   p?: Uint8Array;
 }

@@ -1,0 +1,65 @@
+import type { RingMismatchError } from '../../errors.js';
+import { firstDifference, mismatchError, sameDescriptor, type OpDescriptor } from '../descriptor.js';
+
+/**
+ * One operation's table of descriptors, one per rank, as they arrive around the ring, and how far
+ * the agreement checks have got.
+ *
+ * Data from the left is applied only once the left's descriptor matched ours (a disagreeing rank
+ * can never make us read its bytes as ours), and an operation completes only once all N
+ * descriptors agree — so a mismatch becomes the same typed error on every rank, and the table's
+ * arrival doubles as proof that every rank reached the operation (which makes barrier free).
+ */
+export class DescriptorTable {
+  /** Every rank's descriptor and inline payload (see Collective.inline), indexed by rank. */
+  readonly descs: (OpDescriptor | undefined)[];
+  readonly inline: (Uint8Array | undefined)[];
+  private count = 0;
+  /** The left neighbour's descriptor matched ours: its data may be applied. */
+  leftChecked = false;
+  /** It did not: its data is never applied, and the full table names the difference. */
+  leftMismatch = false;
+  /** Every descriptor is in and they agree. */
+  checked = false;
+
+  constructor(size: number) {
+    this.descs = new Array(size).fill(undefined);
+    this.inline = new Array(size).fill(undefined);
+  }
+
+  add(rank: number, d: OpDescriptor, p: Uint8Array | undefined): void {
+    this.descs[rank] = d;
+    this.inline[rank] = p;
+    this.count++;
+  }
+
+  /**
+   * Compares the left neighbour's descriptor with ours, once, when both are in. True if it has
+   * just turned out to differ (the caller then drops what it holds of the left's data).
+   */
+  checkLeft(own: OpDescriptor, left: number): boolean {
+    const l = this.descs[left];
+    if (this.leftChecked || this.leftMismatch || !l) return false;
+    if (firstDifference(own, l) === undefined) this.leftChecked = true;
+    else this.leftMismatch = true;
+    return this.leftMismatch;
+  }
+
+  /** Every rank's descriptor is in and not yet checked. */
+  get ready(): boolean {
+    return !this.checked && this.count === this.descs.length;
+  }
+
+  /** Checks a full table against `own`: the mismatch error (the same on every rank), or none. */
+  check(rank: number, own: OpDescriptor, seq: number): RingMismatchError | undefined {
+    const descs = this.descs as OpDescriptor[];
+    const mismatch = descs.every((d) => sameDescriptor(d, own)) ? undefined : mismatchError(descs, rank, own, seq);
+    if (!mismatch) this.checked = true;
+    return mismatch;
+  }
+
+  /** Ranks whose descriptor has not arrived. */
+  missing(): number[] {
+    return this.descs.map((x, r) => (x ? -1 : r)).filter((r) => r >= 0);
+  }
+}

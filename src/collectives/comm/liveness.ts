@@ -1,0 +1,212 @@
+import { deserializeError, RingPeerLostError, RingTimeoutError, type RingError } from '../../errors.js';
+import type { Link } from '../../transport/link.js';
+import type { AbortMsg } from '../../transport/messages.js';
+import type { RingPlace } from '../collective.js';
+import { label } from '../descriptor.js';
+import type { OpState, OpTable } from './op-table.js';
+
+/**
+ * Heartbeats, for naming a stalled rank. A stopped process (SIGSTOP, a blocked event loop, a cut
+ * network) keeps its sockets open, so only silence gives it away — and in a ring everyone behind
+ * it falls silent too. Each rank therefore tells its LEFT neighbour every `beatMs` that it is
+ * alive: the leftward direction carries no data, so a heartbeat is never stuck behind megabytes of
+ * frames, and only the rank just left of a stalled one sees its right neighbour go quiet.
+ * The interval follows the operation timeout: timeoutMs / 8, within [20 ms, 1 s] (1 s without a
+ * timeout). Each heartbeat says how often they come (the first goes at once), so ranks configured
+ * differently still agree on what counts as silence.
+ */
+export function beatInterval(timeoutMs: number): number {
+  return timeoutMs > 0 ? Math.min(MAX_BEAT_MS, Math.max(20, Math.round(timeoutMs / 8))) : MAX_BEAT_MS;
+}
+const MAX_BEAT_MS = 1000;
+/** A right neighbour silent this many heartbeat intervals is named as the stalled rank. */
+const SILENT_BEATS = 4;
+/** A rank with no such evidence waits this many intervals past its timeout for the verdict. */
+const GRACE_BEATS = SILENT_BEATS + 2;
+
+/** How long a lost neighbour waits for an abort that names the rank really gone (see peerLost). */
+const LOSS_GRACE_MS = 250;
+
+/** What liveness needs of the communicator it watches for. */
+export interface LivenessHost extends RingPlace {
+  /** The ring has failed (fatal has run). */
+  broken(): boolean;
+  /** shutdown() has been called. */
+  closing(): boolean;
+  /** Fails the ring with `e` (see Communicator.fatal). */
+  fatal(e: RingError, opts?: { quietIfIdle?: boolean }): void;
+}
+
+/**
+ * Whether the ring is alive: heartbeats to the left and silence from the right, every pending
+ * operation's deadline, and the grace a lost neighbour gets before it is blamed. It decides who
+ * is named when something stalls or goes; the host fails the ring.
+ *
+ * An operation that outlives `timeoutMs` fails on every rank naming the stalled rank where one can
+ * be seen (see beatInterval): the rank left of it fails at once with "rank X has sent nothing for
+ * N ms", every other rank gives that verdict up to GRACE_BEATS intervals to arrive before failing
+ * with its own view (which ranks have not reached the operation, or whom it waits for).
+ */
+export class Liveness {
+  readonly beatMs: number;
+  private beat: NodeJS.Timeout | undefined;
+  /** When the right neighbour last sent anything (heartbeats included), and its heartbeat interval. */
+  private lastFromRight = Date.now();
+  private rightBeatMs: number;
+  /** A lost neighbour waiting out LOSS_GRACE_MS for an abort that explains it (see peerLost). */
+  private lossPending: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly host: LivenessHost,
+    private readonly timeoutMs: number,
+    private readonly ops: OpTable,
+  ) {
+    this.beatMs = this.rightBeatMs = host.size > 1 ? beatInterval(timeoutMs) : 0;
+  }
+
+  /** Starts the heartbeats to the left neighbour (once its link's handlers are set). */
+  start(leftLink: Link | undefined): void {
+    if (this.host.size > 1) {
+      const beat = () => leftLink!.sendControl({ t: 'beat', rank: this.host.rank, everyMs: this.beatMs });
+      beat();
+      this.beat = setInterval(beat, this.beatMs);
+      this.beat.unref();
+    }
+  }
+
+  /** Anything from the right neighbour shows it alive. */
+  heardFromRight(): void {
+    this.lastFromRight = Date.now();
+  }
+
+  /** The right neighbour's heartbeat says how often they come. */
+  rightBeats(everyMs: number): void {
+    this.rightBeatMs = Math.min(everyMs, MAX_BEAT_MS);
+  }
+
+  /** An operation starts here: it fails if it outlives timeoutMs. */
+  watch(st: OpState): void {
+    if (this.timeoutMs <= 0) return;
+    st.deadline = Date.now() + this.timeoutMs;
+    if (!this.deadlines) this.armDeadlines(this.timeoutMs);
+  }
+
+  /** Stops heartbeats and deadlines (shutdown, failure). */
+  stop(): void {
+    clearInterval(this.beat);
+    clearTimeout(this.deadlines);
+  }
+
+  /** The ring has failed: a lost neighbour's grace period ends too. */
+  stopAll(): void {
+    clearTimeout(this.lossPending);
+    this.lossPending = undefined;
+    this.stop();
+  }
+
+  /** The ring is broken at `peer`: fails everything, naming it and the first pending operation. */
+  peerLost(peer: number, side: 'left' | 'right', how: string, opts: { quietIfIdle?: boolean } = {}, graced = false): void {
+    const host = this.host;
+    if (host.closing() || host.broken() || this.lossPending) return;
+    const pending = this.ops.running();
+    if (!graced && pending.length > 0 && host.size > 2) {
+      // A neighbour that closes its links may only be reacting to a failure further along (it
+      // failed, sent its abort, closed): that abort — or the one coming round the other way — names
+      // the rank that is really gone. Give it a moment to arrive before blaming the neighbour.
+      this.lossPending = setTimeout(() => {
+        this.lossPending = undefined;
+        this.peerLost(peer, side, how, opts, true);
+      }, LOSS_GRACE_MS);
+      return;
+    }
+    const labels = pending.map((s) => label(s.desc!, s.seq));
+    const during = labels.length ? ` while ${labels.join(', ')} ${labels.length > 1 ? 'were' : 'was'} pending` : '';
+    host.fatal(
+      new RingPeerLostError(`rank ${host.rank}: rank ${peer} (${side} neighbour) ${how}${during}`, {
+        rank: host.rank,
+        ranks: [peer],
+        op: pending[0]?.desc!.kind,
+        seq: pending[0]?.seq,
+      }),
+      opts,
+    );
+  }
+
+  /**
+   * One timer watches every pending operation's deadline (a timer per operation measured ~2 us of
+   * a 4-byte all-reduce): armed for the earliest, it re-arms itself for the next when it fires.
+   */
+  private deadlines: NodeJS.Timeout | undefined;
+  private armDeadlines(ms: number): void {
+    this.deadlines = setTimeout(this.checkDeadlines, Math.max(1, ms));
+    this.deadlines.unref();
+  }
+  private readonly checkDeadlines = (): void => {
+    this.deadlines = undefined;
+    if (this.host.broken()) return;
+    const now = Date.now();
+    let next = Infinity;
+    for (const st of this.ops.values()) {
+      if (!st.resolve || st.deadline === 0) continue;
+      if (st.deadline <= now) {
+        const expiry = st.deadline;
+        st.deadline = 0;
+        this.onTimeout(st, expiry);
+      } else next = Math.min(next, st.deadline);
+    }
+    if (next !== Infinity) this.armDeadlines(next - now);
+  };
+
+  /**
+   * `st` has run out of time (at `expiry`). With a silent right neighbour this rank names it now;
+   * otherwise it checks again every heartbeat, for up to GRACE_BEATS of them, so that the verdict
+   * of the rank next to a stalled one (an abort) can arrive first.
+   */
+  private onTimeout(st: OpState, expiry: number): void {
+    // After setImmediate, input that queued up while this process was busy (heartbeats) has been read.
+    setImmediate(() => {
+      if (!st.resolve || this.host.broken()) return;
+      const now = Date.now();
+      const silent = now - this.lastFromRight;
+      const stalledRight = this.host.size > 1 && silent >= SILENT_BEATS * Math.max(this.beatMs, this.rightBeatMs);
+      if (stalledRight || now - expiry >= GRACE_BEATS * this.beatMs) {
+        this.host.fatal(this.timeoutError(st, stalledRight ? silent : undefined));
+      } else {
+        st.timer = setTimeout(() => this.onTimeout(st, expiry), this.beatMs);
+      }
+    });
+  }
+
+  private timeoutError(st: OpState, rightSilentMs?: number): RingTimeoutError {
+    const { rank, left, right } = this.host;
+    const d = st.desc!;
+    const missing = st.table.missing();
+    if (rightSilentMs !== undefined) {
+      return new RingTimeoutError(
+        `rank ${rank}: ${label(d, st.seq)} timed out after ${this.timeoutMs} ms: rank ${right} (right neighbour) ` +
+          `has sent nothing for ${rightSilentMs} ms (stopped, its event loop blocked, or the network to it down)`,
+        { rank, ranks: [right], op: d.kind, seq: st.seq },
+      );
+    }
+    const waiting = missing.length
+      ? `ranks ${missing.join(', ')} have not reached it`
+      : !st.coll!.received
+        ? `still waiting for data from rank ${left} (left neighbour)`
+        : `still waiting for rank ${right} (right neighbour) to take ${st.pendingSends} frame(s)`;
+    return new RingTimeoutError(`rank ${rank}: ${label(d, st.seq)} timed out after ${this.timeoutMs} ms: ${waiting}`, {
+      rank,
+      ranks: missing.length ? missing : [left],
+      op: d.kind,
+      seq: st.seq,
+    });
+  }
+}
+
+/** This rank's error for an abort from `m.origin`: the same kind of error, saying where it began. */
+export function abortError(rank: number, m: AbortMsg): RingError {
+  const cause = deserializeError(m.error);
+  return new (cause.constructor as new (msg: string, d: object) => RingError)(
+    `rank ${rank}: aborted because rank ${m.origin} failed: ${m.error.message}`,
+    { ...m.error.details, rank },
+  );
+}
