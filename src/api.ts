@@ -12,7 +12,7 @@ import type {
   SendOptions,
 } from './group.js';
 import { RingGroup } from './group.js';
-import type { ProcessGroup } from './process-group.js';
+import type { ProcessGroup } from './group.js';
 import type { NumericArray } from './dtypes.js';
 import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';

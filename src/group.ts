@@ -4,71 +4,39 @@ import { RingBarrier } from './collectives/barrier.js';
 import { RingBroadcast } from './collectives/broadcast.js';
 import { EagerAllreduce, eagerFits } from './collectives/eager.js';
 import { Communicator } from './collectives/communicator.js';
-import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
+import { runAlltoall } from './collectives/alltoall.js';
+import { descriptor } from './collectives/descriptor.js';
+import { codecFor, COMPRESSIONS, isCompression } from './compression/registry.js';
+import type { NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import { silentLogger } from './logger.js';
-import { runAlltoall } from './collectives/alltoall.js';
-import { Fabric, groupCommunicator, groupMembers, ProcessGroup } from './process-group.js';
-import type { ReduceOp } from './kernels/index.js';
-import { descriptor, REDUCE_OPS } from './collectives/descriptor.js';
-import { codecFor, COMPRESSIONS, isCompression, type Compression } from './compression/registry.js';
+import { Fabric, groupCommunicator, groupMembers } from './process-group.js';
+import {
+  Args,
+  oneOf,
+  type AllgatherOptions,
+  type AllreduceOptions,
+  type AlltoallOptions,
+  type AlltoallResult,
+  type BarrierOptions,
+  type BroadcastOptions,
+  type RecvOptions,
+  type ReducescatterOptions,
+  type SendOptions,
+} from './arguments.js';
 
+export type {
+  AllgatherOptions,
+  AllreduceOptions,
+  AlltoallOptions,
+  AlltoallResult,
+  BarrierOptions,
+  BroadcastOptions,
+  RecvOptions,
+  ReducescatterOptions,
+  SendOptions,
+} from './arguments.js';
 export type { ReduceOp } from './kernels/index.js';
-
-export interface AllreduceOptions {
-  /** Reduction: 'sum' (default), 'average', 'min', 'max', 'product'. */
-  op?: ReduceOp;
-  /** A name for the operation; ranks must agree on it (helps to find mismatched calls). */
-  name?: string;
-  /**
-   * Reduce into `x` itself and return it, instead of a new array. Saves allocating (and
-   * page-faulting) a buffer as large as `x` per call; `x` must not be touched until it resolves.
-   */
-  inPlace?: boolean;
-  /**
-   * Wire compression for Float32Array data: 'none' (default), 'fp16' or 'bf16'. Only the wire
-   * carries 16 bits; each hop decodes into float32, accumulates in float32 and re-encodes.
-   * Error bounds: see README ("Compression").
-   */
-  compression?: Compression;
-}
-export interface ReducescatterOptions {
-  op?: ReduceOp;
-  name?: string;
-}
-export interface AllgatherOptions {
-  name?: string;
-}
-export interface BroadcastOptions {
-  /** The rank whose data everyone receives (default 0). */
-  root?: number;
-  name?: string;
-}
-export interface BarrierOptions {
-  name?: string;
-}
-export interface SendOptions {
-  /** The rank to send to (in this group's numbering). */
-  dst: number;
-  /** Matches the recv with the same tag (default 0): a non-negative integer. */
-  tag?: number;
-}
-export interface RecvOptions {
-  /** The rank to receive from (in this group's numbering). */
-  src: number;
-  tag?: number;
-}
-export interface AlltoallOptions {
-  /** splits[j] elements of x go to rank j, in order (default: x.length / size each). */
-  splits?: ArrayLike<number>;
-  name?: string;
-}
-export interface AlltoallResult<T> {
-  /** What every rank sent to this one, concatenated in rank order. */
-  data: T;
-  /** How many elements came from each rank. */
-  splits: number[];
-}
 
 /** What a group needs beyond its ring: see process-group.ts. */
 export interface GroupInfo {
@@ -82,12 +50,6 @@ export interface GroupInfo {
   members?: number[];
   /** Names this group's point-to-point traffic ('0' for the world; a child of g is g.k). */
   id?: string;
-}
-
-/** 'a', 'b' or 'c': how an option's error lists the values it takes. */
-function oneOf(values: readonly string[]): string {
-  const q = values.map((v) => `'${v}'`);
-  return q.length > 1 ? `${q.slice(0, -1).join(', ')} or ${q[q.length - 1]}` : q.join('');
 }
 
 /**
@@ -106,6 +68,7 @@ export class RingGroup {
   private readonly id: string;
   private children = 0;
   private alltoalls = 0;
+  private readonly args = new Args(this);
 
   constructor(
     private readonly comm: Communicator,
@@ -132,44 +95,12 @@ export class RingGroup {
     return this.comm.size;
   }
 
-  private array(fn: string, x: unknown): DTypeInfo {
-    const dt = dtypeOf(x);
-    if (!dt) {
-      const got = x === null ? 'null' : typeof x === 'object' ? (x as object).constructor?.name ?? 'object' : typeof x;
-      throw new RingInvalidArgError(
-        `${fn}(x): x must be a Float32Array, Float64Array, Int32Array, Uint32Array, Int16Array, Uint16Array, Int8Array or Uint8Array, got ${got}`,
-        { rank: this.rank, op: fn },
-      );
-    }
-    return dt;
-  }
-
-  private name(fn: string, name: unknown): string {
-    if (name === undefined) return '';
-    if (typeof name !== 'string') throw new RingInvalidArgError(`${fn}: options.name must be a string, got ${typeof name}`, { op: fn });
-    return name;
-  }
-
-  private flag(fn: string, option: string, v: unknown): boolean {
-    if (v === undefined) return false;
-    if (typeof v !== 'boolean') throw new RingInvalidArgError(`${fn}: options.${option} must be a boolean, got ${typeof v}`, { op: fn });
-    return v;
-  }
-
-  private op(fn: string, op: unknown): ReduceOp {
-    if (op === undefined) return 'sum';
-    if (!REDUCE_OPS.includes(op as ReduceOp)) {
-      throw new RingInvalidArgError(`${fn}: options.op must be one of ${REDUCE_OPS.join(', ')}, got ${JSON.stringify(op)}`, { op: fn });
-    }
-    return op as ReduceOp;
-  }
-
   /** Element-wise reduction across ranks; every rank gets the (bit-identical) result in a new array. */
   allreduce<T extends NumericArray>(x: T, options: AllreduceOptions = {}): Promise<T> {
-    const dt = this.array('allreduce', x);
-    const op = this.op('allreduce', options.op);
-    const name = this.name('allreduce', options.name);
-    const inPlace = this.flag('allreduce', 'inPlace', options.inPlace);
+    const dt = this.args.array('allreduce', x);
+    const op = this.args.op('allreduce', options.op);
+    const name = this.args.name('allreduce', options.name);
+    const inPlace = this.args.flag('allreduce', 'inPlace', options.inPlace);
     const compression = options.compression ?? 'none';
     if (!isCompression(compression)) {
       throw new RingInvalidArgError(`allreduce: options.compression must be ${oneOf(COMPRESSIONS)}, got ${JSON.stringify(compression)}`, { op: 'allreduce' });
@@ -192,9 +123,9 @@ export class RingGroup {
    * (count % size) ranks get one element more.
    */
   reducescatter<T extends NumericArray>(x: T, options: ReducescatterOptions = {}): Promise<T> {
-    const dt = this.array('reducescatter', x);
-    const op = this.op('reducescatter', options.op);
-    const name = this.name('reducescatter', options.name);
+    const dt = this.args.array('reducescatter', x);
+    const op = this.args.op('reducescatter', options.op);
+    const name = this.args.name('reducescatter', options.name);
     return this.comm.run(
       descriptor('reducescatter', { dtype: dt.code, count: x.length, name, op }),
       new RingAllreduce(x.slice(), dt, op, this.rank, this.size, true),
@@ -203,39 +134,22 @@ export class RingGroup {
 
   /** Concatenation of every rank's array in rank order; lengths may differ between ranks. */
   allgather<T extends NumericArray>(x: T, options: AllgatherOptions = {}): Promise<T> {
-    const dt = this.array('allgather', x);
-    const name = this.name('allgather', options.name);
+    const dt = this.args.array('allgather', x);
+    const name = this.args.name('allgather', options.name);
     return this.comm.run(descriptor('allgather', { dtype: dt.code, count: x.length, name }), new RingAllgather(x, dt, this.size)) as Promise<T>;
   }
 
   /** The root's array, on every rank, in a new array (x itself is left unchanged). */
   broadcast<T extends NumericArray>(x: T, options: BroadcastOptions = {}): Promise<T> {
-    const dt = this.array('broadcast', x);
+    const dt = this.args.array('broadcast', x);
     const root = options.root ?? 0;
     if (!Number.isInteger(root) || root < 0 || root >= this.size) {
       throw new RingInvalidArgError(`broadcast: options.root must be an integer rank in 0..${this.size - 1}, got ${String(root)}`, {
         op: 'broadcast',
       });
     }
-    const name = this.name('broadcast', options.name);
+    const name = this.args.name('broadcast', options.name);
     return this.comm.run(descriptor('broadcast', { dtype: dt.code, count: x.length, name, root }), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
-  }
-
-  /** A rank of this group other than this one, from options[field] (dst / src). */
-  private peer(fn: string, field: string, v: unknown): number {
-    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) >= this.size || v === this.rank) {
-      const why = v === this.rank ? `is this rank itself` : `must be an integer rank in 0..${this.size - 1}`;
-      throw new RingInvalidArgError(`${fn}: options.${field} ${why}, got ${JSON.stringify(v)}`, { rank: this.rank, op: fn, field });
-    }
-    return v as number;
-  }
-
-  private tag(fn: string, v: unknown): number {
-    if (v === undefined) return 0;
-    if (!Number.isSafeInteger(v) || (v as number) < 0) {
-      throw new RingInvalidArgError(`${fn}: options.tag must be a non-negative integer, got ${JSON.stringify(v)}`, { rank: this.rank, op: fn, field: 'tag' });
-    }
-    return v as number;
   }
 
   private p2p(fn: string): Fabric {
@@ -251,19 +165,19 @@ export class RingGroup {
    * awaits its send before posting its recv waits for the peer, as with Gloo or MPI_Ssend.
    */
   send(x: NumericArray, options: SendOptions): Promise<void> {
-    const dt = this.array('send', x);
+    const dt = this.args.array('send', x);
     const o = options ?? ({} as SendOptions);
-    const dst = this.peer('send', 'dst', o.dst);
-    const tag = this.tag('send', o.tag);
+    const dst = this.args.peer('send', 'dst', o.dst);
+    const tag = this.args.tag('send', o.tag);
     return this.p2p('send').p2p.send(this.id, this.world(dst), tag, x, dt, { me: this.rank, peer: dst });
   }
 
   /** Fills `into` with what rank `src` sends with the same tag (same dtype and length), resolves to it. */
   recv<T extends NumericArray>(into: T, options: RecvOptions): Promise<T> {
-    const dt = this.array('recv', into);
+    const dt = this.args.array('recv', into);
     const o = options ?? ({} as RecvOptions);
-    const src = this.peer('recv', 'src', o.src);
-    const tag = this.tag('recv', o.tag);
+    const src = this.args.peer('recv', 'src', o.src);
+    const tag = this.args.tag('recv', o.tag);
     return this.p2p('recv').p2p.recv(this.id, this.world(src), tag, into, dt, { me: this.rank, peer: src });
   }
 
@@ -272,9 +186,9 @@ export class RingGroup {
    * `data` in rank order, `splits` how many came from each.
    */
   alltoall<T extends NumericArray>(x: T, options: AlltoallOptions = {}): Promise<AlltoallResult<T>> {
-    const dt = this.array('alltoall', x);
-    const name = this.name('alltoall', options.name);
-    const splits = this.splits(x.length, options.splits);
+    const dt = this.args.array('alltoall', x);
+    const name = this.args.name('alltoall', options.name);
+    const splits = this.args.splits(x.length, options.splits);
     const tag = this.alltoalls++;
     const ctx = `${this.id}/alltoall`;
     const fabric = this.size > 1 ? this.p2p('alltoall') : undefined;
@@ -294,35 +208,6 @@ export class RingGroup {
       descriptor('alltoall', { dtype: dt.code, count: x.length, name }),
       tag,
     );
-  }
-
-  private splits(count: number, v: unknown): Int32Array {
-    const n = this.size;
-    const bad = (what: string) => new RingInvalidArgError(`alltoall: options.splits ${what}`, { rank: this.rank, op: 'alltoall', field: 'splits' });
-    if (v === undefined) {
-      if (count % n !== 0) throw bad(`is not given and x.length (${count}) is not a multiple of the group size (${n}); pass splits`);
-      return new Int32Array(n).fill(count / n);
-    }
-    const a = v as ArrayLike<unknown>;
-    if (v === null || typeof v !== 'object' || typeof a.length !== 'number' || a.length !== n) {
-      throw bad(`must be an array of ${n} element counts (one per rank), got ${JSON.stringify(v)}`);
-    }
-    const out = new Int32Array(n);
-    let sum = 0;
-    for (let j = 0; j < n; j++) {
-      const s = a[j];
-      if (!Number.isInteger(s) || (s as number) < 0 || (s as number) > 0x7fffffff) {
-        throw new RingInvalidArgError(`alltoall: options.splits[${j}] must be a non-negative integer, got ${JSON.stringify(s)}`, {
-          rank: this.rank,
-          op: 'alltoall',
-          field: 'splits',
-        });
-      }
-      out[j] = s as number;
-      sum += s as number;
-    }
-    if (sum !== count) throw bad(`sum to ${sum}, but x has ${count} elements`);
-    return out;
   }
 
   /**
@@ -358,7 +243,7 @@ export class RingGroup {
 
   /** Resolves once every rank has called barrier(). */
   barrier(options: BarrierOptions = {}): Promise<void> {
-    const name = this.name('barrier', options.name);
+    const name = this.args.name('barrier', options.name);
     return this.comm.run(descriptor('barrier', { name }), new RingBarrier());
   }
 
@@ -366,5 +251,58 @@ export class RingGroup {
   async shutdown(): Promise<void> {
     await this.comm.shutdown();
     await this.onShutdown();
+  }
+}
+
+/**
+ * What newGroup() gives a member: the same calls as the module's free functions (`rank()`,
+ * `size()`, every collective, send/recv, alltoall, newGroup, shutdown), with ranks numbered
+ * inside the group (0..size-1 in ascending order of the listed ranks).
+ */
+export class ProcessGroup {
+  /** @internal */
+  constructor(
+    private readonly g: RingGroup,
+    private readonly worldRanks: number[],
+  ) {}
+  rank(): number {
+    return this.g.rank;
+  }
+  size(): number {
+    return this.g.size;
+  }
+  /** The members' ranks in the parent's numbering, by group rank. */
+  ranks(): number[] {
+    return this.worldRanks.slice();
+  }
+  allreduce<T extends NumericArray>(x: T, o?: AllreduceOptions): Promise<T> {
+    return this.g.allreduce(x, o);
+  }
+  allgather<T extends NumericArray>(x: T, o?: AllgatherOptions): Promise<T> {
+    return this.g.allgather(x, o);
+  }
+  broadcast<T extends NumericArray>(x: T, o?: BroadcastOptions): Promise<T> {
+    return this.g.broadcast(x, o);
+  }
+  reducescatter<T extends NumericArray>(x: T, o?: ReducescatterOptions): Promise<T> {
+    return this.g.reducescatter(x, o);
+  }
+  barrier(o?: BarrierOptions): Promise<void> {
+    return this.g.barrier(o);
+  }
+  alltoall<T extends NumericArray>(x: T, o?: AlltoallOptions): Promise<AlltoallResult<T>> {
+    return this.g.alltoall(x, o);
+  }
+  send(x: NumericArray, o: SendOptions): Promise<void> {
+    return this.g.send(x, o);
+  }
+  recv<T extends NumericArray>(into: T, o: RecvOptions): Promise<T> {
+    return this.g.recv(into, o);
+  }
+  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    return this.g.newGroup(ranks);
+  }
+  shutdown(): Promise<void> {
+    return this.g.shutdown();
   }
 }

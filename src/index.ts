@@ -18,7 +18,7 @@ export {
   shutdown,
 } from './api.js';
 export { RingGroup } from './group.js';
-export { ProcessGroup } from './process-group.js';
+export { ProcessGroup } from './group.js';
 export type {
   AllreduceOptions,
   AllgatherOptions,

@@ -2,19 +2,6 @@ import { Communicator, type CommunicatorOptions } from './collectives/communicat
 import { RingInvalidArgError, type RingError } from './errors.js';
 import { PointToPoint } from './p2p/engine.js';
 import type { Mesh } from './transport/mesh.js';
-import type { NumericArray } from './dtypes.js';
-import type {
-  AllgatherOptions,
-  AllreduceOptions,
-  AlltoallOptions,
-  AlltoallResult,
-  BarrierOptions,
-  BroadcastOptions,
-  RecvOptions,
-  ReducescatterOptions,
-  RingGroup,
-  SendOptions,
-} from './group.js';
 
 export interface FabricOptions extends CommunicatorOptions {
   /** Time for a group's members to link up. */
@@ -81,57 +68,4 @@ export async function groupCommunicator(fabric: Fabric, id: string, members: num
   const left = members[(index - 1 + m) % m];
   const [rightLink, leftLink] = await Promise.all([fabric.mesh.connect(right, channel), fabric.mesh.accept(left, channel, o.startTimeoutMs)]);
   return new Communicator(index, m, leftLink, rightLink, o);
-}
-
-/**
- * What newGroup() gives a member: the same calls as the module's free functions (`rank()`,
- * `size()`, every collective, send/recv, alltoall, newGroup, shutdown), with ranks numbered
- * inside the group (0..size-1 in ascending order of the listed ranks).
- */
-export class ProcessGroup {
-  /** @internal */
-  constructor(
-    private readonly g: RingGroup,
-    private readonly worldRanks: number[],
-  ) {}
-  rank(): number {
-    return this.g.rank;
-  }
-  size(): number {
-    return this.g.size;
-  }
-  /** The members' ranks in the parent's numbering, by group rank. */
-  ranks(): number[] {
-    return this.worldRanks.slice();
-  }
-  allreduce<T extends NumericArray>(x: T, o?: AllreduceOptions): Promise<T> {
-    return this.g.allreduce(x, o);
-  }
-  allgather<T extends NumericArray>(x: T, o?: AllgatherOptions): Promise<T> {
-    return this.g.allgather(x, o);
-  }
-  broadcast<T extends NumericArray>(x: T, o?: BroadcastOptions): Promise<T> {
-    return this.g.broadcast(x, o);
-  }
-  reducescatter<T extends NumericArray>(x: T, o?: ReducescatterOptions): Promise<T> {
-    return this.g.reducescatter(x, o);
-  }
-  barrier(o?: BarrierOptions): Promise<void> {
-    return this.g.barrier(o);
-  }
-  alltoall<T extends NumericArray>(x: T, o?: AlltoallOptions): Promise<AlltoallResult<T>> {
-    return this.g.alltoall(x, o);
-  }
-  send(x: NumericArray, o: SendOptions): Promise<void> {
-    return this.g.send(x, o);
-  }
-  recv<T extends NumericArray>(into: T, o: RecvOptions): Promise<T> {
-    return this.g.recv(into, o);
-  }
-  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    return this.g.newGroup(ranks);
-  }
-  shutdown(): Promise<void> {
-    return this.g.shutdown();
-  }
 }

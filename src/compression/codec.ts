@@ -1,4 +1,3 @@
-import type { Compression } from './registry.js';
 import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
 
 /**
@@ -16,7 +15,7 @@ import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16,
  */
 
 export interface Codec {
-  readonly name: Exclude<Compression, 'none'>;
+  readonly name: 'fp16' | 'bf16';
   /** The wire code in the frame header (0 is raw). */
   readonly code: number;
   /** Encodes `src` into `dst` (2 bytes per element); returns the factor that decodes it. */
