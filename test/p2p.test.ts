@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
+import { createLocalGroups, kernels, RingError, type RingGroup } from '../src/index.js';
+import { peerMemory } from '../src/kernels/index.js';
 import { EAGER_BYTES, EAGER_CREDIT } from '../src/p2p/messages.js';
 import { firstDiff, withDeadline } from './helpers/reference.js';
 
@@ -346,5 +347,36 @@ describe.each(['memory', 'ws'] as const)('process groups over %s', (transport) =
       expect(x?.code).toBe('RING_ERR_MISMATCH');
       expect(x?.message).toMatch(/newGroup \[0,1\]/);
     }
+  });
+});
+
+describe('large sends between ranks of one host', () => {
+  const native = (kernels as { nativeError?: string }).nativeError === undefined && peerMemory !== undefined;
+
+  it.skipIf(!native)('peerRead copies out of a process, and says why it cannot', () => {
+    const src = Uint8Array.from({ length: 1 << 20 }, (_, i) => i % 253);
+    const into = new Uint8Array(src.length);
+    expect(peerMemory!.read(process.pid, peerMemory!.addressOf(src), into)).toBe(src.length);
+    expect(firstDiff(into, src)).toBeUndefined();
+    expect(() => peerMemory!.read(process.pid, 8, new Uint8Array(16))).toThrow(/process_vm_readv: Bad address/);
+    expect(() => peerMemory!.read(0x3fffffff, peerMemory!.addressOf(src), new Uint8Array(16))).toThrow(/process_vm_readv: No such process/);
+    expect(() => peerMemory!.read(-1, 1, new Uint8Array(1))).toThrow(/positive integers/);
+  });
+
+  it.skipIf(!native)('are copied once, straight out of the sender; where that fails, through the slots, exact either way', async () => {
+    const logs: string[] = [];
+    open = await createLocalGroups(2, { transport: 'ws', chunkBytes: CHUNK, logger: { info: (m) => logs.push(m), warn: (m) => logs.push(m) } });
+    const [a, b] = open;
+    const big = 300_007;
+    const [, got] = await Promise.all([a.send(pattern(Float64Array, big, 1), { dst: 1 }), b.recv(new Float64Array(big), { src: 0 })]);
+    expect(firstDiff(got, pattern(Float64Array, big, 1))).toBeUndefined();
+    const p2p = (g: RingGroup) => (g as any).fabric.p2p;
+    expect(p2p(b).received).toEqual({ eager: 0, streamed: 0, singleCopy: 1 });
+    // A pid that names no process of this job: the read fails, the send streams through slots.
+    (b as any).fabric.mesh.pidOf = () => 0x3fffffff;
+    const [, again] = await Promise.all([a.send(pattern(Float64Array, big, 2), { dst: 1 }), b.recv(new Float64Array(big), { src: 0 })]);
+    expect(firstDiff(again, pattern(Float64Array, big, 2))).toBeUndefined();
+    expect(p2p(b).received).toEqual({ eager: 0, streamed: 1, singleCopy: 1 });
+    expect(logs.join('\n')).toMatch(/rank 1: large sends from rank 0 go through shared-memory slots: peerRead: process_vm_readv: No such process/);
   });
 });

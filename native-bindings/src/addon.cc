@@ -16,7 +16,7 @@
 namespace {
 
 // Bumped whenever the exported functions change; native.ts refuses an addon built from other sources.
-constexpr uint32_t kAbiVersion = 2;
+constexpr uint32_t kAbiVersion = 3;
 
 struct View {
   napi_typedarray_type type;
@@ -188,7 +188,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Object selected = Bind(env, fast ? *fast : portable);
   selected.Set("abi", Napi::Number::New(env, kAbiVersion));
   selected.Set("portable", Bind(env, portable));
-  if (rr::ShmSupported()) selected.Set("shmMap", Napi::Function::New(env, rr::ShmMap, "shmMap"));
+  if (rr::ShmSupported()) {
+    selected.Set("shmMap", Napi::Function::New(env, rr::ShmMap, "shmMap"));
+    selected.Set("addressOf", Napi::Function::New(env, rr::AddressOf, "addressOf"));
+    selected.Set("peerRead", Napi::Function::New(env, rr::PeerRead, "peerRead"));
+  }
   selected.Set("schedYield", Napi::Function::New(env, rr::SchedYield, "schedYield"));
   return selected;
 }

@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -70,6 +71,60 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
 
 bool rr::ShmSupported() { return true; }
 
+// addressOf(bytes): where a Uint8Array's bytes start in this process (a large typed array's
+// backing store never moves). A point-to-point sender on the same host tells its receiver this,
+// so that the receiver can copy the bytes straight out of the sender (peerRead).
+Napi::Value rr::AddressOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, "addressOf(bytes: Uint8Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();
+  return Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(a.Data())));
+}
+
+// peerRead(pid, address, into): copies into.byteLength bytes from `address` in process `pid`
+// into `into`, with process_vm_readv: one copy, where a shared-memory slot costs two (into the
+// slot, out of it). Needs the same user and, under Yama's ptrace_scope >= 1, more: it fails with
+// EPERM, and the caller falls back to the slots. Returns the bytes copied; throws on failure.
+Napi::Value rr::PeerRead(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    Napi::TypeError::New(env, "peerRead(pid: number, address: number, into: Uint8Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const double pid = info[0].As<Napi::Number>().DoubleValue();
+  const double addr = info[1].As<Napi::Number>().DoubleValue();
+  if (!(pid > 0) || pid != static_cast<double>(static_cast<pid_t>(pid)) || !(addr > 0) || addr >= 9007199254740992.0 ||
+      addr != static_cast<double>(static_cast<uint64_t>(addr))) {
+    Napi::RangeError::New(env, "peerRead: pid and address must be positive integers").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  Napi::Uint8Array into = info[2].As<Napi::Uint8Array>();
+  uint8_t* dst = into.Data();
+  const size_t n = into.ByteLength();
+  uintptr_t src = static_cast<uintptr_t>(addr);
+  size_t done = 0;
+  while (done < n) {
+    struct iovec local = {dst + done, n - done};
+    struct iovec remote = {reinterpret_cast<void*>(src + done), n - done};
+    const ssize_t got = process_vm_readv(static_cast<pid_t>(pid), &local, 1, &remote, 1, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Throw(env, "peerRead: process_vm_readv");
+    }
+    if (got == 0) {
+      errno = EFAULT;
+      return Throw(env, "peerRead: process_vm_readv");
+    }
+    done += static_cast<size_t>(got);
+  }
+  return Napi::Number::New(env, static_cast<double>(done));
+}
+
+
 // schedYield(): lets another runnable thread have this core. A busy-polling rank calls it once per
 // turn of its event loop, so that on a machine with more runnable threads than cores the poller
 // gives way instead of holding its core for a whole time slice.
@@ -86,6 +141,9 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
 }
 
 bool rr::ShmSupported() { return false; }
+
+Napi::Value rr::AddressOf(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
+Napi::Value rr::PeerRead(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 
 Napi::Value rr::SchedYield(const Napi::CallbackInfo& info) { return info.Env().Undefined(); }
 

@@ -12,7 +12,7 @@ import { tuning } from '../env.js';
 import { RingInternalError } from '../errors.js';
 import { withCutover } from './cutover.js';
 import { jsKernels } from './js.js';
-import { loadNativeKernels, type ShmMapFn } from './native.js';
+import { loadNativeKernels, type PeerMemory, type ShmMapFn } from './native.js';
 import type { Kernels, ReduceOp } from './types.js';
 
 export type { Kernels, ReduceOp } from './types.js';
@@ -40,6 +40,7 @@ function nativeDisabled(): boolean {
 
 let shmMap: ShmMapFn | undefined;
 let yieldFn: (() => void) | undefined;
+let peer: PeerMemory | undefined;
 
 function selectBackend(): ActiveKernels {
   if (nativeDisabled()) return { ...jsKernels, nativeError: 'disabled by RINGREDUCE_NO_NATIVE' };
@@ -47,6 +48,7 @@ function selectBackend(): ActiveKernels {
   if (!loaded.ok) return { ...jsKernels, nativeError: loaded.error };
   shmMap = loaded.shmMap;
   yieldFn = loaded.schedYield;
+  peer = loaded.peer;
   return { ...withCutover(loaded.kernels, jsKernels), nativeError: undefined };
 }
 
@@ -55,6 +57,9 @@ export const kernels: ActiveKernels = Object.freeze(selectBackend());
 
 /** The addon's shared-memory map (for same-host links, transport/shm.ts); undefined without the addon. */
 export const sharedMemoryMap: ShmMapFn | undefined = shmMap;
+
+/** Single-copy reads from another process of this host (large point-to-point sends); undefined without the addon. */
+export const peerMemory: PeerMemory | undefined = peer;
 
 /** sched_yield(2) through the addon (for busy polling: see Communicator); undefined without it. */
 export const schedYield: (() => void) | undefined = yieldFn;

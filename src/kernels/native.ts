@@ -15,7 +15,15 @@ import type { Kernels, ReduceOp } from './types.js';
  */
 const ADDON_PATH = '../../native-bindings/build/Release/ringreduce_kernels.node';
 /** Must equal kAbiVersion in native-bindings/src/addon.cc. */
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
+
+/** process_vm_readv from a process of this host (see native-bindings/src/shm.cc). */
+export type PeerReadFn = (pid: number, address: number, into: Uint8Array) => number;
+/** Single-copy transfers between processes of one host: where a sender's bytes are, and a read of them. */
+export interface PeerMemory {
+  addressOf(bytes: Uint8Array): number;
+  read: PeerReadFn;
+}
 
 /** What the addon exports for one kernel table (see native-bindings/src/addon.cc). */
 interface Binding {
@@ -40,6 +48,8 @@ interface Addon extends Binding {
   /** Absent on platforms without it (and in addons built before it existed). */
   readonly shmMap?: ShmMapFn;
   readonly schedYield?: () => void;
+  readonly addressOf?: (bytes: Uint8Array) => number;
+  readonly peerRead?: PeerReadFn;
   /** The portable C++ table, exported even where the SIMD one is selected (for tests). */
   readonly portable: Binding;
 }
@@ -70,7 +80,7 @@ function wrap(b: Binding): Kernels {
 }
 
 export type NativeLoadResult =
-  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn; schedYield?: () => void }
+  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn; schedYield?: () => void; peer?: PeerMemory }
   | { ok: false; error: string };
 
 export function loadNativeKernels(): NativeLoadResult {
@@ -87,5 +97,6 @@ export function loadNativeKernels(): NativeLoadResult {
       error: `native addon is ABI ${String(addon.abi)}, this code expects ${ABI_VERSION}: rebuild it with 'node native-bindings/build.mjs'`,
     };
   }
-  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap, schedYield: addon.schedYield };
+  const peer = addon.addressOf && addon.peerRead ? { addressOf: addon.addressOf, read: addon.peerRead } : undefined;
+  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap, schedYield: addon.schedYield, peer };
 }

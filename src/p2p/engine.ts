@@ -1,6 +1,6 @@
 import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
 import { RingShutdownError, type RingError } from '../errors.js';
-import { schedYield } from '../kernels/index.js';
+import { peerMemory, schedYield } from '../kernels/index.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
 import type { Mesh } from '../transport/mesh.js';
@@ -42,6 +42,8 @@ export class PointToPoint implements SideHost {
   private tick: NodeJS.Timeout | undefined;
   private closed: RingError | undefined;
   private lastProgress = 0;
+  /** Peers this rank could not read from (another user, Yama's ptrace_scope): slots from then on. */
+  private readonly noPeerRead = new Set<number>();
 
   constructor(
     private readonly mesh: Mesh,
@@ -54,6 +56,11 @@ export class PointToPoint implements SideHost {
     this.maxInflight = o.maxInflight;
     this.matcher = new Matcher(this);
     mesh.serve('p2p', (peer, link) => this.matcher.attach(peer, link));
+  }
+
+  /** How this rank's recvs got their bytes: with the message, streamed in frames, or copied out of the sender. */
+  get received(): { eager: number; streamed: number; singleCopy: number } {
+    return { ...this.matcher.ways };
   }
 
   /** What this rank holds for recvs not yet posted (diagnostics, tests): messages, and eager bytes. */
@@ -135,6 +142,25 @@ export class PointToPoint implements SideHost {
     const fail = (op: Op, why: string) => op.reject(broken ? namedFor(broken, op) : timeoutError(op, this.o.timeoutMs, why));
     for (const o of this.out.values()) o.expire(expired, fail);
     this.matcher.expire(expired, fail);
+  }
+
+  // ---- single-copy transfers on one host ----------------------------------------------------
+
+  addressOf(link: Link, bytes: Uint8Array): number | undefined {
+    return peerMemory && link.sharedMemory ? peerMemory.addressOf(bytes) : undefined;
+  }
+
+  peerRead(src: number, address: number, into: Uint8Array): boolean {
+    const pid = this.mesh.pidOf?.(src);
+    if (!peerMemory || pid === undefined || this.noPeerRead.has(src)) return false;
+    try {
+      peerMemory.read(pid, address, into);
+      return true;
+    } catch (e) {
+      this.noPeerRead.add(src);
+      this.o.logger.info(`rank ${this.rank}: large sends from rank ${src} go through shared-memory slots: ${(e as Error).message}`);
+      return false;
+    }
   }
 
   // ---- polling (see Communicator.progress: the same reasons) --------------------------------

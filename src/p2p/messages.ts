@@ -11,6 +11,8 @@ import { RingProtocolError } from '../errors.js';
  *                        'cts'  a large send was matched (clear to send): its data frames follow,
  *                               DataHeader.seq = id, .chunk = index of a chunkBytes piece
  *                        'nak'  the matching recv wants another dtype or count: both fail
+ *                        'got'  a large send on the same host was matched and copied straight
+ *                               out of the sender's memory (its 'msg' said where: `a`)
  *
  * So a send resolves only once a recv took it (like Gloo's, whose sender waits for the
  * receiver's "ready"), which is also what lets a mismatch fail on both ranks. Unmatched data
@@ -26,11 +28,17 @@ export interface P2PMsg {
   dt: number;
   n: number;
   p?: Uint8Array;
+  /**
+   * A large send to a rank of the same host: where its bytes are in the sender, so the receiver
+   * may copy them out in one go (peerRead) and answer 'got' instead of 'cts'.
+   */
+  a?: number;
 }
 export interface P2PAck { t: 'ack'; id: number }
 export interface P2PCts { t: 'cts'; id: number }
 export interface P2PNak { t: 'nak'; id: number; dt: number; n: number }
-export type P2PControl = P2PMsg | P2PAck | P2PCts | P2PNak;
+export interface P2PGot { t: 'got'; id: number }
+export type P2PControl = P2PMsg | P2PAck | P2PCts | P2PNak | P2PGot;
 
 /** Sends of at most this many bytes carry their data in their 'msg' (one message, no round trip first). */
 export const EAGER_BYTES = 64 * 1024;
@@ -50,12 +58,15 @@ export function validateP2P(m: Record<string, unknown>, from: string): P2PContro
       if (!isId(m.tag) || !isId(m.id) || !isId(m.n)) throw bad('tag/id/count');
       if (!isId(m.dt) || dtypeByCode(m.dt) === undefined) throw bad(`dtype code ${String(m.dt)}`);
       if (m.p !== undefined && !(m.p instanceof Uint8Array)) throw bad('payload');
+      if (m.a !== undefined && (!isId(m.a) || m.a === 0 || m.p !== undefined)) throw bad('address');
       const msg: P2PMsg = { t: 'msg', c: m.c, tag: m.tag, id: m.id, dt: m.dt, n: m.n };
       if (m.p !== undefined) msg.p = m.p as Uint8Array;
+      if (m.a !== undefined) msg.a = m.a as number;
       return msg;
     }
     case 'ack':
     case 'cts':
+    case 'got':
       if (!isId(m.id)) throw bad('id');
       return { t: m.t, id: m.id };
     case 'nak':

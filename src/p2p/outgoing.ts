@@ -15,6 +15,10 @@ export interface SideHost {
   progress(): void;
   /** Whether links should poll now (a new link joins in). */
   readonly polling: boolean;
+  /** Where `bytes` are in this process, for a single-copy read by a peer of this host (see peerRead). */
+  addressOf(link: Link, bytes: Uint8Array): number | undefined;
+  /** Copies `into.byteLength` bytes from `address` in peer `src` (same host); false if it cannot. */
+  peerRead(src: number, address: number, into: Uint8Array): boolean;
 }
 
 /**
@@ -78,6 +82,9 @@ export class Outgoing {
       if (op.eager) {
         msg.p = op.bytes;
         this.eagerOut += n;
+      } else {
+        const a = this.host.addressOf(link, op.bytes);
+        if (a !== undefined) msg.a = a;
       }
       this.announced.set(op.id, op);
       link.sendControl(msg, (err) => {
@@ -98,6 +105,10 @@ export class Outgoing {
       op.resolve();
     } else if (m.t === 'nak') {
       op.reject(mismatchError(op, m.dt, m.n));
+    } else if (m.t === 'got') {
+      // The receiver copied the bytes out of this process: nothing left to send.
+      if (op.eager) return this.fail(protocolError(this.host.rank, this.dst, `sent 'got' for send #${m.id}, which carried its data`));
+      op.resolve();
     } else {
       if (op.eager) return this.fail(protocolError(this.host.rank, this.dst, `sent 'cts' for send #${m.id}, which carried its data`));
       op.chunks = Math.ceil(op.bytes.byteLength / this.host.chunk);

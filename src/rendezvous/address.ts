@@ -116,6 +116,18 @@ export async function chooseAddress(o: { host?: string; iface?: string; storeHos
  * loopback exactly when both match. The kernel is named by its boot id (containers on one machine
  * share it, even with different host names); without /proc, by the host name.
  */
+/**
+ * Which process-id namespace of which boot this process lives in: two ranks that share it name
+ * each other's processes by the same pids (so one may read the other's memory: see peerRead).
+ */
+export function pidSpace(): string {
+  try {
+    return `${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()} ${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return '';
+  }
+}
+
 export function machineKey(): string {
   const read = (path: string, f: (p: string) => string) => {
     try {

@@ -13,7 +13,7 @@ import type { Listener } from '../transport/transport.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { formatHost } from '../transport/ws/socket.js';
 import { WsTransport } from '../transport/ws/transport.js';
-import { chooseAddress, isLoopback, machineKey } from './address.js';
+import { chooseAddress, isLoopback, machineKey, pidSpace } from './address.js';
 import { FileStore } from './file-store.js';
 import { startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
@@ -29,6 +29,8 @@ export interface RankRecord {
   machine: string;
   /** Whether the rank's links use TLS: every rank must agree. */
   tls: boolean;
+  /** Its pid namespace (see pidSpace): ranks in the same one may copy large sends out of each other. */
+  pids?: string;
   /** The link protocol this rank speaks (PROTOCOL); absent from versions before it was recorded. */
   protocol?: number;
 }
@@ -133,6 +135,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       machine: machineKey(),
       tls: o.tls !== undefined,
       protocol: PROTOCOL,
+      pids: pidSpace(),
     };
     await store.set(`${keyPrefix}/${rank}`, me);
     const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
@@ -149,7 +152,8 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     }
     checkTable(rank, table);
     checkReachable(rank, table);
-    mesh.setAddresses(table);
+    // A peer's pid means something here only inside the same pid namespace of the same boot.
+    mesh.setAddresses(table.map((t) => ({ host: t.host, port: t.port, pid: t.pids && t.pids === me.pids ? t.pid : undefined })));
 
     const [leftLink, rightLink] = await Promise.all([
       mesh.open(left, 'ring', deadline, 'left neighbour'),

@@ -29,6 +29,8 @@ export interface LinkHandlers<M = LinkControlMessage> {
  */
 export interface Link {
   readonly peer: number;
+  /** True when the peer shares this host and the link's payloads go through shared memory. */
+  readonly sharedMemory?: boolean;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- each owner brings its message type (see validate)
   setHandlers(h: LinkHandlers<any>): void;
   /** Queues a data frame; `done` runs once the bytes have left this process (or with the error). */

@@ -21,6 +21,8 @@ export interface Mesh {
   accept(peer: number, channel: string, timeoutMs: number): Promise<Link>;
   /** Every link any peer opens on `channel` goes to `handler` (instead of waiting for accept()). */
   serve(channel: string, handler: (peer: number, link: Link) => void): void;
+  /** The process id of `peer`, where known (see PeerAddress). */
+  pidOf?(peer: number): number | undefined;
   /** Closes every link of the mesh; later calls reject. */
   close(): Promise<void>;
 }
@@ -172,6 +174,10 @@ export class LinkMesh implements Mesh, Acceptor {
   /** The peers' addresses, once the rendezvous has read them. */
   setAddresses(addresses: PeerAddress[]): void {
     this.addresses = addresses;
+  }
+
+  pidOf(peer: number): number | undefined {
+    return this.addresses?.[peer]?.pid;
   }
 
   /** Admission and naming of one channel's peers beyond the mesh's own rules (the ring's neighbours). */

@@ -11,6 +11,8 @@ import type { Link } from './link.js';
 export interface PeerAddress {
   host: string;
   port: number;
+  /** The peer's process id (its rendezvous record has it): for single-copy reads on one host. */
+  pid?: number;
 }
 
 /** Who decides about the links other ranks open to this one. */
