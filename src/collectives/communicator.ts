@@ -8,7 +8,7 @@ import type { DataHeader } from '../transport/wire.js';
 import type { Collective } from './collective.js';
 import { label, validateDescriptor, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
-import { BusyPoller } from './comm/busy-poll.js';
+import { BusyPoller } from '../transport/busy-poll.js';
 import { abortError, Liveness } from './comm/liveness.js';
 import { OpTable, type OpState } from './comm/op-table.js';
 import { SendQueue } from './comm/send-queue.js';
@@ -72,7 +72,14 @@ export class Communicator {
     if (size > 1 && (!leftLink || !rightLink)) throw new RingInternalError('a ring of more than one rank needs two links');
     this.ops = new OpTable(size);
     this.sends = new SendQueue(rightLink, options.maxInflight, this.ops, (st) => this.maybeComplete(st), (err) => this.sendFailed(err));
-    this.poller = new BusyPoller(leftLink, rightLink, options, this.ops);
+    this.poller = new BusyPoller(
+      (f) => {
+        if (leftLink) f(leftLink);
+        if (rightLink) f(rightLink);
+      },
+      options,
+      () => this.ops.active,
+    );
     const host = {
       rank,
       size,

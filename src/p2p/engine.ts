@@ -1,6 +1,7 @@
 import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
 import { RingShutdownError, type RingError } from '../errors.js';
-import { peerMemory, schedYield } from '../kernels/index.js';
+import { peerMemory } from '../kernels/index.js';
+import { BusyPoller } from '../transport/busy-poll.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
 import type { Mesh } from '../transport/mesh.js';
@@ -18,9 +19,6 @@ export interface P2POptions {
   logger: Logger;
 }
 
-/** Busy polling gives its core away once nothing has arrived for this long (as the communicator's). */
-const YIELD_AFTER_MS = 0.05;
-
 /**
  * Point-to-point messages between any two ranks, matched by (context, source, tag) in call order
  * per pair, like MPI: a recv may be posted before or after its send, and any number may be in
@@ -35,13 +33,12 @@ export class PointToPoint implements SideHost {
   readonly rank: number;
   readonly chunk: number;
   readonly maxInflight: number;
-  polling = false;
   private readonly out = new Map<number, Outgoing>();
   private readonly matcher: Matcher;
   private pending = 0;
   private tick: NodeJS.Timeout | undefined;
   private closed: RingError | undefined;
-  private lastProgress = 0;
+  private readonly poller: BusyPoller;
   /** Peers this rank could not read from (another user, Yama's ptrace_scope): slots from then on. */
   private readonly noPeerRead = new Set<number>();
 
@@ -55,6 +52,7 @@ export class PointToPoint implements SideHost {
     this.chunk = Math.max(8, Math.floor(o.chunkBytes / 8) * 8);
     this.maxInflight = o.maxInflight;
     this.matcher = new Matcher(this);
+    this.poller = new BusyPoller((f) => this.links(f), o, () => this.pending);
     mesh.serve('p2p', (peer, link) => this.matcher.attach(peer, link));
   }
 
@@ -163,30 +161,15 @@ export class PointToPoint implements SideHost {
     }
   }
 
-  // ---- polling (see Communicator.progress: the same reasons) --------------------------------
+  // ---- polling (see transport/busy-poll.ts) ------------------------------------------------
 
   progress(): void {
-    const limit = this.o.busyPollUs ?? 0;
-    if (limit <= 0 || this.pending === 0) return;
-    this.lastProgress = performance.now();
-    if (this.polling) return;
-    this.polling = true;
-    this.links((l) => l.setPolling?.(true));
-    setImmediate(this.poll);
+    this.poller.progress();
   }
 
-  private readonly poll = (): void => {
-    if (this.pending === 0 || this.closed || performance.now() - this.lastProgress > (this.o.busyPollUs ?? 0) / 1000) {
-      this.polling = false;
-      this.links((l) => l.setPolling?.(false));
-      // A last look at the mailboxes may have delivered something, which starts polling anew.
-      if (this.polling) this.links((l) => l.setPolling?.(true));
-      return;
-    }
-    this.links((l) => l.poll?.());
-    if (performance.now() - this.lastProgress > YIELD_AFTER_MS) schedYield?.();
-    setImmediate(this.poll);
-  };
+  get polling(): boolean {
+    return this.poller.polling;
+  }
 
   private links(f: (l: Link) => void): void {
     for (const o of this.out.values()) if (o.link && !o.failed) f(o.link);
@@ -200,6 +183,7 @@ export class PointToPoint implements SideHost {
     this.closed = e;
     for (const o of this.out.values()) o.fail(e);
     this.matcher.closeAll(e);
+    this.poller.stop();
     clearInterval(this.tick);
   }
 }
