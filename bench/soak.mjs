@@ -27,9 +27,9 @@ sequence of operations from --seed and checks every result exactly:
   alltoall       random splits per (sender, receiver) pair, zeros and uneven ones included, or
                  none (even); result data and splits both checked
   group <kind>   (N >= 2) at start every rank makes two groups with newGroup, the even ranks and
-                 all but rank 0; a group op runs an allreduce, allgather, broadcast,
-                 reducescatter, alltoall or sendrecv inside one of them on its members while
-                 every rank runs a world op at the same time (Promise.all)
+                 all but rank 0; a group op runs one of allreduce, allgather, broadcast,
+                 reducescatter, alltoall or sendrecv (equal odds) inside one of them on its
+                 members while every rank runs a world op at the same time (Promise.all)
 
 Collectives are about 70% of the ops, sendrecv 11%, alltoall 9% and group ops 8%. Sizes are 0, a
 few elements, or log-uniform up to --max-bytes per rank (a group op's two ops get half each).

@@ -16,13 +16,14 @@ const KINDS = {
   sendrecv: { share: 11, minRanks: 2, draw: drawSendrecv, run: runSendrecv },
   alltoall: { share: 9, draw: drawAlltoall, run: runAlltoall },
 };
-/** A group op: one of GROUP_KINDS inside a group, concurrently with a world op on every rank. */
+/** A group op: one of GROUP_KINDS (equal shares) inside a group, concurrently with a world op on every rank. */
 const GROUP_SHARE = 8;
-const GROUP_KINDS = ['allreduce', 'allgather', 'broadcast', 'reducescatter', 'alltoall', 'sendrecv'];
+const GROUP_KINDS = { allreduce: 1, allgather: 1, broadcast: 1, reducescatter: 1, alltoall: 1, sendrecv: 1 };
+const WORLD_KINDS = Object.fromEntries(Object.entries(KINDS).map(([k, v]) => [k, v.share]));
 
-/** The kinds' shares among ops over n ranks, or, with `kinds`, among those. */
-function shares(n, kinds = Object.keys(KINDS)) {
-  return Object.fromEntries(kinds.filter((k) => n >= (KINDS[k].minRanks ?? 1)).map((k) => [k, KINDS[k].share]));
+/** The entries of `weights` (kind -> share) that can run on n ranks. */
+function possible(n, weights) {
+  return Object.fromEntries(Object.entries(weights).filter(([k]) => n >= (KINDS[k].minRanks ?? 1)));
 }
 
 /** The soak's groups (n >= 2), as world ranks: the even ranks, and all but rank 0. */
@@ -51,14 +52,14 @@ export async function makeGroups(rr, rank, n) {
 
 /** The next op over n ranks; every field comes from the shared generator, so every rank draws the same. */
 export function drawOp(rng, n, maxBytes) {
-  const kind = pickWeighted(rng, n >= 2 ? { ...shares(n), group: GROUP_SHARE } : shares(n));
+  const kind = pickWeighted(rng, n >= 2 ? { ...possible(n, WORLD_KINDS), group: GROUP_SHARE } : possible(n, WORLD_KINDS));
   if (kind !== 'group') return KINDS[kind].draw(rng, n, maxBytes);
   // Two ops at once: each gets half the bytes.
   const lists = groupLists(n);
   const group = rng.int(lists.length);
   const m = lists[group].length;
-  const inGroup = KINDS[pickWeighted(rng, shares(m, GROUP_KINDS))].draw(rng, m, maxBytes / 2);
-  const world = KINDS[pickWeighted(rng, shares(n))].draw(rng, n, maxBytes / 2);
+  const inGroup = KINDS[pickWeighted(rng, possible(m, GROUP_KINDS))].draw(rng, m, maxBytes / 2);
+  const world = KINDS[pickWeighted(rng, possible(n, WORLD_KINDS))].draw(rng, n, maxBytes / 2);
   const groupFirst = rng.next() < 0.5;
   const label = `group [${lists[group]}] ${inGroup.label} with world ${world.label}${groupFirst ? ', group called first' : ''}`;
   return { kind: 'group', tally: `group ${inGroup.kind}`, label, group, inGroup, world, groupFirst };
