@@ -1,15 +1,18 @@
 #!/usr/bin/env node
-// Soak test: N real rank processes (started with ringrun) run thousands of random collectives and
-// check every result exactly. See --help.
+// Soak test: N real rank processes (started with ringrun) run thousands of random collectives,
+// point-to-point ops and group ops, and check every result exactly. See --help. The op kinds
+// live in soak/ (mix.mjs: which comes next and how it runs).
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { drawOp, makeGroups, runOp } from './soak/mix.mjs';
+import { prng } from './soak/random.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HELP = `Usage: node bench/soak.mjs [options]
 
 Starts --np ranks with ringrun (real processes over WebSockets); every rank draws the same random
-sequence of collectives from --seed and checks every result exactly:
+sequence of operations from --seed and checks every result exactly:
 
   allreduce      sum / min / max / product / average; float32, float64, int32, int16, uint8;
                  float32 also with fp16 or bf16 wire compression
@@ -17,25 +20,36 @@ sequence of collectives from --seed and checks every result exactly:
   broadcast      from a random root
   reducescatter  sum / min / max / product / average
   barrier
+  sendrecv       send/recv (N >= 2): 1 to 5 messages at once, message j going from every rank r
+                 to r + k_j (mod N) with tag t_j, each rank posting its sends and recvs in its
+                 own random order (Promise.all); sizes 0, eager (below, at and just over 64 KiB)
+                 or large up to --max-bytes in all
+  alltoall       random splits per (sender, receiver) pair, zeros and uneven ones included, or
+                 none (even); result data and splits both checked
+  group <kind>   (N >= 2) at start every rank makes two groups with newGroup, the even ranks and
+                 all but rank 0; a group op runs one of allreduce, allgather, broadcast,
+                 reducescatter, alltoall or sendrecv (equal odds) inside one of them on its
+                 members while every rank runs a world op at the same time (Promise.all)
 
-Sizes are 0, a few elements, or log-uniform up to --max-bytes per rank. Data are integers chosen
-so that every partial result is exact in the dtype (and, compressed, in fp16: |x| <= 2048/N, or
-bf16: |x| <= 256/N; average sums to a multiple of N), so "wrong" means any bit differs from the
-float64 reference.
+Collectives are about 70% of the ops, sendrecv 11%, alltoall 9% and group ops 8%. Sizes are 0, a
+few elements, or log-uniform up to --max-bytes per rank (a group op's two ops get half each).
+Data are integers chosen so that every partial result is exact in the dtype (and, compressed, in
+fp16: |x| <= 2048/N, or bf16: |x| <= 256/N; average sums to a multiple of N), so "wrong" means
+any bit differs from the float64 reference.
 
 Options:
   --np N            ranks (default 3)
-  --ops N           collectives per rank (default 5000)
+  --ops N           operations per rank (default 5000)
   --seed N          the shared random seed (default 1)
   --max-bytes SIZE  largest buffer per rank, e.g. 4MiB, 512KiB, 65536 (default 4MiB)
   --timeout SEC     stop the job after SEC seconds (default: none)
   --json            print the summary as one JSON object instead of a table
   -h, --help        this text
 
-Output: ops, bytes per rank, wrong results, errors, RSS (and V8 heap, ArrayBuffer memory) per rank
-at start (after init), after 10% of the ops (warm) and at the end, each after a full GC, and the
-duration. Exit status 0 only if
-every op ran and none was wrong.`;
+Output: ops (and how many of each kind), bytes per rank, wrong results, errors, RSS (and V8 heap,
+ArrayBuffer memory) per rank at start (after init and newGroup), after 10% of the ops (warm) and
+at the end, each after a full GC, and the duration. Exit status 0 only if every op ran and none
+was wrong.`;
 
 function parseSize(s) {
   const m = /^(\d+(?:\.\d+)?)\s*(|b|k|kb|kib|m|mb|mib|g|gib)$/i.exec(String(s).trim());
@@ -73,129 +87,6 @@ function parseArgs(argv) {
   return o;
 }
 
-/** mulberry32: the same sequence from the same seed on every rank. */
-function prng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return { next, int: (n) => Math.floor(next() * n), pick: (xs) => xs[Math.floor(next() * xs.length)] };
-}
-
-const DTYPES = {
-  float32: { ctor: Float32Array, bytes: 4, limit: 2 ** 24, signed: true },
-  float64: { ctor: Float64Array, bytes: 8, limit: 2 ** 40, signed: true },
-  int32: { ctor: Int32Array, bytes: 4, limit: 2 ** 30, signed: true },
-  int16: { ctor: Int16Array, bytes: 2, limit: 2 ** 15 - 1, signed: true },
-  uint8: { ctor: Uint8Array, bytes: 1, limit: 255, signed: false },
-};
-const COMPRESSION_LIMIT = { fp16: 2048, bf16: 256 };
-const REDUCE_OPS = ['sum', 'min', 'max', 'product', 'average'];
-
-/** Element count for one rank's buffer: 0, a handful, or log-uniform bytes up to maxBytes. */
-function drawCount(rng, elemBytes, maxBytes, n) {
-  const r = rng.next();
-  if (r < 0.04) return 0;
-  if (r < 0.12) return 1 + rng.int(2 * n + 3);
-  const bytes = Math.exp(rng.next() * Math.log(maxBytes / elemBytes)) * elemBytes;
-  return Math.max(1, Math.floor(bytes / elemBytes));
-}
-
-/**
- * The i-th collective: every field comes from the shared generator, so every rank draws the same.
- * value(r, i) is rank r's i-th input element; see the --help text for why results are exact.
- */
-function drawOp(rng, n, maxBytes) {
-  const u = rng.next();
-  const kind = u < 0.5 ? 'allreduce' : u < 0.62 ? 'allgather' : u < 0.76 ? 'broadcast' : u < 0.92 ? 'reducescatter' : 'barrier';
-  const op = kind === 'allreduce' || kind === 'reducescatter' ? rng.pick(REDUCE_OPS) : '';
-  let compression = 'none';
-  let dtype = rng.pick(['float32', 'float32', 'float32', 'float64', 'int32', 'int16', 'uint8']);
-  if (kind === 'allreduce' && rng.next() < 0.5) {
-    compression = rng.pick(['fp16', 'bf16']);
-    dtype = 'float32';
-  }
-  const dt = DTYPES[dtype];
-  const counts = Array.from({ length: n }, () => drawCount(rng, dt.bytes, kind === 'allgather' ? Math.max(8, maxBytes / n) : maxBytes, n));
-  const count = counts[0];
-  const root = rng.int(n);
-  const a = 1 + rng.int(1_000_003);
-  const b = rng.int(1_000_003);
-  const c = 1 + rng.int(997);
-  // Largest |value| such that every partial result of N values stays exact.
-  const limit = Math.min(dt.limit, COMPRESSION_LIMIT[compression] ?? Infinity);
-  const maxAbs = Math.max(n, Math.floor(limit / n));
-  let value;
-  if (op === 'product') {
-    value = dt.signed ? (r, i) => ((i * a + b + r * c) % 4) - 1 : (r, i) => (i * a + b + r * c) % 3;
-  } else if (op === 'average') {
-    // Rank offsets 2r-(N-1) sum to 0: the sum is N*base, the average exactly base.
-    const lo = dt.signed ? -(maxAbs - (n - 1)) : n - 1;
-    const span = (dt.signed ? 2 * (maxAbs - (n - 1)) : maxAbs - 2 * (n - 1)) + 1;
-    value = (r, i) => ((i * a + b) % span) + lo + 2 * r - (n - 1);
-  } else {
-    const lo = dt.signed ? -maxAbs : 0;
-    const span = (dt.signed ? 2 * maxAbs : maxAbs) + 1;
-    value = (r, i) => ((i * a + b + r * c) % span) + lo;
-  }
-  return { kind, op, dtype, compression, counts, count, root, value };
-}
-
-function fill(ctor, count, f) {
-  const x = new ctor(count);
-  for (let i = 0; i < count; i++) x[i] = f(i);
-  return x;
-}
-
-/** The exact reduction of element i over all ranks (float64; exact by construction). */
-function reduced(op, n, value, i) {
-  let acc = value(0, i);
-  for (let r = 1; r < n; r++) {
-    const v = value(r, i);
-    if (op === 'sum' || op === 'average') acc += v;
-    else if (op === 'min') acc = Math.min(acc, v);
-    else if (op === 'max') acc = Math.max(acc, v);
-    else acc *= v;
-  }
-  return op === 'average' ? acc / n : acc;
-}
-
-/** Returns undefined if `got` is exactly right, else a description of the first difference. */
-function check(d, rank, n, got) {
-  const want = (i, w) => (got[i] === w ? undefined : `element ${i}: got ${got[i]}, want ${w}`);
-  if (d.kind === 'barrier') return got === undefined ? undefined : 'barrier returned a value';
-  if (d.kind === 'broadcast') {
-    if (got.length !== d.count) return `length ${got.length}, want ${d.count}`;
-    for (let i = 0; i < got.length; i++) if (got[i] !== d.value(d.root, i)) return want(i, d.value(d.root, i));
-    return undefined;
-  }
-  if (d.kind === 'allgather') {
-    const total = d.counts.reduce((s, c) => s + c, 0);
-    if (got.length !== total) return `length ${got.length}, want ${total}`;
-    let k = 0;
-    for (let r = 0; r < n; r++) for (let i = 0; i < d.counts[r]; i++, k++) if (got[k] !== d.value(r, i)) return want(k, d.value(r, i));
-    return undefined;
-  }
-  let offset = 0;
-  let length = d.count;
-  if (d.kind === 'reducescatter') {
-    const base = Math.floor(d.count / n);
-    const rem = d.count % n;
-    offset = rank * base + Math.min(rank, rem);
-    length = base + (rank < rem ? 1 : 0);
-  }
-  if (got.length !== length) return `length ${got.length}, want ${length}`;
-  for (let i = 0; i < length; i++) {
-    const w = reduced(d.op, n, d.value, offset + i);
-    if (got[i] !== w) return want(i, w);
-  }
-  return undefined;
-}
-
 /** RSS, V8 heap in use and ArrayBuffer memory, after a full GC (the ranks run with --expose-gc). */
 function memory() {
   globalThis.gc?.();
@@ -210,38 +101,35 @@ async function worker(o) {
   const rank = rr.rank();
   const n = rr.size();
   const rng = prng(o.seed);
-  const out = { rank, ops: 0, bytes: 0, wrong: 0, errors: 0, firstProblems: [], kinds: {}, memStart: memory(), memWarm: undefined, memEnd: undefined };
+  const world = { rank, size: n, api: rr };
+  const out = { rank, ops: 0, bytes: 0, wrong: 0, errors: 0, firstProblems: [], kinds: {}, memStart: undefined, memWarm: undefined, memEnd: undefined };
+  let groups = [];
+  try {
+    groups = await makeGroups(rr, rank, n);
+  } catch (e) {
+    out.errors++;
+    out.firstProblems.push(`newGroup: ${e.code ?? e.name}: ${e.message}`);
+  }
+  out.memStart = memory();
   const warmAt = Math.floor(o.ops / 10);
   const t0 = Date.now();
-  for (let k = 0; k < o.ops; k++) {
+  for (let k = 0; k < o.ops && out.errors === 0; k++) {
     if (k === warmAt) out.memWarm = memory();
     const d = drawOp(rng, n, o.maxBytes);
-    const dt = DTYPES[d.dtype];
-    const mine = d.kind === 'allgather' ? d.counts[rank] : d.count;
-    const x = d.kind === 'barrier' ? undefined : fill(dt.ctor, mine, (i) => d.value(rank, i));
-    const label = `${d.kind}${d.op ? ` ${d.op}` : ''} ${d.dtype}${d.compression !== 'none' ? ` ${d.compression}` : ''}`;
-    const name = `soak-${k}`;
     try {
-      let got;
-      if (d.kind === 'allreduce') got = await rr.allreduce(x, { op: d.op, compression: d.compression, name });
-      else if (d.kind === 'reducescatter') got = await rr.reducescatter(x, { op: d.op, name });
-      else if (d.kind === 'allgather') got = await rr.allgather(x, { name });
-      else if (d.kind === 'broadcast') got = await rr.broadcast(x, { root: d.root, name });
-      else got = await rr.barrier({ name });
-      const problem = check(d, rank, n, got);
+      const { problem, bytes } = await runOp(d, world, groups, `soak-${k}`);
       if (problem) {
         out.wrong++;
-        if (out.firstProblems.length < 5) out.firstProblems.push(`op ${k} (${label}, count ${d.count}): ${problem}`);
+        if (out.firstProblems.length < 5) out.firstProblems.push(`op ${k} (${d.label}): ${problem}`);
       }
+      out.bytes += bytes;
     } catch (e) {
       out.errors++;
-      out.firstProblems.push(`op ${k} (${label}): ${e.code ?? e.name}: ${e.message}`);
+      out.firstProblems.push(`op ${k} (${d.label}): ${e.code ?? e.name}: ${e.message}`);
       break; // a failed ring stays failed: every later call would raise the same error
     }
     out.ops++;
-    out.bytes += x ? x.byteLength : 0;
-    const kk = d.kind === 'allreduce' && d.compression !== 'none' ? `allreduce ${d.compression}` : d.kind;
-    out.kinds[kk] = (out.kinds[kk] ?? 0) + 1;
+    out.kinds[d.tally] = (out.kinds[d.tally] ?? 0) + 1;
     if (rank === 0 && o.ops >= 10 && (k + 1) % Math.ceil(o.ops / 10) === 0) {
       console.error(`soak: ${k + 1}/${o.ops} ops, ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB RSS, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
@@ -290,7 +178,7 @@ async function launch(o) {
     bytesPerRank: results.map((r) => r.bytes),
     wrong: results.reduce((s, r) => s + r.wrong, 0),
     errors: results.reduce((s, r) => s + r.errors, 0),
-    kinds: results[0]?.kinds ?? {},
+    kinds: Object.fromEntries(Object.entries(results[0]?.kinds ?? {}).sort(([a], [b]) => a.localeCompare(b))),
     rssMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.rss), warm: mib(r.memWarm.rss), end: mib(r.memEnd.rss) })),
     heapMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.heap), warm: mib(r.memWarm.heap), end: mib(r.memEnd.heap) })),
     arrayBuffersMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.arrayBuffers), warm: mib(r.memWarm.arrayBuffers), end: mib(r.memEnd.arrayBuffers) })),
