@@ -57,7 +57,7 @@ export class PointToPoint implements SideHost {
   }
 
   /** How this rank's recvs got their bytes: with the message, streamed in frames, or copied out of the sender. */
-  get received(): { eager: number; streamed: number; singleCopy: number } {
+  get received(): { eager: number; streamed: number; singleCopy: number; landedFrames: number } {
     return { ...this.matcher.ways };
   }
 

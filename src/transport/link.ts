@@ -19,6 +19,12 @@ export interface LinkHandlers<M = LinkControlMessage> {
    * protocol on the link (point-to-point) bring their own.
    */
   validate?(m: Record<string, unknown>, from: string): M;
+  /**
+   * A data frame's header arrived and its `length`-byte payload comes next: where it belongs, if
+   * the owner knows (the payload is then written there by transports that can: see ws/landing.ts,
+   * and `data` gets a view of that very place). Optional.
+   */
+  land?(header: DataHeader, length: number): Uint8Array | undefined;
   /** The link is gone: `error` says why (undefined when this side closed it). Called once. */
   closed(error: Error | undefined): void;
 }
@@ -132,6 +138,7 @@ export abstract class MessageLink implements Link {
     const awaiting = this.awaiting;
     if (awaiting) {
       this.awaiting = undefined;
+      this.payloadComing(undefined, 0);
       if (buf.byteLength !== awaiting.length) {
         this.fail(new RingProtocolError(`payload from ${this.describe} has ${buf.byteLength} bytes, its header said ${awaiting.length}`));
         return;
@@ -149,9 +156,15 @@ export abstract class MessageLink implements Link {
       return;
     }
     if (decoded.kind === 'data') h.data(decoded.header, decoded.payload);
-    else if (decoded.kind === 'header') this.awaiting = decoded;
+    else if (decoded.kind === 'header') {
+      this.awaiting = decoded;
+      this.payloadComing(h.land?.(decoded.header, decoded.length), decoded.length);
+    }
     else h.control(control);
   }
+
+  /** The next message is a payload whose place the owner named (or undefined): see LinkHandlers.land. */
+  protected payloadComing(_place: Uint8Array | undefined, _length: number): void {}
 
   /** Called by the subclass when the transport ends; `error` undefined means a clean close. */
   protected ended(error: Error | undefined): void {

@@ -26,6 +26,7 @@ import {
   type ShmRegion,
 } from '../shm/region.js';
 import type { Mailbox } from '../shm/mailbox.js';
+import { installLanding } from './landing.js';
 
 /** A frame's payload: its bytes, or (see WsLink.sendFilled) how to write them into a slot. */
 type Payload = Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
@@ -47,6 +48,7 @@ export class WsLink extends MessageLink {
     this.ws.on('error', (e: Error & { code?: unknown }) =>
       this.ended(String(e.code).startsWith('WS_ERR_') ? new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`) : e),
     );
+    this.land = installLanding(this.ws);
     inbox.drain((data, binary) => {
       this.socketReceived++;
       // Mailbox entries written before this socket message come first (see Mailbox).
@@ -55,6 +57,13 @@ export class WsLink extends MessageLink {
       else this.fail(new RingProtocolError(`text frame from ${describe}`));
       if (this.inBox) this.drainMailbox(this.socketReceived);
     });
+  }
+
+  /** Sets where the receiver writes the next large payload (see landing.ts); undefined if it cannot. */
+  private readonly land: ((dst: Uint8Array | undefined) => void) | undefined;
+
+  protected override payloadComing(place: Uint8Array | undefined, length: number): void {
+    this.land?.(place && place.byteLength === length ? place : undefined);
   }
 
   // ---- socket and mailbox (see mailbox.ts) ---------------------------------------------------
