@@ -1,5 +1,5 @@
 import { type Compression } from './compression/registry.js';
-import { dtypeOf, type DTypeInfo } from './dtypes.js';
+import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import type { ReduceOp } from './kernels/index.js';
 import { REDUCE_OPS } from './collectives/descriptor.js';
@@ -55,6 +55,12 @@ export interface AlltoallOptions {
   /** splits[j] elements of x go to rank j, in order (default: x.length / size each). */
   splits?: ArrayLike<number>;
   name?: string;
+  /**
+   * Receive into this array (same type as x; its length must be what arrives, the sum of the
+   * splits the other ranks send here) instead of a new one: a fresh result costs page faults,
+   * measured 3x the time of a 16 MiB all-to-all of 2 ranks when the previous result is still held.
+   */
+  into?: NumericArray;
 }
 export interface AlltoallResult<T> {
   /** What every rank sent to this one, concatenated in rank order. */

@@ -189,6 +189,14 @@ export class RingGroup {
     const dt = this.args.array('alltoall', x);
     const name = this.args.name('alltoall', options.name);
     const splits = this.args.splits(x.length, options.splits);
+    const into = options.into;
+    if (into !== undefined && (into === null || into.constructor !== x.constructor)) {
+      throw new RingInvalidArgError(`alltoall: options.into must be a ${x.constructor.name} like x, got ${into === null ? 'null' : into.constructor.name}`, {
+        rank: this.rank,
+        op: 'alltoall',
+        field: 'into',
+      });
+    }
     const tag = this.alltoalls++;
     const ctx = `${this.id}/alltoall`;
     const fabric = this.size > 1 ? this.p2p('alltoall') : undefined;
@@ -207,6 +215,7 @@ export class RingGroup {
       splits,
       descriptor('alltoall', { dtype: dt.code, count: x.length, name }),
       tag,
+      into as T | undefined,
     );
   }
 

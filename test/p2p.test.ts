@@ -262,6 +262,25 @@ describe.each(['memory', 'ws', 'ws-sockets'] as const)('alltoall over %s', (tran
     }
   });
 
+  it('options.into receives in place; a wrong length fails that rank alone, after the exchange', async () => {
+    const gs = await groups(3, transport);
+    const big = 30_000; // per destination: large enough to go rank to rank
+    const into = gs.map(() => new Float32Array(3 * big));
+    const res = await Promise.all(gs.map((g, r) => g.alltoall(pattern(Float32Array, 3 * big, r), { into: into[r] })));
+    res.forEach(({ data }, r) => {
+      expect(data).toBe(into[r]);
+      const want = Float32Array.from([0, 1, 2].flatMap((s) => Array.from(pattern(Float32Array, 3 * big, s).subarray(r * big, (r + 1) * big))));
+      expect(firstDiff(data, want)).toBeUndefined();
+    });
+    const outcomes = await Promise.all(gs.map((g, r) => errorOf(g.alltoall(pattern(Float32Array, 3 * big, r), { into: new Float32Array(r === 1 ? 5 : 3 * big) }))));
+    expect(outcomes[0]).toBeUndefined();
+    expect(outcomes[2]).toBeUndefined();
+    expect(outcomes[1]?.code).toBe('RING_ERR_INVALID_ARG');
+    expect(outcomes[1]?.message).toMatch(/alltoall: options\.into has 5 elements, but 90000 arrive here/);
+    const wrongType = await errorOf((async () => gs[0].alltoall(new Float32Array(3), { into: new Int32Array(3) as never }))());
+    expect(wrongType?.message).toMatch(/options\.into must be a Float32Array like x, got Int32Array/);
+  });
+
   it('ranks that disagree on the dtype or name get RING_ERR_MISMATCH on every rank', async () => {
     const gs = await groups(3, transport);
     const errs = await Promise.all(gs.map((g) => errorOf(g.alltoall(g.rank === 1 ? new Float32Array(3) : new Int32Array(3)))));

@@ -1,4 +1,5 @@
 import type { DTypeInfo, NumericArray } from '../dtypes.js';
+import { RingInvalidArgError } from '../errors.js';
 import type { Collective, OpContext, TableProblem } from './collective.js';
 import type { OpDescriptor } from './descriptor.js';
 
@@ -126,12 +127,17 @@ export async function runAlltoall<T extends NumericArray>(
   splits: Int32Array,
   desc: OpDescriptor,
   tag: number,
+  /** options.into: the result's place, checked once the sizes are known. */
+  into?: T,
 ): Promise<{ data: T; splits: number[] }> {
   const { rank, size } = port;
   const limit = inlineLimit(port.chunkBytes, size);
   const plan = await port.agree(desc, new AlltoallAgreement(x, dtype, splits, rank, limit));
   const total = plan.from.reduce((a, b) => a + b, 0);
-  const data = new dtype.ctor(total) as T;
+  // A wrong-sized `into` is found only now: the exchange still runs (into a new array), so that no
+  // other rank waits for this one's blocks, and then this rank alone fails.
+  const fits = into !== undefined && into.length === total;
+  const data = fits ? into : (new dtype.ctor(total) as T);
   const at = offsets(plan.from);
   const mine = offsets(splits);
   const meInline = x.byteLength <= limit;
@@ -148,5 +154,12 @@ export async function runAlltoall<T extends NumericArray>(
     }
   }
   await Promise.all(moves);
+  if (into !== undefined && !fits) {
+    throw new RingInvalidArgError(`alltoall: options.into has ${into.length} elements, but ${total} arrive here (splits ${plan.from.join(',')})`, {
+      rank,
+      op: 'alltoall',
+      field: 'into',
+    });
+  }
   return { data, splits: plan.from };
 }

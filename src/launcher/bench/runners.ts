@@ -28,7 +28,7 @@ export interface BenchComm {
   reducescatter(x: Float32Array, o: ReducescatterOptions): Promise<Float32Array>;
   allgather(x: Float32Array): Promise<Float32Array>;
   broadcast(x: Float32Array, o: BroadcastOptions): Promise<Float32Array>;
-  alltoall(x: Float32Array): Promise<{ data: Float32Array; splits: number[] }>;
+  alltoall(x: Float32Array, o?: { into?: Float32Array }): Promise<{ data: Float32Array; splits: number[] }>;
   send(x: Float32Array, o: { dst: number; tag?: number }): Promise<void>;
   recv(into: Float32Array, o: { src: number; tag?: number }): Promise<Float32Array>;
 }
@@ -125,15 +125,20 @@ const RUNNERS: Record<BenchOp, (ctx: RunContext) => OpRun> = {
     };
   },
 
-  alltoall({ comm, rank, size, count, input }) {
+  alltoall({ comm, rank, size, count, input, output }) {
     const part = count / size;
     const x = input.subarray(0, count);
     // Element k of the part that rank `src` sends to rank `dst`.
     const sent = (src: number, dst: number, k: number) => (k * 3 + src * 5 + dst) % 16;
+    // Into a buffer kept across calls, as MPI_Alltoall's and Gloo's outputs are (see options.into).
+    const into = output.subarray(0, count);
     let out: Float32Array = new Float32Array(0);
     return {
-      fill: () => fillWith(x, (i) => sent(rank, Math.floor(i / part), i % part)),
-      run: async () => void (out = (await comm.alltoall(x)).data),
+      fill: () => {
+        fillWith(x, (i) => sent(rank, Math.floor(i / part), i % part));
+        into.fill(-1);
+      },
+      run: async () => void (out = (await comm.alltoall(x, { into })).data),
       wrong: () => countWrong(out, (i) => sent(Math.floor(i / part), rank, i % part)) + Math.abs(out.length - count),
     };
   },

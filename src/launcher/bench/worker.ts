@@ -55,7 +55,7 @@ export async function runBench(c: BenchConfig): Promise<void> {
   out(`# ${'(B)'.padStart(12)} ${'(elements)'.padStart(12)} ${''.padStart(6)} ${''.padStart(7)} ${'(us)'.padStart(10)} ${'(GB/s)'.padStart(7)} ${'(GB/s)'.padStart(7)} ${''.padStart(7)}`);
   const maxCount = sizes[sizes.length - 1] / 4;
   const input = new Float32Array(maxCount);
-  const output = new Float32Array(c.op === 'sendrecv' ? maxCount : 0);
+  const output = new Float32Array(c.op === 'sendrecv' || c.op === 'alltoall' ? maxCount : 0);
   for (const bytes of sizes) {
     const count = bytes / 4;
     const op = prepareRun(c.op, { comm, config: c, rank: me, size: n, count, input, output });
