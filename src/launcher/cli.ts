@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { benchHelp, parseBenchArgs, type BenchParsed } from './bench/args.js';
-import { missingMethods } from './bench/ops.js';
 import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
 import { launch } from './job.js';
 
@@ -65,13 +64,6 @@ async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
   if (parsed.kind === 'help') {
     process.stdout.write(benchHelp());
     return 0;
-  }
-  // alltoall, send and recv come with a newer API: say so once here rather than from every rank.
-  const { RingGroup } = await import('../group.js');
-  const missing = missingMethods(parsed.config.op, RingGroup.prototype);
-  if (missing.length > 0) {
-    process.stderr.write(`ringrun bench: --op ${parsed.config.op} needs ${missing.map((m) => `RingGroup.${m}`).join(' and ')}, which this build of ringreduce does not have\n`);
-    return 1;
   }
   const worker = fileURLToPath(new URL('./bench/worker.js', import.meta.url));
   return launch(

@@ -46,11 +46,3 @@ export function rowSizes(op: BenchOp, sizes: readonly number[], n: number): numb
   }
   return out;
 }
-
-/** The methods of the point-to-point and all-to-all API that the lead's branch adds to RingGroup. */
-export const NEEDS: Readonly<Partial<Record<BenchOp, readonly string[]>>> = { alltoall: ['alltoall'], sendrecv: ['send', 'recv'] };
-
-/** The methods `op` needs that `proto` (RingGroup.prototype) lacks; empty when it can run. */
-export function missingMethods(op: BenchOp, proto: object): string[] {
-  return (NEEDS[op] ?? []).filter((m) => !(m in proto));
-}

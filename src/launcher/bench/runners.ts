@@ -17,12 +17,7 @@ export interface OpRun {
   wrong(): number;
 }
 
-/**
- * The collectives the bench calls: the process-wide API (the worker passes the module) or one
- * RingGroup (tests). send, recv and alltoall are added to the API by a parallel branch; they are
- * declared here so that the bench compiles without them, and ringrun checks RingGroup.prototype
- * before it starts the ranks (missingMethods in ops.ts).
- */
+/** The collectives the bench calls: the process-wide API (the worker passes the module) or one RingGroup (tests). */
 export interface BenchComm {
   allreduce(x: Float32Array, o: AllreduceOptions): Promise<Float32Array>;
   reducescatter(x: Float32Array, o: ReducescatterOptions): Promise<Float32Array>;
