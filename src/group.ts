@@ -25,17 +25,7 @@ import {
   type SendOptions,
 } from './arguments.js';
 
-export type {
-  AllgatherOptions,
-  AllreduceOptions,
-  AlltoallOptions,
-  AlltoallResult,
-  BarrierOptions,
-  BroadcastOptions,
-  RecvOptions,
-  ReducescatterOptions,
-  SendOptions,
-} from './arguments.js';
+export type * from './arguments.js';
 export type { ReduceOp } from './kernels/index.js';
 
 /** What a group needs beyond its ring: see process-group.ts. */
