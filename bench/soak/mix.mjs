@@ -42,10 +42,10 @@ export async function makeGroups(rr, rank, n) {
   for (const list of n >= 2 ? groupLists(n) : []) {
     const g = await rr.newGroup(list);
     const want = list.indexOf(rank);
-    if (want < 0 ? g !== null : g?.rank !== want || g?.size !== list.length) {
-      throw new Error(`newGroup([${list}]) on rank ${rank} gave ${g ? `rank ${g.rank} of ${g.size}` : 'null'}, want ${want < 0 ? 'null' : `rank ${want} of ${list.length}`}`);
+    if (want < 0 ? g !== null : g?.rank() !== want || g?.size() !== list.length) {
+      throw new Error(`newGroup([${list}]) on rank ${rank} gave ${g ? `rank ${g.rank()} of ${g.size()}` : 'null'}, want ${want < 0 ? 'null' : `rank ${want} of ${list.length}`}`);
     }
-    out.push({ list, comm: g ? { rank: g.rank, size: g.size, api: g } : undefined });
+    out.push({ list, comm: g ? { rank: g.rank(), size: g.size(), api: g } : undefined });
   }
   return out;
 }
