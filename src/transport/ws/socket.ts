@@ -148,12 +148,16 @@ export async function connect(e: Endpoint, maxPayload: number, deadline: number,
       if (tls && /Unexpected server response: 403/.test((err as Error).message)) {
         throw new RingAuthError(`${what} at ${wsUrl(e, tls)} refused our TLS client certificate (is it signed by the job's CA, RINGREDUCE_TLS_CA?)`);
       }
-      if (Date.now() + delay >= deadline) {
+      // Give up only once the deadline has passed (a last try at the deadline itself): giving up
+      // when the next retry would pass it failed up to one retry delay (500 ms) early, so a rank
+      // reported the store missing before the start timeout it names.
+      const left = deadline - Date.now();
+      if (left <= 0) {
         // A TLS server answering a plain client just hangs up.
         const hint = !tls && /socket hang up/.test((err as Error).message) ? ' (does the other side use TLS? then set RINGREDUCE_TLS_CERT/_KEY/_CA here too)' : '';
         throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e, tls)}: ${(err as Error).message}${hint}`, {}, { cause: err });
       }
-      await new Promise((r) => setTimeout(r, delay));
+      await new Promise((r) => setTimeout(r, Math.min(delay, left)));
       delay = Math.min(delay * 2, 500);
     }
   }
