@@ -96,6 +96,20 @@ describe.each(['memory', 'ws', 'ws-sockets'] as const)('send/recv over %s', (tra
     });
   });
 
+  it('links to other ranks are opened on first use only, and reused', async () => {
+    const gs = await groups(3, transport);
+    const links = (g: RingGroup) => (g as any).fabric.mesh.links.size as number;
+    // Over ws the mesh also holds the ring's own two links per rank (same port, channel 'ring').
+    const ring = transport === 'memory' ? 0 : 2;
+    await Promise.all(gs.map((g) => g.allreduce(Float32Array.of(1, 2, 3))));
+    expect(gs.map(links)).toEqual([ring, ring, ring]);
+    for (let round = 0; round < 3; round++) {
+      await Promise.all([gs[0].send(Float32Array.of(round), { dst: 2 }), gs[2].recv(new Float32Array(1), { src: 0 })]);
+    }
+    // One link, made by the sender and accepted by the receiver; rank 1 has none more.
+    expect(gs.map(links)).toEqual([ring + 1, ring, ring + 1]);
+  });
+
   it('a recv posted long before its send, and a send long before its recv, small and large', async () => {
     const [a, b] = await groups(2, transport);
     for (const count of [10, 200_000]) {
@@ -358,6 +372,20 @@ describe.each(['memory', 'ws'] as const)('process groups over %s', (transport) =
     expect(Array.from(out[3][1] as Int32Array)).toEqual([6, 3]);
     expect(Array.from((out[3][3] as Int32Array))).toEqual([2001]); // b's rank 1 = world 2
     expect(Array.from((out[3][4] as { data: Int32Array }).data)).toEqual([12, 22, 32]);
+  });
+
+  it('a group does not wait for another: one group completes while the other still waits for a member', async () => {
+    const gs = await groups(4, transport);
+    const a = await Promise.all(gs.map((g) => g.newGroup([0, 1])));
+    const b = await Promise.all(gs.map((g) => g.newGroup([2, 3])));
+    let bDone = false;
+    const bFirst = b[2]!.allreduce(Int32Array.of(2)).then((x) => ((bDone = true), x));
+    // Group a (and the world) finish while group b's rank 3 has not called yet.
+    const [a0, a1] = await withDeadline(Promise.all([a[0]!.allreduce(Int32Array.of(5)), a[1]!.allreduce(Int32Array.of(6))]), DEADLINE, 'group a');
+    const world = await withDeadline(Promise.all(gs.map((g) => g.allreduce(Int32Array.of(1)))), DEADLINE, 'world');
+    expect([a0[0], a1[0], world[0][0], bDone]).toEqual([11, 11, 4, false]);
+    const [b2, b3] = await withDeadline(Promise.all([bFirst, b[3]!.allreduce(Int32Array.of(3))]), DEADLINE, 'group b');
+    expect([b2[0], b3[0]]).toEqual([5, 5]);
   });
 
   it('a rank outside a group is refused, and lists that differ between ranks are a mismatch', async () => {

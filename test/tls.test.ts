@@ -56,7 +56,7 @@ describe.skipIf(!haveOpenssl)('TLS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a ring of 3 over wss:// gives exact results', async () => {
+  it('a ring of 3 over wss:// gives exact results, point-to-point and groups included', async () => {
     store = await startStoreServer({ host: '127.0.0.1', port: 0, token, worldSize: 3, logger: silentLogger, tls: job });
     const where = `127.0.0.1:${store.endpoint.port}`;
     groups = await Promise.all(
@@ -71,6 +71,20 @@ describe.skipIf(!haveOpenssl)('TLS', () => {
       for (let i = 0; i < count; i++) if (s[i] !== (i % 977) * 6) wrong++;
       expect(wrong).toBe(0);
     }
+    // Links to any rank (point-to-point, alltoall, a group's ring) run over wss:// too.
+    const big = 100_003;
+    const shifted = await Promise.all(
+      groups.map(async (g, r) => {
+        const [, got] = await Promise.all([g.send(Float64Array.from({ length: big }, (_, i) => i + r), { dst: (r + 1) % 3 }), g.recv(new Float64Array(big), { src: (r + 2) % 3 })]);
+        return got;
+      }),
+    );
+    shifted.forEach((got, r) => expect([got[0], got[big - 1]]).toEqual([(r + 2) % 3, big - 1 + ((r + 2) % 3)]));
+    const a2a = await Promise.all(groups.map((g, r) => g.alltoall(Int32Array.from({ length: 3 * 40_000 }, (_, i) => r * 1_000_000 + i))));
+    a2a.forEach(({ data }, r) => expect([data[0], data[40_000], data[80_000]]).toEqual([r * 40_000, 1_000_000 + r * 40_000, 2_000_000 + r * 40_000]));
+    const pair = await Promise.all(groups.map((g) => g.newGroup([0, 2])));
+    const [s0, , s2] = await Promise.all(pair.map((p, r) => p?.allreduce(Int32Array.of(r + 1))));
+    expect([s0?.[0], s2?.[0]]).toEqual([4, 4]);
     // The store speaks TLS only: a plain WebSocket client gets nowhere.
     await expect(StoreClient.connect(store.endpoint, token, 0, Date.now() + 500)).rejects.toThrow(/socket hang up \(does the other side use TLS\?/);
   });
