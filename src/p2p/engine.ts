@@ -163,8 +163,21 @@ export class PointToPoint implements SideHost {
 
   // ---- polling (see transport/busy-poll.ts) ------------------------------------------------
 
+  /**
+   * Polling pays where a peer can hand messages over without a system call (a shared-memory
+   * mailbox, on one host). Over sockets alone it did not: a 64 MiB exchange of 2 ranks took
+   * 48-63 ms polling against 48-50 ms sleeping in epoll, three runs each.
+   */
   progress(): void {
-    this.poller.progress();
+    if (this.poller.polling || this.anyLink((l) => l.sharedMemory === true)) this.poller.progress();
+  }
+
+  private anyLink(pred: (l: Link) => boolean): boolean {
+    let found = false;
+    this.links((l) => {
+      found ||= pred(l);
+    });
+    return found;
   }
 
   get polling(): boolean {
