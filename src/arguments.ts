@@ -128,6 +128,16 @@ export class Args {
     return v as number;
   }
 
+  /** alltoall's options.into: an array of x's own type (its length is checked once sizes are known). */
+  into<T extends NumericArray>(x: T, v: unknown): T | undefined {
+    if (v === undefined) return undefined;
+    if (v === null || typeof v !== 'object' || v.constructor !== x.constructor) {
+      const got = v === null ? 'null' : typeof v === 'object' ? v.constructor.name : typeof v;
+      throw new RingInvalidArgError(`alltoall: options.into must be a ${x.constructor.name} like x, got ${got}`, { rank: this.g.rank, op: 'alltoall', field: 'into' });
+    }
+    return v as T;
+  }
+
   splits(count: number, v: unknown): Int32Array {
     const n = this.g.size;
     const bad = (what: string) => new RingInvalidArgError(`alltoall: options.splits ${what}`, { rank: this.g.rank, op: 'alltoall', field: 'splits' });

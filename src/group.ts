@@ -142,7 +142,7 @@ export class RingGroup {
     return this.comm.run(descriptor('broadcast', { dtype: dt.code, count: x.length, name, root }), new RingBroadcast(x, dt, root, this.rank)) as Promise<T>;
   }
 
-  private p2p(fn: string): Fabric {
+  private fabricFor(fn: string): Fabric {
     if (!this.fabric) {
       throw new RingInvalidArgError(`${fn}: this group has no links to other ranks (a single rank, or a ring made without a mesh)`, { rank: this.rank, op: fn });
     }
@@ -159,7 +159,7 @@ export class RingGroup {
     const o = options ?? ({} as SendOptions);
     const dst = this.args.peer('send', 'dst', o.dst);
     const tag = this.args.tag('send', o.tag);
-    return this.p2p('send').p2p.send(this.id, this.world(dst), tag, x, dt, { me: this.rank, peer: dst });
+    return this.fabricFor('send').p2p.send(this.id, this.world(dst), tag, x, dt, { me: this.rank, peer: dst });
   }
 
   /** Fills `into` with what rank `src` sends with the same tag (same dtype and length), resolves to it. */
@@ -168,7 +168,7 @@ export class RingGroup {
     const o = options ?? ({} as RecvOptions);
     const src = this.args.peer('recv', 'src', o.src);
     const tag = this.args.tag('recv', o.tag);
-    return this.p2p('recv').p2p.recv(this.id, this.world(src), tag, into, dt, { me: this.rank, peer: src });
+    return this.fabricFor('recv').p2p.recv(this.id, this.world(src), tag, into, dt, { me: this.rank, peer: src });
   }
 
   /**
@@ -179,17 +179,10 @@ export class RingGroup {
     const dt = this.args.array('alltoall', x);
     const name = this.args.name('alltoall', options.name);
     const splits = this.args.splits(x.length, options.splits);
-    const into = options.into;
-    if (into !== undefined && (into === null || into.constructor !== x.constructor)) {
-      throw new RingInvalidArgError(`alltoall: options.into must be a ${x.constructor.name} like x, got ${into === null ? 'null' : into.constructor.name}`, {
-        rank: this.rank,
-        op: 'alltoall',
-        field: 'into',
-      });
-    }
+    const into = this.args.into(x, options.into);
     const tag = this.alltoalls++;
     const ctx = `${this.id}/alltoall`;
-    const fabric = this.size > 1 ? this.p2p('alltoall') : undefined;
+    const fabric = this.size > 1 ? this.fabricFor('alltoall') : undefined;
     const names = (peer: number) => ({ me: this.rank, peer });
     return runAlltoall(
       {
@@ -205,15 +198,15 @@ export class RingGroup {
       splits,
       descriptor('alltoall', { dtype: dt.code, count: x.length, name }),
       tag,
-      into as T | undefined,
+      into,
     );
   }
 
   /**
    * A process group of the listed ranks (this group's numbering), called by EVERY rank of this
-   * group with the same list, in the same order as its collectives. Members get a RingGroup of
-   * their own (ranks numbered 0..k-1 in ascending order of the listed ranks), with every
-   * collective and point-to-point call; other ranks get null. Groups run independently.
+   * group with the same list, in the same order as its collectives. Members get a ProcessGroup
+   * (ranks numbered 0..k-1 in ascending order of the listed ranks), with every collective and
+   * point-to-point call; other ranks get null. Groups run independently.
    */
   async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
     const members = groupMembers(ranks, this.size, this.rank);
@@ -223,7 +216,7 @@ export class RingGroup {
     const index = members.indexOf(this.rank);
     if (index < 0) return null;
     const worldMembers = members.map((r) => this.world(r));
-    const fabric = members.length > 1 ? this.p2p('newGroup') : this.fabric;
+    const fabric = members.length > 1 ? this.fabricFor('newGroup') : this.fabric;
     const comm = fabric
       ? await groupCommunicator(fabric, id, worldMembers, index)
       : new Communicator(0, 1, undefined, undefined, { chunkBytes: this.comm.chunkBytes, maxInflight: 1, timeoutMs: 0, logger: silentLogger });
