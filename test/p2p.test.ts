@@ -208,6 +208,20 @@ describe.each(['memory', 'ws', 'ws-sockets'] as const)('send/recv over %s', (tra
     expect(es?.message).toMatch(/^rank 0: send to rank 1 \(tag 12\) timed out after 300 ms: rank 1 has not posted a matching recv/);
   });
 
+  it('a send that timed out is not taken by a recv posted later (its memory is the caller\'s again)', async () => {
+    const [a, b] = await groups(2, transport, 300);
+    for (const count of [10, 100_000]) {
+      const e = await errorOf(a.send(pattern(Float64Array, count, 1), { dst: 1, tag: 21 }));
+      expect(e?.code).toBe('RING_ERR_TIMEOUT');
+      // The recv comes too late for that send: it waits for a new one instead of taking the old.
+      const late = b.recv(new Float64Array(count), { src: 0, tag: 21 });
+      await sleep(50);
+      const [, got] = await Promise.all([a.send(pattern(Float64Array, count, 2), { dst: 1, tag: 21 }), late]);
+      expect(firstDiff(got, pattern(Float64Array, count, 2))).toBeUndefined();
+    }
+    expect((b as any).fabric.p2p.held).toEqual({ messages: 0, bytes: 0 });
+  });
+
   it('unmatched data does not pile up: beyond the credit, sends wait on the sender', async () => {
     const [a, b] = await groups(2, transport);
     const small = 40; // 40 x 64 KiB eager-size sends = 2.5 MiB, more than the 1 MiB credit

@@ -137,9 +137,9 @@ export class PointToPoint implements SideHost {
     const broken = this.worldError();
     const now = Date.now();
     const expired = (op: Op) => broken !== undefined || (op.deadline > 0 && op.deadline <= now);
-    const fail = (op: Op, why: string) => op.reject(broken ? namedFor(broken, op) : timeoutError(op, this.o.timeoutMs, why));
-    for (const o of this.out.values()) o.expire(expired, fail);
-    this.matcher.expire(expired, fail);
+    const errorFor = (op: Op, why: string) => (broken ? namedFor(broken, op) : timeoutError(op, this.o.timeoutMs, why));
+    for (const o of this.out.values()) o.expire(expired, errorFor, broken);
+    this.matcher.expire(expired, (op, why) => op.reject(errorFor(op, why)));
   }
 
   // ---- single-copy transfers on one host ----------------------------------------------------

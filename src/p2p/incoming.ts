@@ -71,6 +71,7 @@ export class Matcher {
 
   private onMsg(src: number, inc: Incoming, m: P2PControl): void {
     this.host.progress();
+    if (m.t === 'drop') return this.dropped(src, inc, m.id);
     if (m.t !== 'msg') return this.close(src, inc, protocolError(this.host.rank, src, `sent '${m.t}' on the link it sends on`));
     const k = matchKey(m.c, src, m.tag);
     const q = this.posted.get(k);
@@ -136,6 +137,24 @@ export class Matcher {
     if (op.got === op.bytes.byteLength) {
       inc.transfers.delete(h.seq);
       op.resolve();
+    }
+  }
+
+  /**
+   * The sender's deadline for send `id` passed: forget it if no recv took it (and say so), so that
+   * no later recv reads what is the caller's again. If a recv took it, the answer already sent
+   * (and on the same ordered link ahead of anything else) stands.
+   */
+  private dropped(src: number, inc: Incoming, id: number): void {
+    for (const [k, u] of this.unexpected) {
+      const i = u.findIndex((x) => x.src === src && x.m.id === id);
+      if (i < 0) continue;
+      const [{ m }] = u.splice(i, 1);
+      if (u.length === 0) this.unexpected.delete(k);
+      inc.unmatched--;
+      if (m.p) inc.eagerHeld -= m.p.byteLength;
+      inc.link.sendControl({ t: 'dropped', id });
+      return;
     }
   }
 

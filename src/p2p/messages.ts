@@ -13,6 +13,11 @@ import { RingProtocolError } from '../errors.js';
  *                        'nak'  the matching recv wants another dtype or count: both fail
  *                        'got'  a large send on the same host was matched and copied straight
  *                               out of the sender's memory (its 'msg' said where: `a`)
+ *   sender -> receiver   'drop' a send's deadline passed: the receiver forgets it unless a recv
+ *                               took it already (then its answer is on the way, and stands)
+ *   receiver -> sender   'dropped' it was forgotten: only now does the send fail. Failing it at
+ *                               once would hand the caller back an array that a recv posted a
+ *                               moment later could still read (or copy out of the sender's memory)
  *
  * So a send resolves only once a recv took it (like Gloo's, whose sender waits for the
  * receiver's "ready"), which is also what lets a mismatch fail on both ranks. Unmatched data
@@ -38,7 +43,11 @@ export interface P2PAck { t: 'ack'; id: number }
 export interface P2PCts { t: 'cts'; id: number }
 export interface P2PNak { t: 'nak'; id: number; dt: number; n: number }
 export interface P2PGot { t: 'got'; id: number }
-export type P2PControl = P2PMsg | P2PAck | P2PCts | P2PNak | P2PGot;
+/** The sender's deadline for send `id` passed: unless a recv took it already, it is to be forgotten. */
+export interface P2PDrop { t: 'drop'; id: number }
+/** The receiver forgot send `id` (no recv had taken it): the sender may now fail it. */
+export interface P2PDropped { t: 'dropped'; id: number }
+export type P2PControl = P2PMsg | P2PAck | P2PCts | P2PNak | P2PGot | P2PDrop | P2PDropped;
 
 /** Sends of at most this many bytes carry their data in their 'msg' (one message, no round trip first). */
 export const EAGER_BYTES = 64 * 1024;
@@ -67,6 +76,8 @@ export function validateP2P(m: Record<string, unknown>, from: string): P2PContro
     case 'ack':
     case 'cts':
     case 'got':
+    case 'drop':
+    case 'dropped':
       if (!isId(m.id)) throw bad('id');
       return { t: m.t, id: m.id };
     case 'nak':

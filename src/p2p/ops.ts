@@ -37,6 +37,8 @@ export interface SendOp extends Op {
   queued: number;
   flushed: number;
   chunks: number;
+  /** Its deadline passed and a 'drop' went out: the error it fails with once the receiver agrees. */
+  dropping?: RingError;
 }
 
 export interface RecvOp extends Op {

@@ -4,6 +4,9 @@ import type { DataHeader } from '../transport/wire.js';
 import { EAGER_BYTES, EAGER_CREDIT, MAX_UNMATCHED, validateP2P, type P2PControl, type P2PMsg } from './messages.js';
 import { lostError, mismatchError, namedFor, protocolError, type SendOp } from './ops.js';
 
+/** How long a send whose deadline passed waits for the peer to confirm it forgot it. */
+const DROP_GRACE_MS = 2000;
+
 /** What a side of the engine needs from the engine. */
 export interface SideHost {
   /** This rank (world numbering). */
@@ -95,12 +98,15 @@ export class Outgoing {
 
   private onReply(m: P2PControl): void {
     this.host.progress();
-    if (m.t === 'msg') return this.fail(protocolError(this.host.rank, this.dst, 'sent a point-to-point message on the link this rank sends on'));
+    if (m.t === 'msg' || m.t === 'drop') return this.fail(protocolError(this.host.rank, this.dst, `sent '${m.t}' on the link this rank sends on`));
     const op = this.announced.get(m.id);
-    if (!op) return; // given up here (timed out)
+    if (!op) return; // given up here
     this.announced.delete(m.id);
     if (op.eager) this.eagerOut -= op.bytes.byteLength;
-    if (m.t === 'ack') {
+    if (m.t === 'dropped') {
+      if (!op.dropping) return this.fail(protocolError(this.host.rank, this.dst, `sent 'dropped' for send #${m.id}, which was not dropped`));
+      op.reject(op.dropping);
+    } else if (m.t === 'ack') {
       if (!op.eager) return this.fail(protocolError(this.host.rank, this.dst, `acknowledged send #${m.id}, which needs a 'cts'`));
       op.resolve();
     } else if (m.t === 'nak') {
@@ -154,17 +160,29 @@ export class Outgoing {
     this.link?.close();
   }
 
-  /** Fails the sends `expired` picks (with `failOp`), then announces what may go now. */
-  expire(expired: (op: SendOp) => boolean, failOp: (op: SendOp, why: string) => void): void {
+  /**
+   * The sends whose deadline passed (`expired`) fail with `errorFor`'s error. One the peer holds
+   * unmatched fails only once the peer has forgotten it ('drop', then 'dropped'; see messages.ts),
+   * or when the peer has not answered within DROP_GRACE_MS more.
+   */
+  expire(expired: (op: SendOp) => boolean, errorFor: (op: SendOp, why: string) => RingError, broken: RingError | undefined): void {
     for (const [id, op] of [...this.announced]) {
       if (!expired(op)) continue;
-      this.announced.delete(id);
-      if (op.eager) this.eagerOut -= op.bytes.byteLength;
-      failOp(op, `rank ${op.names.peer} has not posted a matching recv`);
+      if (op.dropping || broken || !this.link) {
+        this.announced.delete(id);
+        if (op.eager) this.eagerOut -= op.bytes.byteLength;
+        op.reject(broken ? errorFor(op, '') : (op.dropping ?? errorFor(op, `rank ${op.names.peer} has not posted a matching recv`)));
+        continue;
+      }
+      op.dropping = errorFor(op, `rank ${op.names.peer} has not posted a matching recv`);
+      op.deadline = Date.now() + DROP_GRACE_MS;
+      this.link.sendControl({ t: 'drop', id });
     }
     for (const op of [...this.backlog, ...this.streaming]) {
       if (!expired(op)) continue;
-      failOp(op, !this.link ? `no link to rank ${op.names.peer} could be opened` : op.queued > 0 ? `rank ${op.names.peer} has not taken all its data` : `rank ${op.names.peer} holds too many unmatched sends of this rank`);
+      op.reject(
+        errorFor(op, !this.link ? `no link to rank ${op.names.peer} could be opened` : op.queued > 0 ? `rank ${op.names.peer} has not taken all its data` : `rank ${op.names.peer} holds too many unmatched sends of this rank`),
+      );
     }
     this.announce();
   }
