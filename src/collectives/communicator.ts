@@ -27,6 +27,11 @@ export interface CommunicatorOptions {
    * microseconds after the last message arrived; 0 = never. See comm/busy-poll.ts.
    */
   busyPollUs?: number;
+  /**
+   * Warn (once per operation, through `logger`) when an operation has waited this long, naming
+   * the ranks that have not reached it and the last operation each was seen in; 0 or absent = never.
+   */
+  stallWarningMs?: number;
   logger: Logger;
 }
 
@@ -89,7 +94,7 @@ export class Communicator {
       closing: () => this.closing,
       fatal: (e: RingError, opts?: { quietIfIdle?: boolean }) => this.fatal(e, opts),
     };
-    this.liveness = new Liveness(host, options.timeoutMs, this.ops);
+    this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
     leftLink?.setHandlers({
       data: (h, p, pin) => this.onData(h, p, pin),
       control: (m) => this.onControl(m, 'left'),
@@ -228,6 +233,7 @@ export class Communicator {
     if (past) return;
     const st = this.ops.state(m.seq);
     st.table.add(m.origin, d, m.p);
+    this.liveness.seen(m.origin, m.seq, d);
     this.check(st);
   }
 

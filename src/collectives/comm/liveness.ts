@@ -2,7 +2,7 @@ import { deserializeError, RingPeerLostError, RingTimeoutError, type RingError }
 import type { Link } from '../../transport/link.js';
 import type { AbortMsg } from '../../transport/messages.js';
 import type { RingPlace } from '../collective.js';
-import { label } from '../descriptor.js';
+import { label, type OpDescriptor } from '../descriptor.js';
 import type { OpState, OpTable } from './op-table.js';
 
 /**
@@ -56,12 +56,24 @@ export class Liveness {
   /** A lost neighbour waiting out LOSS_GRACE_MS for an abort that explains it (see peerLost). */
   private lossPending: NodeJS.Timeout | undefined;
 
+  /** The latest operation each rank was seen in (its descriptor arrived here), for stall warnings. */
+  private readonly latest: Array<{ seq: number; desc: OpDescriptor } | undefined>;
+
   constructor(
     private readonly host: LivenessHost,
     private readonly timeoutMs: number,
     private readonly ops: OpTable,
+    private readonly stallWarningMs = 0,
+    private readonly warn: (message: string) => void = () => {},
   ) {
     this.beatMs = this.rightBeatMs = host.size > 1 ? beatInterval(timeoutMs) : 0;
+    this.latest = new Array(host.size).fill(undefined);
+  }
+
+  /** Rank `origin` has reached operation `seq`. */
+  seen(origin: number, seq: number, desc: OpDescriptor): void {
+    const l = this.latest[origin];
+    if (!l || seq > l.seq) this.latest[origin] = { seq, desc };
   }
 
   /** Starts the heartbeats to the left neighbour (once its link's handlers are set). */
@@ -86,15 +98,62 @@ export class Liveness {
 
   /** An operation starts here: it fails if it outlives timeoutMs. */
   watch(st: OpState): void {
+    if (this.stallWarningMs > 0 && this.host.size > 1) {
+      st.started = Date.now();
+      if (!this.stalls) this.armStalls(this.stallWarningMs);
+    }
     if (this.timeoutMs <= 0) return;
     st.deadline = Date.now() + this.timeoutMs;
     if (!this.deadlines) this.armDeadlines(this.timeoutMs);
+  }
+
+  /**
+   * Stall warnings, for any collective (a rank that runs one batch more than the others waits in
+   * the next all-reduce until its timeout, silently, otherwise). One timer, as for deadlines; each
+   * operation is named once, with the ranks that have not reached it and where each was last seen.
+   * They are alive (heartbeats keep arriving, or the ring would have failed): busy elsewhere.
+   */
+  private stalls: NodeJS.Timeout | undefined;
+  private armStalls(ms: number): void {
+    this.stalls = setTimeout(this.checkStalls, Math.max(1, ms));
+    this.stalls.unref();
+  }
+  private readonly checkStalls = (): void => {
+    this.stalls = undefined;
+    if (this.host.broken() || this.host.closing()) return;
+    const now = Date.now();
+    let next = Infinity;
+    for (const st of this.ops.running()) {
+      if (st.stallWarned || st.started === undefined) continue;
+      const due = st.started + this.stallWarningMs;
+      if (due <= now) {
+        st.stallWarned = true;
+        this.warn(this.stallMessage(st, now - st.started));
+      } else next = Math.min(next, due);
+    }
+    if (next !== Infinity) this.armStalls(next - now);
+  };
+
+  private stallMessage(st: OpState, waitedMs: number): string {
+    const missing = st.table.missing();
+    const what = `rank ${this.host.rank}: ${label(st.desc!, st.seq)} has waited ${(waitedMs / 1000).toFixed(1)} s`;
+    if (missing.length === 0) return `${what} for its data (every rank has reached it)`;
+    const where = missing.map((r) => {
+      const l = this.latest[r];
+      return l ? `rank ${r} was last seen in ${label(l.desc, l.seq)}` : `rank ${r} has not been seen in any operation here`;
+    });
+    return (
+      `${what}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ${missing.length > 1 ? 'have' : 'has'} not reached it (${where.join('; ')}). ` +
+      `The ring is alive (heartbeats arrive), so they are busy elsewhere: do all ranks run the same number of batches and collectives? ` +
+      `(This warning comes after RINGREDUCE_STALL_WARNING / stallWarningMs.)`
+    );
   }
 
   /** Stops heartbeats and deadlines (shutdown, failure). */
   stop(): void {
     clearInterval(this.beat);
     clearTimeout(this.deadlines);
+    clearTimeout(this.stalls);
   }
 
   /** The ring has failed: a lost neighbour's grace period ends too. */

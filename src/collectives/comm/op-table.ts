@@ -19,6 +19,9 @@ export interface OpState {
   /** When it times out (ms since epoch; 0 = never), and the timer of its grace period, if in one. */
   deadline: number;
   timer?: NodeJS.Timeout;
+  /** When it started here, and whether the stall warning has been given (see Liveness). */
+  started?: number;
+  stallWarned?: boolean;
   resolve?: (v: unknown) => void;
   reject?: (e: Error) => void;
 }
