@@ -57,3 +57,4 @@ export { callbacks } from './tfjs/callbacks.js';
 export type { LearningRateWarmupOptions } from './tfjs/callbacks.js';
 export { broadcastVariables, broadcastOptimizerState } from './tfjs/variables.js';
 export { shard } from './tfjs/data.js';
+export type { ShardOptions } from './tfjs/data.js';

@@ -143,6 +143,24 @@ describe('model.fit with callbacks (one rank)', () => {
 });
 
 describe('shard', () => {
+  it('dropRemainder and pad give every rank the same count (arrays, tensors, datasets)', async () => {
+    const seven = [0, 1, 2, 3, 4, 5, 6];
+    const ranks = [0, 1, 2];
+    expect(ranks.map((r) => rr.shard(seven, r, 3))).toEqual([[0, 3, 6], [1, 4], [2, 5]]);
+    expect(ranks.map((r) => rr.shard(seven, r, 3, { dropRemainder: true }))).toEqual([[0, 3], [1, 4], [2, 5]]);
+    expect(ranks.map((r) => rr.shard(seven, r, 3, { pad: true }))).toEqual([[0, 3, 6], [1, 4, 0], [2, 5, 1]]);
+    const t = tf.tensor1d(seven);
+    expect(ranks.map((r) => Array.from(rr.shard(t, r, 3, { dropRemainder: true }).dataSync()))).toEqual([[0, 3], [1, 4], [2, 5]]);
+    expect(ranks.map((r) => Array.from(rr.shard(t, r, 3, { pad: true }).dataSync()))).toEqual([[0, 3, 6], [1, 4, 0], [2, 5, 1]]);
+    const ds = tf.data.array(seven);
+    expect(await Promise.all(ranks.map((r) => rr.shard(ds, r, 3, { dropRemainder: true }).toArray()))).toEqual([[0, 3], [1, 4], [2, 5]]);
+    expect(await Promise.all(ranks.map((r) => rr.shard(ds, r, 3, { pad: true }).toArray()))).toEqual([[0, 3, 6], [1, 4, 0], [2, 5, 1]]);
+    // Fewer elements than ranks: padding repeats from the start.
+    expect([0, 1, 2, 3].map((r) => rr.shard([7, 8], r, 4, { pad: true }))).toEqual([[7], [8], [7], [8]]);
+    expect(await Promise.all([0, 1, 2, 3].map((r) => rr.shard(tf.data.array([7, 8]), r, 4, { pad: true }).toArray()))).toEqual([[7], [8], [7], [8]]);
+    tf.dispose(t);
+  });
+
   it('arrays, tensors and datasets: elements rank, rank+size, ...', async () => {
     expect(rr.shard([0, 1, 2, 3, 4, 5, 6], 1, 3)).toEqual([1, 4]);
     expect(rr.shard([0, 1, 2], 0, 1)).toEqual([0, 1, 2]);
@@ -152,6 +170,8 @@ describe('shard', () => {
     expect(await ds.toArray()).toEqual([12, 15]);
     expect(await ds.toArray()).toEqual([12, 15]); // every epoch
     expect(() => rr.shard([1], 2, 2)).toThrow(/shard: rank must be in 0..1, got 2/);
+    expect(() => rr.shard([1], 0, 2, { dropRemainder: true, pad: true })).toThrow(/cannot both be set/);
+    expect(() => rr.shard([1], 0, 2, { pad: 1 as never })).toThrow(/options\.pad must be a boolean/);
     expect(() => rr.shard({} as never, 0, 1)).toThrow(/must be an array, a tf.Tensor or a tf.data.Dataset/);
   });
 });

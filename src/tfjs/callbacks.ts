@@ -1,7 +1,7 @@
 import type * as TfCore from '@tensorflow/tfjs-core';
 import type * as TfLayers from '@tensorflow/tfjs-layers';
-import { allreduce, rank, size } from '../api.js';
-import { RingInvalidArgError } from '../errors.js';
+import { allgather, allreduce, rank, size } from '../api.js';
+import { RingInvalidArgError, RingMismatchError } from '../errors.js';
 import { needLayers } from './tf.js';
 import { broadcastOptimizerState, broadcastVariables } from './variables.js';
 
@@ -36,6 +36,27 @@ function getLr(opt: LrOptimizer): number {
   return o.learningRate;
 }
 
+/**
+ * Every rank must run as many batches per epoch as the others: a rank with fewer goes on to the
+ * next epoch's (or the end's) collectives while the others still all-reduce their extra batch's
+ * gradients, and everyone waits until the timeout. Checked at train begin, on every rank alike.
+ */
+async function checkEvenBatches(params: unknown): Promise<void> {
+  const p = (params ?? {}) as { steps?: number | null; samples?: number | null; batchSize?: number | null };
+  const steps = p.steps ?? (p.samples != null ? Math.ceil(p.samples / (p.batchSize ?? 32)) : -1);
+  const all = Array.from(await allgather(Int32Array.of(steps), { name: 'ringreduce:batchesPerEpoch' }));
+  const known = all.filter((n) => n >= 0);
+  if (new Set(known).size <= 1) return;
+  const fewest = Math.min(...known);
+  const per = all.map((n, r) => `rank ${r}: ${n < 0 ? 'unknown' : n}`).join(', ');
+  throw new RingMismatchError(
+    `rank ${rank()}: model.fit runs a different number of batches per epoch on each rank (${per}); the ranks with fewer would wait ` +
+      `in the others' extra all-reduces until the timeout. Give every rank as many samples: rr.shard(x, rr.rank(), rr.size(), { dropRemainder: true }) ` +
+      `(or { pad: true }), with the same batchSize everywhere`,
+    { rank: rank(), ranks: all.flatMap((n, r) => (n !== fewest && n >= 0 ? [r] : [])), op: 'fit', field: 'batches' },
+  );
+}
+
 let classes: ReturnType<typeof define> | undefined;
 
 /** Defined on first use as subclasses of the application's tf.Callback (see tf.ts). */
@@ -48,6 +69,7 @@ function define() {
       super();
     }
     override async onTrainBegin(): Promise<void> {
+      await checkEvenBatches(this.params);
       const model = this.model as unknown as Model;
       await broadcastVariables(model.weights as never, this.root);
       if (model.optimizer) await broadcastOptimizerState(model.optimizer, this.root);
@@ -55,6 +77,9 @@ function define() {
   }
 
   class MetricAverage extends tfl.Callback {
+    override async onTrainBegin(): Promise<void> {
+      await checkEvenBatches(this.params);
+    }
     override async onEpochEnd(_epoch: number, logs?: Logs): Promise<void> {
       if (!logs) return;
       const keys = Object.keys(logs).sort();
