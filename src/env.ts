@@ -128,8 +128,12 @@ function masterStore(env: Env, size: number, source: LaunchSource): StoreAddress
   const addr = env.MASTER_ADDR;
   const port = int(env, 'MASTER_PORT', 1);
   if (!addr || port === undefined) {
+    // Name exactly what is missing, and where the ranks came from (a launcher, or the variables by hand).
+    const missing = [!addr && 'MASTER_ADDR', port === undefined && 'MASTER_PORT'].filter(Boolean).join(' and ');
+    const have = addr ? ` (MASTER_ADDR is '${addr}')` : port !== undefined ? ` (MASTER_PORT is ${port})` : '';
+    const from = source === 'torchrun' ? `RANK/WORLD_SIZE say this is one of ${size} ranks` : `${source} started ${size} ranks`;
     throw new RingInvalidArgError(
-      `started by ${source} with ${size} ranks but MASTER_ADDR/MASTER_PORT are not set: ` +
+      `${from}, but ${missing} ${missing.includes(' and ') ? 'are' : 'is'} not set${have}: ` +
         `set both (e.g. MASTER_ADDR=127.0.0.1 MASTER_PORT=29500), set RINGREDUCE_STORE=file:///shared/dir, ` +
         `or start the job with ringrun`,
     );
@@ -175,7 +179,10 @@ export function discover(env: Env = process.env): Discovered {
     localSize: number | undefined,
   ): Discovered => {
     if (rank === undefined || size === undefined) {
-      throw new RingInvalidArgError(`${names}: both rank and size must be set`);
+      const [rankVar, short] = names.split(' ')[0].split('/');
+      const sizeVar = short.includes('_') ? short : rankVar.replace(/[^_]+$/, short);
+      const which = rank === undefined && size === undefined ? `neither ${rankVar} nor ${sizeVar} is` : `${rank === undefined ? rankVar : sizeVar} is not`;
+      throw new RingInvalidArgError(`${names}: ${which} set (both are needed: this process's rank and the number of ranks)`);
     }
     const store = masterStore(env, size, source);
     return check(
@@ -203,6 +210,14 @@ export function discover(env: Env = process.env): Discovered {
     const nodeId = int(env, 'SLURM_NODEID', 0) ?? 0;
     const local = env.SLURM_TASKS_PER_NODE ? slurmTasksOnNode(env.SLURM_TASKS_PER_NODE, nodeId) : undefined;
     return pick('slurm', 'SLURM_PROCID/SLURM_NTASKS', int(env, 'SLURM_PROCID', 0), int(env, 'SLURM_NTASKS', 1), int(env, 'SLURM_LOCALID', 0), local);
+  }
+  // MASTER_ADDR/MASTER_PORT or RINGREDUCE_STORE without any rank variables: a job was meant, not a single process.
+  const meant = ['MASTER_ADDR', 'MASTER_PORT', 'RINGREDUCE_STORE'].filter((v) => env[v]);
+  if (meant.length > 0) {
+    throw new RingInvalidArgError(
+      `${meant.join(' and ')} ${meant.length > 1 ? 'are' : 'is'} set, but no rank variables are (RANK and WORLD_SIZE, or those of mpirun/Slurm): ` +
+        `set RANK and WORLD_SIZE on every process (e.g. RANK=0 WORLD_SIZE=2 ...), start the job with ringrun, or unset ${meant.join(' and ')} to run a single process`,
+    );
   }
   return { source: 'single', rank: 0, size: 1, localRank: 0, localSize: 1, hostStore: false, token };
 }

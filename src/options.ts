@@ -42,7 +42,7 @@ export interface InitOptions {
   logger?: Logger;
   /** tfjs engine: gradients reduced together in one fusion buffer, bytes; 0 = no fusion. Default 64 MiB (RINGREDUCE_FUSION_THRESHOLD). */
   fusionBytes?: number;
-  /** tfjs engine: warn when a submitted tensor waits this long for other ranks, ms. Default 60000 (RINGREDUCE_STALL_WARNING, s). */
+  /** Warn when a collective, or (tfjs engine) a submitted tensor, waits this long for other ranks, ms. Default 60000 (RINGREDUCE_STALL_WARNING, s). */
   stallWarningMs?: number;
   /**
    * While an operation is pending, keep polling the sockets instead of sleeping, for up to this many

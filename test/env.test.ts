@@ -69,7 +69,17 @@ describe('environment discovery', () => {
   it('bad values are typed errors naming the variable', () => {
     expect(() => discover({ RANK: 'x', WORLD_SIZE: '2' })).toThrow(/RANK must be an integer >= 0, got 'x'/);
     expect(() => discover({ RANK: '2', WORLD_SIZE: '2', MASTER_ADDR: 'a', MASTER_PORT: '1' })).toThrow(/rank 2 is outside 0..1/);
-    expect(() => discover({ RANK: '0', WORLD_SIZE: '2' })).toThrow(/MASTER_ADDR\/MASTER_PORT are not set/);
+    expect(() => discover({ RANK: '0', WORLD_SIZE: '2' })).toThrow(/RANK\/WORLD_SIZE say this is one of 2 ranks, but MASTER_ADDR and MASTER_PORT are not set: set both/);
+    // Exactly what is missing, and no launcher blamed for variables set by hand (issue 13, item 7).
+    expect(() => discover({ RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1' })).toThrow(/but MASTER_PORT is not set \(MASTER_ADDR is '10\.0\.0\.1'\)/);
+    expect(() => discover({ RANK: '0', WORLD_SIZE: '2', MASTER_PORT: '29500' })).toThrow(/but MASTER_ADDR is not set \(MASTER_PORT is 29500\)/);
+    expect(() => discover({ RANK: '1', MASTER_ADDR: 'a', MASTER_PORT: '1' })).toThrow(/RANK\/WORLD_SIZE: WORLD_SIZE is not set \(both are needed/);
+    expect(() => discover({ OMPI_COMM_WORLD_RANK: '1' })).toThrow(/OMPI_COMM_WORLD_SIZE is not set/);
+    expect(() => discover({ MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500' })).toThrow(
+      /^MASTER_ADDR and MASTER_PORT are set, but no rank variables are \(RANK and WORLD_SIZE, or those of mpirun\/Slurm\): set RANK and WORLD_SIZE/,
+    );
+    expect(() => discover({ RINGREDUCE_STORE: 'file:///tmp/x' })).toThrow(/^RINGREDUCE_STORE is set, but no rank variables are/);
+    expect(discover({}).source).toBe('single');
     expect(() => discover({ RINGRUN_STORE: 'nohostport' })).toThrow(/RINGRUN_STORE must be host:port/);
     expect(() => discover({ OMPI_COMM_WORLD_RANK: '0', OMPI_COMM_WORLD_SIZE: '2', MASTER_ADDR: 'a', MASTER_PORT: '99999' })).toThrow(/MASTER_PORT/);
     try {

@@ -5,7 +5,7 @@ import { stderrLogger, type Logger } from '../logger.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
 import type { Endpoint, TlsConfig } from '../rendezvous/store.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
-import { boundCommand } from './bind.js';
+import { allowedCpus, boundCommand } from './bind.js';
 import { rankEnv } from './env.js';
 import { describeHosts, describeStore, jobExports, loadTls, PACKAGE_ROOT, placeSlots, planStore, rshArgv, shellQuote, type Slot, type StorePlan } from './layout.js';
 import { Output } from './output.js';
@@ -205,6 +205,16 @@ class Job {
     const base = this.options.env ?? process.env;
     const exports = jobExports(this.config);
     const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
+    // Like mpirun: more ranks than CPUs here is allowed, but said once (ranks then share cores, with
+    // no binding and no busy polling, and every collective waits for a rank to be scheduled).
+    const here = slots.find((s) => s.local);
+    const cpus = allowedCpus()?.length;
+    if (here && cpus !== undefined && here.localSize > cpus) {
+      this.say(
+        `warning: ${here.localSize} ranks on this host, which has ${cpus} CPU${cpus === 1 ? '' : 's'} for them: ranks share cores (not bound, no busy polling), ` +
+          `so collectives wait for ranks to be scheduled; -np ${cpus} or fewer runs faster`,
+      );
+    }
     slots.forEach((slot, rank) => {
       const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
       const job = { worldSize: np, store, token, startTimeoutSec, exports };
