@@ -475,6 +475,9 @@ describe('ringrun command line', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toBe(helpText());
     expect(r.stderr).toBe('');
+    // The subcommands are listed, with where their own help is.
+    expect(r.stdout).toMatch(/ringrun bench -np N \[options\] +\(see ringrun bench --help\)/);
+    expect(r.stdout).toMatch(/\nSubcommands:\n  bench +time one collective/);
   });
 
   it('--version prints the package version and the kernel backend', async () => {

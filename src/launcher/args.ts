@@ -285,6 +285,7 @@ function resolveHosts(d: Draft, readFile: (path: string) => string): HostSlots[]
 export function helpText(): string {
   return `Usage: ringrun -np N [options] [--] command [args...]
        ringrun -H host1:2,host2:2 [options] [--] command [args...]
+       ringrun bench -np N [options]     (see ringrun bench --help)
 
 Starts N ranks of \`command\` (on this host, or on the hosts given with -H or
 --hostfile), hosts their rendezvous store, tags and forwards their output, and
@@ -364,6 +365,11 @@ Environment of each rank (on top of ringrun's own environment and -x):
 Each rank runs in its own process group, and stopping a rank signals the whole
 group. On SIGINT, SIGTERM or SIGHUP, ringrun sends SIGTERM to every rank, then
 SIGKILL after the grace period; a second Ctrl-C sends SIGKILL at once.
+
+Subcommands:
+  bench                 time one collective over a sweep of sizes, nccl-tests
+                        style (allreduce, allgather, broadcast, reducescatter,
+                        alltoall, sendrecv): ringrun bench --help
 
 Exit status:
   0              every rank exited 0
