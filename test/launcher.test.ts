@@ -630,10 +630,10 @@ describe('ringrun jobs', () => {
     expect(lines(r.stderr)).toEqual(["ringrun: cannot start 'rr-no-such-command-xyz': not found"]);
   });
 
-  it('a command that cannot be executed exits 126', async () => {
+  it('a command that cannot be executed exits 126; a script given without node gets the fix', async () => {
     const r = await ringrun(['-np', '1', fixture('env')]); // a script without the execute bit
     expect(r.code).toBe(126);
-    expect(lines(r.stderr)).toEqual([`ringrun: cannot start '${fixture('env')}': permission denied`]);
+    expect(lines(r.stderr)).toEqual([`ringrun: cannot start '${fixture('env')}': permission denied: did you mean 'ringrun -np N node ${fixture('env')}'?`]);
   });
 
   it('-H with only this host\'s names runs every rank here, without ssh, counted as one host', async () => {

@@ -359,11 +359,10 @@ class Job {
 }
 
 function describeSpawnError(command: string, e: NodeJS.ErrnoException): string {
-  if (e.code === 'ENOENT') {
-    const hint = /\.[cm]?[jt]s$/.test(command) ? ` (to run a script, use 'ringrun -np N node ${command}')` : '';
-    return `not found${hint}`;
-  }
-  if (e.code === 'EACCES') return 'permission denied';
+  // A script given as the command (ringrun -np 2 examples/allreduce.js) is not found, or not executable.
+  const hint = /\.[cm]?[jt]s$/.test(command) ? `: did you mean 'ringrun -np N node ${command}'?` : '';
+  if (e.code === 'ENOENT') return `not found${hint}`;
+  if (e.code === 'EACCES') return `permission denied${hint}`;
   return e.message;
 }
 
