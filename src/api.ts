@@ -83,17 +83,43 @@ export const localRank = (): number => group('localRank').localRank;
 export const localSize = (): number => group('localSize').localSize;
 
 // The collectives are async: a call before init() rejects (rather than throwing synchronously).
-export const allreduce = async <T extends NumericArray>(x: T, o?: AllreduceOptions): Promise<T> => group('allreduce').allreduce(x, o);
-export const allgather = async <T extends NumericArray>(x: T, o?: AllgatherOptions): Promise<T> => group('allgather').allgather(x, o);
-export const broadcast = async <T extends NumericArray>(x: T, o?: BroadcastOptions): Promise<T> => group('broadcast').broadcast(x, o);
-export const reducescatter = async <T extends NumericArray>(x: T, o?: ReducescatterOptions): Promise<T> =>
-  group('reducescatter').reducescatter(x, o);
-export const barrier = async (o?: BarrierOptions): Promise<void> => group('barrier').barrier(o);
-export const alltoall = async <T extends NumericArray>(x: T, o?: AlltoallOptions): Promise<AlltoallResult<T>> => group('alltoall').alltoall(x, o);
-export const send = async (x: NumericArray, o: SendOptions): Promise<void> => group('send').send(x, o);
-export const recv = async <T extends NumericArray>(into: T, o: RecvOptions): Promise<T> => group('recv').recv(into, o);
+
+/**
+ * A call's error reaches the caller with the caller's own frames. An error raised while the ring
+ * handles a message has only the event loop's frames (ringreduce's), so a user saw 20 lines of
+ * library stack and not the line of their own that called the collective. V8 keeps the awaiting
+ * callers' frames ("at async train (train.js:42:9)"): they go first, ringreduce's after.
+ */
+async function traced<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    throw withCaller(e);
+  }
+}
+
+const OWN = new URL('.', import.meta.url).href;
+
+function withCaller(e: unknown): unknown {
+  if (!(e instanceof Error) || typeof e.stack !== 'string') return e;
+  const callers = (new Error().stack ?? '').split('\n').slice(1).filter((l) => !l.includes(OWN));
+  if (callers.length === 0) return e;
+  const [head, ...frames] = e.stack.split('\n    at ');
+  e.stack = `${head}\n${callers.join('\n')}\n    --- in ringreduce:${frames.map((f) => `\n    at ${f}`).join('')}`;
+  return e;
+}
+
+export const allreduce = <T extends NumericArray>(x: T, o?: AllreduceOptions): Promise<T> => traced(() => group('allreduce').allreduce(x, o));
+export const allgather = <T extends NumericArray>(x: T, o?: AllgatherOptions): Promise<T> => traced(() => group('allgather').allgather(x, o));
+export const broadcast = <T extends NumericArray>(x: T, o?: BroadcastOptions): Promise<T> => traced(() => group('broadcast').broadcast(x, o));
+export const reducescatter = <T extends NumericArray>(x: T, o?: ReducescatterOptions): Promise<T> =>
+  traced(() => group('reducescatter').reducescatter(x, o));
+export const barrier = (o?: BarrierOptions): Promise<void> => traced(() => group('barrier').barrier(o));
+export const alltoall = <T extends NumericArray>(x: T, o?: AlltoallOptions): Promise<AlltoallResult<T>> => traced(() => group('alltoall').alltoall(x, o));
+export const send = (x: NumericArray, o: SendOptions): Promise<void> => traced(() => group('send').send(x, o));
+export const recv = <T extends NumericArray>(into: T, o: RecvOptions): Promise<T> => traced(() => group('recv').recv(into, o));
 /** A process group of the listed ranks: see RingGroup.newGroup (every rank calls it; non-members get null). */
-export const newGroup = async (ranks: readonly number[]): Promise<ProcessGroup | null> => group('newGroup').newGroup(ranks);
+export const newGroup = (ranks: readonly number[]): Promise<ProcessGroup | null> => traced(() => group('newGroup').newGroup(ranks));
 
 /** The comm worker for gradient reduction, started by init() (undefined when size() === 1). */
 export function engine(fn: string, s = state(fn)): Engine | undefined {

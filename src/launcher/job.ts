@@ -9,6 +9,7 @@ import { allowedCpus, boundCommand } from './bind.js';
 import { rankEnv } from './env.js';
 import { describeHosts, describeStore, jobExports, loadTls, PACKAGE_ROOT, placeSlots, planStore, rshArgv, shellQuote, type Slot, type StorePlan } from './layout.js';
 import { Output } from './output.js';
+import { summarizeUncaught } from './uncaught.js';
 import { preflightHost } from './preflight.js';
 import { RankProcess, type RankExit } from './ranks.js';
 import { BOOTSTRAP_PATH, type RemoteHello } from './remote-protocol.js';
@@ -286,7 +287,12 @@ class Job {
     const how = reason.exit.kind === 'exited' ? `exited with code ${reason.exit.code}` : `was killed by signal ${reason.exit.signal}`;
     this.say(r.host === undefined ? `rank ${r.rank} (pid ${r.pid}) ${how}` : `rank ${r.rank} on host ${r.host} (local ssh pid ${r.pid}) ${how}`);
     const tail = r.stderrTail();
-    if (tail.length === 0) {
+    // An uncaught error: one line naming its code and the user's own file:line (its full stack is
+    // in the rank's output above; --verbose repeats the rank's last stderr lines here).
+    const summary = summarizeUncaught(tail, join(PACKAGE_ROOT, 'dist'));
+    if (summary && !this.config.verbose) {
+      this.say(`rank ${r.rank}: ${summary}`);
+    } else if (tail.length === 0) {
       this.say(`rank ${r.rank} wrote nothing to stderr`);
     } else {
       this.say(`last ${tail.length === 1 ? 'stderr line' : `${tail.length} stderr lines`} of rank ${r.rank}:`);
