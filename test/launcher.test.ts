@@ -513,7 +513,8 @@ describe('ringrun jobs', () => {
     const r = await ringrun(['-np', String(n), 'node', fixture('env')]);
     expect(r.code, r.stderr).toBe(0);
     const out = lines(r.stdout);
-    const err = lines(r.stderr);
+    // ringrun's own line on a host with fewer CPUs than ranks aside, stderr is the ranks'.
+    const err = lines(r.stderr).filter((l) => !l.startsWith('ringrun: warning:') || !l.includes('ranks share cores'));
     for (let rank = 0; rank < n; rank++) {
       expect(out).toContain(
         `[1,${rank}]<stdout>:rank=${rank} size=${n} local_rank=${rank} local_size=${n} store=ok token=ok ringrun=1 argv_clean=true`,
