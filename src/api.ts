@@ -18,6 +18,7 @@ import { resolveOptions, type InitOptions, type ResolvedOptions } from './option
 import { formRing } from './rendezvous/ring.js';
 import { isFileStore } from './env.js';
 import { releaseSharedToken, sharedToken } from './rendezvous/file-store.js';
+import { quietTfjsBanner } from './tfjs/tf.js';
 
 /**
  * The process-wide ring, Horovod style: `await init()` once, then the free functions below.
@@ -47,6 +48,7 @@ export async function init(options: InitOptions = {}): Promise<void> {
         // Every rank has the file store's token now (the ring is up): it need not stay on disk.
         if (isFileStore(resolved.store) && resolved.rank === 0) await releaseSharedToken(resolved.store.dir);
         const s: NonNullable<typeof current> = { group: g, options: resolved };
+        if (g.rank !== 0) quietTfjsBanner();
         // The comm worker starts now, while this thread is free: a worker that is still booting
         // when the main thread blocks in Atomics.wait (tfjs' synchronous applyGradients) can
         // hang, seen here. Its ring is formed now too, so start-up errors surface from init().

@@ -39,6 +39,27 @@ export function needLayers(what: string): typeof TfLayers {
   return tfl;
 }
 
+/**
+ * TensorFlow.js's CPU backend prints a banner ("Hi, looks like you are running TensorFlow.js in
+ * Node.js...") on its first tensor, once per process: once per rank. Ranks other than 0 skip it,
+ * if the application has loaded tfjs (its engine is global); nothing is loaded for this.
+ */
+export function quietTfjsBanner(): void {
+  type Backend = { firstUse?: boolean };
+  const engine = (globalThis as { _tfengine?: { registry?: Record<string, Backend>; registryFactory?: Record<string, { factory: () => unknown }> } })._tfengine;
+  const quiet = (b: unknown) => {
+    if (b && typeof b === 'object' && (b as Backend).firstUse === true) (b as Backend).firstUse = false;
+    return b;
+  };
+  quiet(engine?.registry?.cpu);
+  // tfjs makes a new backend from this factory whenever it (re)initializes one.
+  const entry = engine?.registryFactory?.cpu;
+  if (entry && typeof entry.factory === 'function') {
+    const make = entry.factory;
+    entry.factory = () => quiet(make());
+  }
+}
+
 let data: typeof TfData | undefined | null = null;
 
 export function needData(what: string): typeof TfData {
