@@ -98,7 +98,7 @@ function ringreduce(n, { compression, env = {} } = {}) {
     execFileSync(process.execPath, [join(root, 'bin', 'ringrun.js'), 'bench', '-np', String(n), '--op', op, '--min-bytes', String(s), '--max-bytes', String(s),
       '--iters', String(p.iters), '--warmup', String(p.warmup), ...(compression ? ['--compression', compression] : []), '--json', json],
       { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
-    out[s] = JSON.parse(readFileSync(json, 'utf8'))[0].timeUs;
+    out[s] = JSON.parse(readFileSync(json, 'utf8')).rows[0].timeUs;
   }
   return out;
 }

@@ -6,7 +6,7 @@ import { createLocalGroups, RingGroup } from '../src/index.js';
 import { parseBenchArgs, sweep, type BenchConfig } from '../src/launcher/bench/args.js';
 import { BENCH_OPS, OP_INFO, rowSizes, type BenchOp } from '../src/launcher/bench/ops.js';
 import { prepareRun, type BenchComm } from '../src/launcher/bench/runners.js';
-import { ringrunBin, runNode } from './helpers/run.js';
+import { ringrunBin, root, runNode } from './helpers/run.js';
 
 /** alltoall, send and recv arrive with the lead's API branch; their tests run once it is merged. */
 
@@ -210,8 +210,14 @@ describe('ringrun bench (real ranks)', () => {
       const r = await bench(['--compression', compression], json);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`# ringreduce bench: all-reduce, N=2, kernels=\\w+, chunkBytes=\\d+, reduce=sum, compression=${compression}`));
-      const rows: Row[] = JSON.parse(readFileSync(json, 'utf8'));
+      const { meta, rows } = JSON.parse(readFileSync(json, 'utf8')) as { meta: Record<string, unknown>; rows: Row[] };
       expect(rows.map((x) => x.bytes)).toEqual([4, 64, 1024, 16384, 262144]);
+      // What the rows were measured with travels with them; the file is named on stdout.
+      expect(meta).toMatchObject({ op: 'allreduce', n: 2, hosts: 1, dtype: 'float32', reduce: 'sum', compression, iters: 3 });
+      expect(meta.version).toBe(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version);
+      expect(r.stdout).toContain(`# wrote ${json}`);
+      // No row of 16 MiB or more: no average over such sizes.
+      expect(r.stdout).not.toContain('avg busbw over sizes >= 16 MiB');
       for (const row of rows) {
         expect(row).toMatchObject({ op: 'allreduce', redop: 'sum', wrong: 0 });
         expect(row.timeUs).toBeGreaterThan(0);
@@ -235,7 +241,7 @@ describe('ringrun bench (real ranks)', () => {
         const r = await bench(['--op', t.op, ...t.args], json);
         expect(r.code, r.stderr).toBe(0);
         expect(r.stdout).toContain(`# ringreduce bench: ${t.label}, N=2`);
-        const rows: Row[] = JSON.parse(readFileSync(json, 'utf8'));
+        const { meta, rows } = JSON.parse(readFileSync(json, 'utf8')) as { meta: Record<string, unknown>; rows: Row[] };
         expect(rows.map((x) => x.bytes)).toEqual([t.first, 64, 1024, 16384, 262144]);
         for (const row of rows) {
           expect(row).toMatchObject({ op: t.op, redop: t.redop, wrong: 0 });

@@ -61,7 +61,7 @@ Options (a value may also be given as --option=value; sizes accept K, M, G suffi
   --chunk-bytes B      ring chunk size (default: the library's, 1M)
   --bind-to slice|none CPU binding of the ranks, as for ringrun (default slice)
   --check              fill with integers whose results are exact and count wrong elements (#wrong)
-  --json FILE          also write the rows as a JSON array to FILE
+  --json FILE          also write { meta, rows } to FILE: the settings and the rows
   -h, --help           this help
 `;
 }

@@ -1,4 +1,5 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import * as rr from '../../index.js';
 import { type BenchConfig, sweep } from './args.js';
 import { OP_INFO, rowSizes, type BenchOp } from './ops.js';
@@ -23,7 +24,39 @@ export interface BenchRow {
   wrong: number | null;
 }
 
+/** The settings of a --json file's rows: { meta, rows }. */
+export interface BenchMeta {
+  version: string;
+  date: string;
+  op: BenchOp;
+  n: number;
+  /** Distinct hosts the ranks ran on. */
+  hosts: number;
+  dtype: 'float32';
+  reduce: string;
+  compression: string;
+  kernels: string;
+  chunkBytes: number;
+  iters: number;
+  warmup: number;
+}
+
 const fmt = (v: number, w: number, d = 2) => v.toFixed(d).padStart(w);
+
+/** This host, as a number the ranks can all-gather (a hash of the hostname). */
+function hostId(): number {
+  let h = 0;
+  for (const ch of hostname()) h = (Math.imul(h, 31) + ch.charCodeAt(0)) | 0;
+  return h;
+}
+
+function packageVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version);
+  } catch {
+    return 'unknown';
+  }
+}
 
 export async function runBench(c: BenchConfig): Promise<void> {
   await rr.init(c.chunkBytes ? { chunkBytes: c.chunkBytes } : {});
@@ -83,9 +116,31 @@ export async function runBench(c: BenchConfig): Promise<void> {
   if (me === 0 && progress) process.stderr.write('\n');
   const rss = await rr.allreduce(Float64Array.of(process.resourceUsage().maxRSS * 1024), { op: 'max' });
   out(`# peak RSS of a rank: ${(rss[0] / 2 ** 20).toFixed(0)} MiB (largest buffer ${(c.maxBytes / 2 ** 20).toFixed(1)} MiB)`);
-  const large = rows.filter((r) => r.bytes >= Math.min(sizes[sizes.length - 1], 16 << 20));
+  // Only where such sizes ran: a sweep of small sizes has no large-size average to show.
+  const large = rows.filter((r) => r.bytes >= 16 << 20);
   if (large.length) out(`# avg busbw over sizes >= 16 MiB: ${(large.reduce((s, r) => s + r.busbwGBs, 0) / large.length).toFixed(3)} GB/s`);
-  if (me === 0 && c.json) writeFileSync(c.json, JSON.stringify(rows, null, 2) + '\n');
+  if (c.json) {
+    // What the rows were measured with, next to them (a file read later has no command line).
+    const hosts = new Set(Array.from(await rr.allgather(Int32Array.of(hostId())), (h) => h)).size;
+    const meta: BenchMeta = {
+      version: packageVersion(),
+      date: new Date().toISOString(),
+      op: c.op,
+      n,
+      hosts,
+      dtype: 'float32',
+      reduce: redop,
+      compression: c.compression,
+      kernels: rr.kernels.backend,
+      chunkBytes: c.chunkBytes ?? 1 << 20,
+      iters: c.iters,
+      warmup: c.warmup,
+    };
+    if (me === 0) {
+      writeFileSync(c.json, JSON.stringify({ meta, rows }, null, 2) + '\n');
+      out(`# wrote ${c.json}`);
+    }
+  }
   await rr.shutdown();
 }
 
