@@ -104,7 +104,11 @@ const OWN = new URL('.', import.meta.url).href;
 
 function withCaller(e: unknown): unknown {
   if (!(e instanceof Error) || typeof e.stack !== 'string') return e;
-  const callers = (new Error().stack ?? '').split('\n').slice(1).filter((l) => !l.includes(OWN));
+  // Node's own frames (the microtask queue that ran this catch) are nobody's code.
+  const callers = (new Error().stack ?? '')
+    .split('\n')
+    .slice(1)
+    .filter((l) => !l.includes(OWN) && !/\(node:|at node:/.test(l));
   if (callers.length === 0) return e;
   const [head, ...frames] = e.stack.split('\n    at ');
   e.stack = `${head}\n${callers.join('\n')}\n    --- in ringreduce:${frames.map((f) => `\n    at ${f}`).join('')}`;
