@@ -100,11 +100,11 @@ export class Liveness {
   watch(st: OpState): void {
     if (this.stallWarningMs > 0 && this.host.size > 1) {
       st.started = Date.now();
-      if (!this.stalls) this.armStalls(this.stallWarningMs);
+      this.stalls.arm(this.stallWarningMs);
     }
     if (this.timeoutMs <= 0) return;
     st.deadline = Date.now() + this.timeoutMs;
-    if (!this.deadlines) this.armDeadlines(this.timeoutMs);
+    this.deadlines.arm(this.timeoutMs);
   }
 
   /**
@@ -113,15 +113,9 @@ export class Liveness {
    * operation is named once, with the ranks that have not reached it and where each was last seen.
    * They are alive (heartbeats keep arriving, or the ring would have failed): busy elsewhere.
    */
-  private stalls: NodeJS.Timeout | undefined;
-  private armStalls(ms: number): void {
-    this.stalls = setTimeout(this.checkStalls, Math.max(1, ms));
-    this.stalls.unref();
-  }
-  private readonly checkStalls = (): void => {
-    this.stalls = undefined;
-    if (this.host.broken() || this.host.closing()) return;
-    const now = Date.now();
+  private readonly stalls = new DueTimer((now) => this.checkStalls(now));
+  private checkStalls(now: number): number {
+    if (this.host.broken() || this.host.closing()) return Infinity;
     let next = Infinity;
     for (const st of this.ops.running()) {
       if (st.stallWarned || st.started === undefined) continue;
@@ -131,8 +125,8 @@ export class Liveness {
         this.warn(this.stallMessage(st, now - st.started));
       } else next = Math.min(next, due);
     }
-    if (next !== Infinity) this.armStalls(next - now);
-  };
+    return next;
+  }
 
   private stallMessage(st: OpState, waitedMs: number): string {
     const missing = st.table.missing();
@@ -152,8 +146,8 @@ export class Liveness {
   /** Stops heartbeats and deadlines (shutdown, failure). */
   stop(): void {
     clearInterval(this.beat);
-    clearTimeout(this.deadlines);
-    clearTimeout(this.stalls);
+    this.deadlines.stop();
+    this.stalls.stop();
   }
 
   /** The ring has failed: a lost neighbour's grace period ends too. */
@@ -191,19 +185,10 @@ export class Liveness {
     );
   }
 
-  /**
-   * One timer watches every pending operation's deadline (a timer per operation measured ~2 us of
-   * a 4-byte all-reduce): armed for the earliest, it re-arms itself for the next when it fires.
-   */
-  private deadlines: NodeJS.Timeout | undefined;
-  private armDeadlines(ms: number): void {
-    this.deadlines = setTimeout(this.checkDeadlines, Math.max(1, ms));
-    this.deadlines.unref();
-  }
-  private readonly checkDeadlines = (): void => {
-    this.deadlines = undefined;
-    if (this.host.broken()) return;
-    const now = Date.now();
+  /** Every pending operation's deadline, on one timer (see DueTimer). */
+  private readonly deadlines = new DueTimer((now) => this.checkDeadlines(now));
+  private checkDeadlines(now: number): number {
+    if (this.host.broken()) return Infinity;
     let next = Infinity;
     for (const st of this.ops.values()) {
       if (!st.resolve || st.deadline === 0) continue;
@@ -213,8 +198,8 @@ export class Liveness {
         this.onTimeout(st, expiry);
       } else next = Math.min(next, st.deadline);
     }
-    if (next !== Infinity) this.armDeadlines(next - now);
-  };
+    return next;
+  }
 
   /**
    * `st` has run out of time (at `expiry`). With a silent right neighbour this rank names it now;
@@ -259,6 +244,32 @@ export class Liveness {
       seq: st.seq,
     });
   }
+}
+
+/**
+ * One timer for many due times (a timer per operation measured ~2 us of a 4-byte all-reduce):
+ * armed for the earliest, and when it fires `fire` handles what is due and returns the next due
+ * time (ms since epoch; Infinity for none), for which it re-arms itself.
+ */
+class DueTimer {
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly fire: (now: number) => number) {}
+  /** Arms for `ms` from now, unless already armed (for an earlier time). */
+  arm(ms: number): void {
+    if (this.timer) return;
+    this.timer = setTimeout(this.run, Math.max(1, ms));
+    this.timer.unref();
+  }
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+  private readonly run = (): void => {
+    this.timer = undefined;
+    const now = Date.now();
+    const next = this.fire(now);
+    if (next !== Infinity) this.arm(next - now);
+  };
 }
 
 /** This rank's error for an abort from `m.origin`: the same kind of error, saying where it began. */
