@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { benchHelp, parseBenchArgs, type BenchParsed } from './bench/args.js';
 import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
 import { launch } from './job.js';
+import { packageVersion } from './layout.js';
 
 /**
  * ringrun's entry point (bin/ringrun.js): parse, dispatch, exit.
@@ -82,11 +82,9 @@ async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
 
 /** `ringrun 0.1.0 (kernels: js)`: the package version and the kernel backend that loaded. */
 export async function versionLine(): Promise<string> {
-  // dist/launcher/cli.js (or src/launcher/cli.ts) -> package.json at the package root.
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
   // Imported only here: launching ranks does not need the kernels (perhaps a native addon) loaded.
   const { kernels } = await import('../kernels/index.js');
-  return `ringrun ${String(pkg.version)} (kernels: ${kernels.backend})`;
+  return `ringrun ${packageVersion()} (kernels: ${kernels.backend})`;
 }
 
 function flushed(stream: NodeJS.WriteStream): Promise<void> {

@@ -16,6 +16,11 @@ import { isThisHost, placeRanks, type Placement } from './hosts.js';
 /** The package root (dist/launcher/layout.js -> ../..): remote hosts must have it at the same path. */
 export const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 
+/** This package's version, from the package.json at PACKAGE_ROOT. */
+export function packageVersion(): string {
+  return String((JSON.parse(readFileSync(`${PACKAGE_ROOT}/package.json`, 'utf8')) as { version?: unknown }).version);
+}
+
 /** Quotes a word for a POSIX shell (the remote command of ssh is shell text). */
 export const shellQuote = (w: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`);
 

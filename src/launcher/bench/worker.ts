@@ -1,7 +1,8 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as rr from '../../index.js';
 import { type BenchConfig, sweep } from './args.js';
+import { packageVersion } from '../layout.js';
 import { OP_INFO, rowSizes, type BenchOp } from './ops.js';
 import { prepareRun, type BenchComm } from './runners.js';
 
@@ -50,13 +51,6 @@ function hostId(): number {
   return h;
 }
 
-function packageVersion(): string {
-  try {
-    return String((JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version);
-  } catch {
-    return 'unknown';
-  }
-}
 
 export async function runBench(c: BenchConfig): Promise<void> {
   await rr.init(c.chunkBytes ? { chunkBytes: c.chunkBytes } : {});
