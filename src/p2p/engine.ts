@@ -169,8 +169,13 @@ export class PointToPoint implements SideHost {
    * 48-63 ms polling against 48-50 ms sleeping in epoll, three runs each.
    */
   progress(): void {
-    if (this.poller.polling || this.anyLink((l) => l.sharedMemory === true)) this.poller.progress();
+    // Once a link has shared memory it keeps it: the scan (per message) stops then.
+    this.mailboxes ||= this.anyLink((l) => l.sharedMemory === true);
+    if (this.mailboxes) this.poller.progress();
   }
+
+  /** Some open link has shared memory, so its peer can post to a mailbox while this rank polls. */
+  private mailboxes = false;
 
   private anyLink(pred: (l: Link) => boolean): boolean {
     let found = false;
