@@ -52,13 +52,9 @@ export async function createLocalGroups(n: number, options: LocalGroupsOptions =
     }
   }
   const transports = memoryTransports(n);
-  const addresses = transports.map((_, r) => ({ host: 'memory', port: r }));
-  const meshes = transports.map((t, r) => {
-    const mesh = new LinkMesh(r, n, t, o);
-    mesh.setAddresses(addresses);
-    void t.listen(mesh);
-    return mesh;
-  });
+  const meshes = transports.map((t, r) => new LinkMesh(r, n, t, o));
+  const listeners = await Promise.all(transports.map((t, r) => t.listen(meshes[r])));
+  for (const mesh of meshes) mesh.setAddresses(listeners.map((l) => l.address));
   return Array.from({ length: n }, (_, r) => {
     const comm = new Communicator(r, n, lefts[r], rights[r], o);
     const fabric = new Fabric(meshes[r], o, () => comm.error);
