@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -273,8 +273,13 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
   const haveMpirun = spawnSync('mpirun', ['--version'], { stdio: 'ignore' }).status === 0;
   it.skipIf(!haveMpirun)("Open MPI's mpirun across the hosts with RINGREDUCE_STORE=file:///dir: no address known up front (skipped without openmpi-bin)", async () => {
     const store = join(scratch, `store-${Date.now()}`);
+    // The emulated hosts share /tmp and a hostname: Open MPI's daemons then share their session
+    // directories too, and one failed once to create its own ("File exists", exit 213, before any
+    // rank ran). A base of this run's own keeps them apart from every other mpirun on the machine.
+    const sessions = join(scratch, `ompi-${Date.now()}`);
+    mkdirSync(sessions);
     const args = [
-      '--allow-run-as-root', '--mca', 'plm_rsh_agent', rsh, '--mca', 'oob_tcp_if_include', `${net}.0/24`,
+      '--allow-run-as-root', '--mca', 'plm_rsh_agent', rsh, '--mca', 'oob_tcp_if_include', `${net}.0/24`, '--mca', 'orte_tmpdir_base', sessions,
       '-H', HOSTS.map((i) => hostAddr(i)).join(','), '-np', '3',
       '-x', `RINGREDUCE_STORE=file://${store}`, '-x', 'RINGREDUCE_VERBOSE=1', '-x', 'COUNT=100003', 'node', 'examples/allreduce.js',
     ];
