@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { humanBytes } from '../dist/launcher/bench/format.js';
 import { OP_INFO, rowSizes } from '../dist/launcher/bench/ops.js';
 
 const here = new URL('.', import.meta.url).pathname;
@@ -154,7 +155,7 @@ try {
   const labels = ratios.map(([a, b, by]) => (by === 'time' ? `time ${a}/${b}` : `${a}/${b}`));
   const widths = labels.map((l) => Math.max(12, l.length));
   console.log('#');
-  console.log(`#  N        bytes | time us: ${names.map((k) => k.padStart(9)).join(' ')} | busbw GB/s: ${names.map((k) => k.padStart(7)).join(' ')} | ${labels.map((l, i) => l.padStart(widths[i])).join(' ')}`);
+  console.log(`#  N         size | time us: ${names.map((k) => k.padStart(9)).join(' ')} | busbw GB/s: ${names.map((k) => k.padStart(7)).join(' ')} | ${labels.map((l, i) => l.padStart(widths[i])).join(' ')}`);
   for (const n of nps) {
     const r = Object.fromEntries(Object.entries(series(n)).map(([k, run]) => [k, orSkip(`${k} at N=${n}`, run)]));
     for (const s of sizesAt(n)) {
@@ -166,7 +167,7 @@ try {
         const [x, y] = by === 'time' ? [t(a), t(c)] : [b(a), b(c)];
         return (x === undefined || y === undefined ? '-' : (x / y).toFixed(2) + 'x').padStart(widths[i]);
       };
-      console.log(`  ${String(n).padStart(2)} ${String(s).padStart(12)} |          ${names.map((k) => f(t(k))).join(' ')} |             ${names.map((k) => g(b(k))).join(' ')} | ${ratios.map(ratio).join(' ')}`);
+      console.log(`  ${String(n).padStart(2)} ${humanBytes(s).padStart(12)} |          ${names.map((k) => f(t(k))).join(' ')} |             ${names.map((k) => g(b(k))).join(' ')} | ${ratios.map(ratio).join(' ')}`);
     }
   }
 } finally {
