@@ -107,7 +107,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     // The TCP connection to the store already knows the interface that routes there.
     const chosen =
       o.host || o.iface || !store.localAddress
-        ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined })
+        ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined, allLocal: size > 1 && o.localSize === size })
         : { address: store.localAddress, how: `the route to the rendezvous store at ${store.where}` };
     const host = chosen.address;
     // One port per rank: the ring's links and every other link to this rank (point-to-point,
