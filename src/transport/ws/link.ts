@@ -1,5 +1,5 @@
 import { WebSocket } from 'ws';
-import { RingProtocolError } from '../../errors.js';
+import { RingPeerLostError, RingProtocolError } from '../../errors.js';
 import type { Inbox } from './inbox.js';
 import { MessageLink } from '../link.js';
 import { DATA_HEADER_BYTES, decodeMessage, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../wire.js';
@@ -198,12 +198,14 @@ export class WsLink extends MessageLink {
     return new Promise<Uint8Array>((resolve, reject) => {
       const early = what === 'offer' ? this.pendingOffer : this.pendingReply;
       if (early) return resolve(early);
-      if (this.isClosed) return reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+      // The peer hung up: that is a lost peer, like a close at any later moment.
+      const lost = () => new RingPeerLostError(`connection to ${this.describe} closed during shared-memory set-up`, { ranks: [this.peer] });
+      if (this.isClosed) return reject(lost());
       const timer = setTimeout(() => reject(new RingProtocolError(`${this.describe} sent no shared-memory ${what} within ${timeoutMs} ms`)), timeoutMs);
       const settle = (m: Uint8Array | undefined) => {
         clearTimeout(timer);
         if (m) resolve(m);
-        else reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+        else reject(lost());
       };
       if (what === 'offer') this.offerWaiter = settle;
       else this.replyWaiter = settle;
