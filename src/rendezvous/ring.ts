@@ -8,7 +8,7 @@ import type { ResolvedOptions } from '../options.js';
 import { Fabric } from '../process-group.js';
 import type { Link } from '../transport/link.js';
 import { LinkMesh } from '../transport/mesh.js';
-import { shmAvailable } from '../transport/shm/region.js';
+import { shmAvailable, takeReserveWarning } from '../transport/shm/region.js';
 import type { Listener } from '../transport/transport.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { formatHost } from '../transport/ws/socket.js';
@@ -226,6 +226,8 @@ async function linkSharedMemory(o: ResolvedOptions, leftLink: Link, rightLink: L
   if (say && o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
     o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);
   }
+  const full = takeReserveWarning();
+  if (say && full) o.logger.warn(`rank ${o.rank}: ${full}: payloads from this rank to ranks on this host go through sockets`);
 }
 
 /** Started by a launcher without a store of its own, rank 0 hosts it: if it never came up, say so. */

@@ -165,7 +165,13 @@ export class WsLink extends MessageLink {
       this.sendWs(noOffer());
       return why;
     }
-    const { region, offer, path } = createRegion(slots, payloadBytes);
+    const made = createRegion(slots, payloadBytes);
+    if (typeof made === 'string') {
+      // No room for the region (a small /dev/shm): payloads on this link go through the socket.
+      this.sendWs(noOffer());
+      return made;
+    }
+    const { region, offer, path } = made;
     try {
       this.sendWs(offer);
       const m = await this.await('reply', timeoutMs);
