@@ -1,4 +1,4 @@
-import { RingError, RingInternalError, RingProtocolError, RingShutdownError, serializeError } from '../errors.js';
+import { RingError, RingInternalError, RingInvalidArgError, RingProtocolError, RingShutdownError, serializeError } from '../errors.js';
 import { dtypeByCode } from '../dtypes.js';
 import { wireBytesPerElement } from '../compression/registry.js';
 import type { Logger } from '../logger.js';
@@ -6,7 +6,7 @@ import type { Link } from '../transport/link.js';
 import type { LinkControlMessage } from '../transport/messages.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { Collective } from './collective.js';
-import { label, validateDescriptor, type OpDescriptor } from './descriptor.js';
+import { label, validateDescriptor, validateInline, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 import { BusyPoller } from '../transport/busy-poll.js';
 import { abortError, Liveness } from './comm/liveness.js';
@@ -96,13 +96,13 @@ export class Communicator {
     };
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
     leftLink?.setHandlers({
-      data: (h, p, pin) => this.onData(h, p, pin),
-      control: (m) => this.onControl(m, 'left'),
+      data: (h, p, pin) => this.guard(this.left, () => this.onData(h, p, pin)),
+      control: (m) => this.guard(this.left, () => this.onControl(m, 'left')),
       closed: (e) => this.onClosed(this.left, 'left', e),
     });
     rightLink?.setHandlers({
       data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
-      control: (m) => this.onControl(m, 'right'),
+      control: (m) => this.guard(this.right, () => this.onControl(m, 'right')),
       closed: (e) => this.onClosed(this.right, 'right', e),
     });
     leftLink?.unref();
@@ -175,6 +175,21 @@ export class Communicator {
     return done;
   }
 
+  /**
+   * Runs the handling of a message from `peer`. Whatever a peer sends is checked before it is used
+   * (descriptor.ts, link.ts), so an exception here is a bug in ringreduce: it fails the ring with
+   * a typed error (and the abort tells every rank) instead of escaping into the socket's event
+   * handler, where it would crash the process.
+   */
+  private guard(peer: number, handle: () => void): void {
+    try {
+      handle();
+    } catch (e) {
+      if (e instanceof RingError) return this.fatal(e);
+      this.fatal(new RingInternalError(`rank ${this.rank}: handling a message from rank ${peer} failed: ${(e as Error)?.message ?? String(e)}`, { rank: this.rank, ranks: [peer] }));
+    }
+  }
+
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
     if (from === 'right') this.liveness.heardFromRight();
     if (m.t === 'beat') {
@@ -205,7 +220,8 @@ export class Communicator {
     let d: OpDescriptor;
     try {
       // The link checked only the message's envelope; what a descriptor may hold is checked here.
-      d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`);
+      d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`, this.size);
+      validateInline(m.p, d.kind, `rank ${sender} (${from} neighbour)`, this.size);
     } catch (e) {
       // As a link that failed on it would have been: ignored once shutting down.
       if (this.closing) return;
@@ -270,7 +286,22 @@ export class Communicator {
     if (table.ready) {
       const mismatch = table.check(this.rank, st.desc, st.seq);
       if (mismatch) return this.settle(st, mismatch);
-      const bad = st.coll!.onTable?.(st.ctx!);
+      let bad;
+      try {
+        bad = st.coll!.onTable?.(st.ctx!);
+      } catch (e) {
+        // A RingError is the same on every rank (each has the same table: e.g. an all-gather whose
+        // result would exceed any array): this operation fails, the ring stays usable. Anything
+        // else (the result cannot be allocated here) fails the ring, so the others learn it.
+        if (e instanceof RingError) return this.settle(st, e);
+        return this.fatal(
+          new RingInvalidArgError(`rank ${this.rank}: ${label(st.desc, st.seq)}: cannot make the result here: ${(e as Error)?.message ?? String(e)}`, {
+            rank: this.rank,
+            op: st.desc.kind,
+            seq: st.seq,
+          }),
+        );
+      }
       if (bad) return this.fatal(this.protocolError(bad.rank, `${bad.problem} (${label(st.desc!, st.seq)})`));
     }
     if (st.held.length > 0 && table.leftChecked && (!st.coll!.needsTable || table.checked)) {
