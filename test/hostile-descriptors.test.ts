@@ -1,8 +1,14 @@
+import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
 import { validateDescriptor } from '../src/collectives/descriptor.js';
 import { MAX_ELEMENTS } from '../src/dtypes.js';
+import { decide, validateLists } from '../src/engine/plan.js';
 import { RingError, type RingGroup } from '../src/index.js';
+import { resolveOptions } from '../src/options.js';
+import { checkRecord, formRing } from '../src/rendezvous/ring.js';
+import { startStoreServer, StoreClient } from '../src/rendezvous/store.js';
 import { validateControl } from '../src/transport/link.js';
+import { checkMsgpack } from '../src/transport/msgpack-check.js';
 import { decodeMessage } from '../src/transport/wire.js';
 import { Entries, mp, prng, prototypeGuard, Raw } from './helpers/hostile.js';
 import { ringWithImpostor, type Impostor } from './helpers/impostor.js';
@@ -292,4 +298,99 @@ describe('a token holder (rank 2 of 3) sends hostile descriptors and control mes
     console.log(`${cases.length} live cases in ${Date.now() - t0} ms`);
     guard.check();
   }, 300_000);
+});
+
+describe('the other things peers send: rank records in the store, the tfjs engine negotiation lists', () => {
+  const goodGroup = { tensors: [{ name: 'w', shape: [2, 3] }], op: 'average', compression: 'none', prescale: 1, postscale: 1 };
+
+  it('negotiation lists: any hostile value in any field is RING_ERR_PROTOCOL naming the rank (plain data checked before decoding)', () => {
+    const fields: Array<[string, (v: unknown) => unknown]> = [
+      ['list', (v) => v],
+      ['group', (v) => [v]],
+      ['tensors', (v) => [{ ...goodGroup, tensors: v }]],
+      ['tensor', (v) => [{ ...goodGroup, tensors: [v] }]],
+      ['tensor name', (v) => [{ ...goodGroup, tensors: [{ name: v, shape: [1] }] }]],
+      ['shape', (v) => [{ ...goodGroup, tensors: [{ name: 'w', shape: v }] }]],
+      ['dimension', (v) => [{ ...goodGroup, tensors: [{ name: 'w', shape: [v] }] }]],
+      ['op', (v) => [{ ...goodGroup, op: v }]],
+      ['compression', (v) => [{ ...goodGroup, compression: v }]],
+      ['prescale', (v) => [{ ...goodGroup, prescale: v }]],
+    ];
+    let refused = 0;
+    let total = 0;
+    for (const [field, make] of fields) {
+      for (const [what, v] of VALUES) {
+        // Rank 1's list is hostile; ranks 0 and 2 are honest. Each list is one MessagePack value.
+        const bytes = Buffer.concat([mp([goodGroup]), mp(make(ENCODED.get(v))), mp([goodGroup])]);
+        total++;
+        try {
+          const problem = checkMsgpack(bytes, 0, 3, bytes.byteLength);
+          if (problem) throw new RingError('RING_ERR_PROTOCOL', `rank 0: protocol error: gradient negotiation: ${problem}`, {});
+          const lists = validateLists(new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true }).unpackMultiple(bytes) as unknown[], 0);
+          // Accepted: plain, bounded data that decide() takes as it is.
+          decide(lists);
+        } catch (e) {
+          refused++;
+          expect(e, `${field} = ${what}: ${(e as Error)?.stack}`).toBeInstanceOf(RingError);
+          expect((e as RingError).code).toBe('RING_ERR_PROTOCOL');
+          if (!/gradient negotiation: (more|type|forbidden|nested|truncated|64-bit|extension|a )/.test((e as Error).message)) {
+            expect((e as RingError).message).toContain('rank 1 sent a malformed gradient negotiation list');
+            expect((e as RingError).details.ranks).toEqual([1]);
+          }
+          expect((e as RingError).message.length).toBeLessThan(600);
+          expect((e as RingError).message).not.toMatch(/[\x00-\x1f]/);
+        }
+      }
+    }
+    console.log(`negotiation lists: ${refused} of ${total} refused`);
+    expect(refused).toBeGreaterThan(total / 2);
+    guard.check();
+  });
+
+  it('rank records: any hostile value in any field is RING_ERR_PROTOCOL naming the rank whose record it is', () => {
+    const good = { host: '127.0.0.1', port: 4000, size: 3, chunkBytes: 1 << 20, pid: 7, hostname: 'h', machine: 'm', tls: false, pids: 'p', protocol: 3 };
+    expect(checkRecord(0, 2, { ...good, extra: 'dropped' })).toEqual(good);
+    let refused = 0;
+    for (const field of Object.keys(good)) {
+      for (const [what, v] of VALUES) {
+        try {
+          checkRecord(0, 2, { ...good, [field]: v });
+        } catch (e) {
+          refused++;
+          expect(e, `${field} = ${what}: ${(e as Error)?.stack}`).toBeInstanceOf(RingError);
+          expect((e as RingError).code).toBe('RING_ERR_PROTOCOL');
+          expect((e as RingError).message).toContain(`rank 0: the record of rank 2 in the rendezvous store is malformed: ${field} `);
+          expect((e as RingError).details.ranks).toEqual([2]);
+          expect((e as RingError).message).not.toMatch(/[\x00-\x1f]/);
+        }
+      }
+    }
+    expect(checkRecord(0, 2, { ...good, host: 'fe80::1%eth0' }).host).toBe('fe80::1%eth0');
+    expect(() => checkRecord(0, 2, { ...good, host: 'a b' })).toThrow(/malformed: host 'a b'/);
+    expect(() => checkRecord(0, 2, null)).toThrow(/malformed: record null/);
+    console.log(`rank records: ${refused} refused`);
+  });
+
+  it('a token holder that publishes a hostile record: the real ranks fail init with RING_ERR_PROTOCOL naming it, nothing crashes', async () => {
+    const token = 'records';
+    const logger = { warn: () => {}, info: () => {} };
+    const store = await startStoreServer({ host: '127.0.0.1', port: 0, token, worldSize: 3, logger });
+    try {
+      const real = [0, 1].map((rank) =>
+        formRing(resolveOptions({ rank, size: 3, token, hostStore: false, store: `127.0.0.1:${store.endpoint.port}`, startTimeoutMs: 20_000, logger }, {})),
+      );
+      const sc = await StoreClient.connect(store.endpoint, token, 2, Date.now() + 10_000);
+      await sc.set('ring/2', { host: '127.0.0.1', port: 2 ** 40, size: 3, chunkBytes: 1 << 20, pid: 1, hostname: 'x\n\x1b[2K'.repeat(1000), machine: 'm', tls: false, protocol: 3 });
+      const settled = await withDeadline(Promise.allSettled(real), 30_000, 'init with a hostile record');
+      for (const [r, s] of settled.entries()) {
+        expect(s.status).toBe('rejected');
+        const e = (s as PromiseRejectedResult).reason as RingError;
+        expect(e.code, e.message).toBe('RING_ERR_PROTOCOL');
+        expect(e.message).toBe(`rank ${r}: the record of rank 2 in the rendezvous store is malformed: port 1099511627776`);
+      }
+      sc.close();
+    } finally {
+      await store.close();
+    }
+  });
 });
