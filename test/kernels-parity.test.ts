@@ -173,7 +173,7 @@ describe.skipIf(candidates.length === 0)('parity with the TypeScript reference',
       }
     });
 
-    it('maxAbsFinite (the pool's slices hold Inf and NaNs of every payload, which it leaves out)', () => {
+    it('maxAbsFinite (the pool slices hold Inf and NaNs of every payload, which it leaves out)', () => {
       for (const n of SIZES) {
         for (const off of ELEM_OFFSETS) {
           const x = place(POOLS.f32, 4 * off, 4 * off, 4 * n);
