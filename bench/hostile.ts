@@ -8,7 +8,9 @@
  *   row7   a token holder (rank 2 of 3) sends rank 0 an allgather descriptor with count 2^40
  *   row8   fp16/bf16 all-reduce of 2 ranks, one Inf (or NaN) among 1,001 values of 1e5..1e6
  *   row10  a token holder floods rank 0 with frames of an operation rank 0 has not started:
- *          bytes sent, seconds, rank 0's process RSS before and at its peak, how it ended
+ *          bytes sent, seconds, rank 0's process RSS before and at its peak, how it ended (the
+ *          process holds ranks 0 and 1 and the impostor, which queues at most 4 MiB itself);
+ *          row10-running: the same while rank 0 runs an all-reduce that waits for rank 2's data
  *   row12  ringrun -np 2, rank 1 sends rank 0 a message whose type field is 900 KB of text with
  *          newlines and ESC codes: ringrun's stderr size, its longest line, ESC bytes, forged lines
  */
@@ -102,6 +104,10 @@ async function row10(): Promise<void> {
   let peak = rss0;
   const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
   const ws = ring.impostor.toRank0;
+  // row10: rank 0 is idle (it may stop reading: backpressure); row10-running: it runs an
+  // all-reduce that waits for rank 2's data, which never comes (it must keep reading).
+  const running = process.env.HOSTILE_RUNNING === '1';
+  const ops = running ? ring.groups.map((g) => g.allreduce(new Float32Array(1 << 16), { name: 'victim' }).catch((e) => e)) : [];
   // Operation #5 has not started anywhere: its descriptor (so its frames are not "data before its
   // descriptor"), then frames, as fast as the socket takes them (at most 16 MiB queued here).
   const desc = { kind: 'allreduce', op: 'sum', dtype: 1, count: 1 << 30, name: 'flood', root: -1, compression: 'none' };
@@ -119,7 +125,7 @@ async function row10(): Promise<void> {
       ended = 'rank 0 closed the link';
       break;
     }
-    if (ws.bufferedAmount > 16 << 20) {
+    if (ws.bufferedAmount > 4 << 20) {
       await new Promise((r) => setTimeout(r, 5));
       continue;
     }
@@ -133,7 +139,7 @@ async function row10(): Promise<void> {
   const err = logs.find((l) => /protocol error/.test(l));
   console.log(
     JSON.stringify({
-      row: 'row10',
+      row: running ? 'row10-running' : 'row10',
       sentMiB: mib(sent),
       seconds,
       queuedAtImpostorMiB: mib(ws.bufferedAmount),
@@ -144,6 +150,7 @@ async function row10(): Promise<void> {
     }),
   );
   ws.terminate();
+  await Promise.all(ops);
   await ring.close();
 }
 
@@ -172,10 +179,10 @@ async function row12(): Promise<void> {
   );
 }
 
-const ROWS: Record<string, () => Promise<void>> = { row7, row8, row10, row12 };
+const ROWS: Record<string, () => Promise<void>> = { row7, row8, row10, 'row10-running': row10, row12 };
 if (child) {
   await ROWS[which]();
   process.exit(0);
 } else {
-  for (const row of which === 'all' ? Object.keys(ROWS) : [which]) await runChild(row);
+  for (const row of which === 'all' ? Object.keys(ROWS) : [which]) await runChild(row, row === 'row10-running' ? { HOSTILE_RUNNING: '1' } : {});
 }

@@ -63,6 +63,12 @@ export interface Link {
    */
   setPolling?(on: boolean): void;
   poll?(): void;
+  /**
+   * Stops reading the peer's messages (on: backpressure — the peer's writes wait, as on a full
+   * socket) or resumes. A few messages already read may still arrive while paused. Optional: links
+   * without it keep reading.
+   */
+  pause?(on: boolean): void;
   /** Keep the process alive while the link is open (an operation is pending) — or not. */
   ref(): void;
   unref(): void;

@@ -9,7 +9,7 @@ import { encodeReply, KIND_SHM_OFFER, noOffer } from '../../src/transport/shm/re
 import { clientHandshake, serverHandshake } from '../../src/transport/ws/auth.js';
 import { Inbox } from '../../src/transport/ws/inbox.js';
 import { connect, listen } from '../../src/transport/ws/socket.js';
-import { decodeMessage, encodeControl } from '../../src/transport/wire.js';
+import { decodeMessage, encodeControl, KIND_DATA_HEADER } from '../../src/transport/wire.js';
 import { withDeadline } from './reference.js';
 
 /**
@@ -72,8 +72,11 @@ export async function ringWithImpostor(logs: string[], options: InitOptions = {}
   // Shared-memory set-up (transport/shm.ts): offer nothing to rank 0, decline rank 1's offer.
   let forwarding = true;
   rank0.socket.send(noOffer());
+  let rawNext = false; // after a header-only data message, the next one is its raw payload
   rank1.drain((data) => {
+    if (rawNext) return void (rawNext = false);
     if (data[0] === KIND_SHM_OFFER) return rank1.socket.send(encodeReply(false, 'impostor'));
+    if (data[0] === KIND_DATA_HEADER) return void (rawNext = true);
     const d = decodeMessage(data, 'rank 1');
     if (forwarding && d.kind === 'control' && d.msg.t === 'desc' && d.msg.origin !== 0 && rank0.socket.readyState === rank0.socket.OPEN) rank0.socket.send(data);
   });
