@@ -25,7 +25,7 @@ const child = process.argv[3] === 'child';
 
 async function runChild(row: string, env: Record<string, string> = {}): Promise<void> {
   await new Promise<void>((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), row, 'child'], {
+    const p = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', fileURLToPath(import.meta.url), row, 'child'], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       cwd: root,
@@ -136,6 +136,9 @@ async function row10(): Promise<void> {
   await Promise.race([closed, new Promise((r) => setTimeout(r, 500))]);
   if (ws.readyState !== ws.OPEN && ended === 'still open') ended = 'rank 0 closed the link';
   clearInterval(sampler);
+  // What stays once garbage (ws's message buffers, already copied) is collected.
+  (globalThis as { gc?: () => void }).gc?.();
+  const rssAfterGc = process.memoryUsage().rss;
   const err = logs.find((l) => /protocol error/.test(l));
   console.log(
     JSON.stringify({
@@ -145,6 +148,7 @@ async function row10(): Promise<void> {
       queuedAtImpostorMiB: mib(ws.bufferedAmount),
       rssBeforeMiB: mib(rss0),
       rssPeakMiB: mib(peak),
+      rssAfterGcMiB: mib(rssAfterGc),
       ended,
       rank0: err?.slice(0, 200),
     }),
