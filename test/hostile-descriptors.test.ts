@@ -1,9 +1,10 @@
 import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
-import { validateDescriptor } from '../src/collectives/descriptor.js';
+import type { Collective } from '../src/collectives/collective.js';
+import { descriptor, validateDescriptor } from '../src/collectives/descriptor.js';
 import { MAX_ELEMENTS } from '../src/dtypes.js';
 import { decide, validateLists } from '../src/engine/plan.js';
-import { RingError, type RingGroup } from '../src/index.js';
+import { createLocalGroups, RingError, type RingGroup } from '../src/index.js';
 import { resolveOptions } from '../src/options.js';
 import { checkRecord, formRing } from '../src/rendezvous/ring.js';
 import { startStoreServer, StoreClient } from '../src/rendezvous/store.js';
@@ -391,6 +392,38 @@ describe('the other things peers send: rank records in the store, the tfjs engin
       sc.close();
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('a bug in handling a message', () => {
+  it('an exception thrown while a message is handled fails the ring with RING_ERR_INTERNAL naming the peer, instead of escaping into the socket handler', async () => {
+    const gs = await createLocalGroups(2, {});
+    try {
+      // A collective whose frame handler throws a plain TypeError (as a bug would).
+      const buggy = (): Collective<undefined> => ({
+        needsTable: false,
+        received: false,
+        start: (ctx) => ctx.send(0, 0, new Uint8Array(4)),
+        onData: () => {
+          throw new TypeError('boom');
+        },
+        result: () => undefined,
+      });
+      type Run = { comm: { run(d: unknown, c: Collective<undefined>): Promise<undefined> } };
+      const settled = await withDeadline(
+        Promise.allSettled(gs.map((g) => (g as unknown as Run).comm.run(descriptor('allgather', { dtype: 8, count: 4 }), buggy()))),
+        20_000,
+        'a throwing handler',
+      );
+      for (const s of settled) {
+        const e = (s as PromiseRejectedResult).reason as RingError;
+        expect(e).toBeInstanceOf(RingError);
+        expect(e.code, e.message).toBe('RING_ERR_INTERNAL');
+        expect(e.message).toMatch(/handling a message from rank \d failed: boom/);
+      }
+    } finally {
+      await Promise.all(gs.map((g) => g.shutdown().catch(() => {})));
     }
   });
 });

@@ -100,14 +100,33 @@ export class Communicator {
       fatal: (e: RingError, opts?: { quietIfIdle?: boolean }) => this.fatal(e, opts),
     };
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
+    // Every handler runs under try/catch: see handlerFailed.
     leftLink?.setHandlers({
-      data: (h, p, pin) => this.guard(this.left, () => this.onData(h, p, pin)),
-      control: (m) => this.guard(this.left, () => this.onControl(m, 'left')),
+      data: (h, p, pin) => {
+        try {
+          this.onData(h, p, pin);
+        } catch (e) {
+          this.handlerFailed(this.left, e);
+        }
+      },
+      control: (m) => {
+        try {
+          this.onControl(m, 'left');
+        } catch (e) {
+          this.handlerFailed(this.left, e);
+        }
+      },
       closed: (e) => this.onClosed(this.left, 'left', e),
     });
     rightLink?.setHandlers({
       data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
-      control: (m) => this.guard(this.right, () => this.onControl(m, 'right')),
+      control: (m) => {
+        try {
+          this.onControl(m, 'right');
+        } catch (e) {
+          this.handlerFailed(this.right, e);
+        }
+      },
       closed: (e) => this.onClosed(this.right, 'right', e),
     });
     leftLink?.unref();
@@ -189,18 +208,14 @@ export class Communicator {
   }
 
   /**
-   * Runs the handling of a message from `peer`. Whatever a peer sends is checked before it is used
-   * (descriptor.ts, link.ts), so an exception here is a bug in ringreduce: it fails the ring with
-   * a typed error (and the abort tells every rank) instead of escaping into the socket's event
-   * handler, where it would crash the process.
+   * Handling a message from `peer` threw. Whatever a peer sends is checked before it is used
+   * (descriptor.ts, link.ts), so this is a bug in ringreduce: it fails the ring with a typed error
+   * (and the abort tells every rank) instead of escaping into the socket's event handler, where it
+   * would crash the process.
    */
-  private guard(peer: number, handle: () => void): void {
-    try {
-      handle();
-    } catch (e) {
-      if (e instanceof RingError) return this.fatal(e);
-      this.fatal(new RingInternalError(`rank ${this.rank}: handling a message from rank ${peer} failed: ${(e as Error)?.message ?? String(e)}`, { rank: this.rank, ranks: [peer] }));
-    }
+  private handlerFailed(peer: number, e: unknown): void {
+    if (e instanceof RingError) return this.fatal(e);
+    this.fatal(new RingInternalError(`rank ${this.rank}: handling a message from rank ${peer} failed: ${(e as Error)?.message ?? String(e)}`, { rank: this.rank, ranks: [peer] }));
   }
 
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
