@@ -3,15 +3,16 @@
 //   node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
 // Gloo needs Debian's python3-torch, MPI needs openmpi-bin + python3-mpi4py; missing ones are skipped.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { humanBytes } from '../dist/launcher/bench/format.js';
 import { OP_INFO, rowSizes } from '../dist/launcher/bench/ops.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..');
-const usage = `Usage: node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
+const usage = `Usage: node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000] [--plot FILE] [--json FILE]
 
 Runs, at the same sizes and N in one run, ringreduce (via ringrun bench, built in dist/) and
 baselines, and prints times, busbw (nccl-tests' definition, as ringrun bench) and the ratios:
@@ -31,6 +32,9 @@ skipped with a note, and so is a ringreduce op that this build does not have.
   --sizes LIST   byte sizes with optional K/M/G suffix (default 4,16M,64M)
   --iters K      timed iterations per size (default 20)
   --warmup W     untimed iterations first (default 5)
+  --plot FILE    also draw busbw against size (log axes, one line per series, one panel per N)
+                 as an SVG, with Vega-Lite (bench/plot.mjs; a dev dependency)
+  --json FILE    also write the rows as JSON: [{ series, n, bytes, timeUs, busbwGBs }]
   --small-iters K  sizes up to 64 KiB are latency-bound and noisy: K timed iterations after
                  K warm-up ones instead, for every library alike (default 1000). As many
                  warm-ups as timed runs: V8 optimizes a collective's code path only after
@@ -39,7 +43,7 @@ skipped with a note, and so is a ringreduce op that this build does not have.
 `;
 let args;
 try {
-  ({ values: args } = parseArgs({ options: { op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values: args } = parseArgs({ options: { op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, plot: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   console.error(`compare: ${e.message}\n\n${usage}`);
   process.exit(2);
@@ -148,17 +152,20 @@ const COMPARISONS = {
   },
 };
 
+/** Every measured point, for --json and --plot. */
+const collected = [];
 try {
   const { series, ratios } = COMPARISONS[op];
   const names = Object.keys(series(nps[0]));
   const labels = ratios.map(([a, b, by]) => (by === 'time' ? `time ${a}/${b}` : `${a}/${b}`));
   const widths = labels.map((l) => Math.max(12, l.length));
   console.log('#');
-  console.log(`#  N        bytes | time us: ${names.map((k) => k.padStart(9)).join(' ')} | busbw GB/s: ${names.map((k) => k.padStart(7)).join(' ')} | ${labels.map((l, i) => l.padStart(widths[i])).join(' ')}`);
+  console.log(`#  N         size | time us: ${names.map((k) => k.padStart(9)).join(' ')} | busbw GB/s: ${names.map((k) => k.padStart(7)).join(' ')} | ${labels.map((l, i) => l.padStart(widths[i])).join(' ')}`);
   for (const n of nps) {
     const r = Object.fromEntries(Object.entries(series(n)).map(([k, run]) => [k, orSkip(`${k} at N=${n}`, run)]));
     for (const s of sizesAt(n)) {
       const t = (k) => r[k][s];
+      for (const k of names) if (t(k) !== undefined) collected.push({ series: k, n, bytes: s, timeUs: t(k), busbwGBs: busbw(s, t(k), n) });
       const f = (v, w = 9) => (v === undefined ? '-' : v.toFixed(1)).padStart(w);
       const b = (k) => (t(k) === undefined ? undefined : busbw(s, t(k), n));
       const g = (v) => (v === undefined ? '-' : v.toFixed(2)).padStart(7);
@@ -166,8 +173,17 @@ try {
         const [x, y] = by === 'time' ? [t(a), t(c)] : [b(a), b(c)];
         return (x === undefined || y === undefined ? '-' : (x / y).toFixed(2) + 'x').padStart(widths[i]);
       };
-      console.log(`  ${String(n).padStart(2)} ${String(s).padStart(12)} |          ${names.map((k) => f(t(k))).join(' ')} |             ${names.map((k) => g(b(k))).join(' ')} | ${ratios.map(ratio).join(' ')}`);
+      console.log(`  ${String(n).padStart(2)} ${humanBytes(s).padStart(12)} |          ${names.map((k) => f(t(k))).join(' ')} |             ${names.map((k) => g(b(k))).join(' ')} | ${ratios.map(ratio).join(' ')}`);
     }
+  }
+  if (args.json) {
+    writeFileSync(args.json, JSON.stringify(collected, null, 1));
+    console.log(`# wrote ${args.json}`);
+  }
+  if (args.plot) {
+    const { busbwSvg } = await import('./plot.mjs');
+    writeFileSync(args.plot, await busbwSvg(collected, { title: `ringreduce against Gloo and Open MPI`, op }));
+    console.log(`# wrote ${args.plot}`);
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -43,6 +43,10 @@ Options:
   --seed N          the shared random seed (default 1)
   --max-bytes SIZE  largest buffer per rank, e.g. 4MiB, 512KiB, 65536 (default 4MiB)
   --timeout SEC     stop the job after SEC seconds (default: none)
+  --attack          while the ops run, rank 0's child attacks the job's store and every rank's
+                    port as a stranger and as a token holder (bench/soak/attacker.mjs: idle
+                    connections, junk, oversized frames, refused handshakes); results must still
+                    be exact and RSS flat
   --json            print the summary as one JSON object instead of a table
   -h, --help        this text
 
@@ -59,7 +63,7 @@ function parseSize(s) {
 }
 
 function parseArgs(argv) {
-  const o = { np: 3, ops: 5000, seed: 1, maxBytes: 4 << 20, timeout: 0, json: false, worker: false };
+  const o = { np: 3, ops: 5000, seed: 1, maxBytes: 4 << 20, timeout: 0, json: false, worker: false, attack: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -80,6 +84,7 @@ function parseArgs(argv) {
     else if (flag === '--max-bytes') o.maxBytes = parseSize(value());
     else if (flag === '--timeout') o.timeout = int('--timeout', 0);
     else if (flag === '--json') o.json = true;
+    else if (flag === '--attack') o.attack = true;
     else if (flag === '--worker') o.worker = true;
     else throw new Error(`unknown option ${a} (see --help)`);
   }
@@ -95,14 +100,22 @@ function memory() {
   return { rss: m.rss, heap: m.heapUsed, arrayBuffers: m.arrayBuffers };
 }
 
+/** Rank 0's attacker child (--attack), started before init: it reads the addresses from the store. */
+function startAttacker(o) {
+  if (!o.attack || process.env.RANK !== '0') return undefined;
+  const env = { ...process.env, SOAK_ATTACK_STORE: process.env.RINGRUN_STORE, SOAK_ATTACK_TOKEN: process.env.RINGRUN_TOKEN, SOAK_ATTACK_NP: process.env.WORLD_SIZE, SOAK_ATTACK_SEED: String(o.seed) };
+  return spawn(process.execPath, [join(here, 'soak', 'attacker.mjs')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
 async function worker(o) {
   const rr = await import('../dist/index.js');
+  const attacker = startAttacker(o);
   await rr.init();
   const rank = rr.rank();
   const n = rr.size();
   const rng = prng(o.seed);
   const world = { rank, size: n, api: rr };
-  const out = { rank, ops: 0, bytes: 0, wrong: 0, errors: 0, firstProblems: [], kinds: {}, memStart: undefined, memWarm: undefined, memEnd: undefined };
+  const out = { rank, ops: 0, bytes: 0, wrong: 0, errors: 0, firstProblems: [], kinds: {}, memStart: undefined, memWarm: undefined, memMid: undefined, memEnd: undefined };
   let groups = [];
   try {
     groups = await makeGroups(rr, rank, n);
@@ -112,9 +125,11 @@ async function worker(o) {
   }
   out.memStart = memory();
   const warmAt = Math.floor(o.ops / 10);
+  const midAt = Math.floor(o.ops / 2);
   const t0 = Date.now();
   for (let k = 0; k < o.ops && out.errors === 0; k++) {
     if (k === warmAt) out.memWarm = memory();
+    if (k === midAt) out.memMid = memory();
     const d = drawOp(rng, n, o.maxBytes);
     try {
       const { problem, bytes } = await runOp(d, world, groups, `soak-${k}`);
@@ -136,7 +151,12 @@ async function worker(o) {
   }
   out.durationMs = Date.now() - t0;
   out.memWarm ??= out.memStart;
+  out.memMid ??= out.memWarm;
   out.memEnd = memory();
+  if (attacker) {
+    attacker.kill('SIGTERM');
+    await new Promise((r) => (attacker.exitCode !== null ? r() : attacker.once('exit', r)));
+  }
   console.log(`SOAK_RESULT ${JSON.stringify(out)}`);
   await rr.shutdown();
 }
@@ -147,7 +167,7 @@ async function launch(o) {
     '-np', String(o.np),
     ...(o.timeout ? ['--timeout', String(o.timeout)] : []),
     '--', process.execPath, '--expose-gc', fileURLToPath(import.meta.url), '--worker',
-    '--ops', String(o.ops), '--seed', String(o.seed), '--max-bytes', String(o.maxBytes),
+    '--ops', String(o.ops), '--seed', String(o.seed), '--max-bytes', String(o.maxBytes), ...(o.attack ? ['--attack'] : []),
   ];
   const t0 = Date.now();
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -168,7 +188,7 @@ async function launch(o) {
   results.sort((a, b) => a.rank - b.rank);
   const mib = (b) => +(b / 2 ** 20).toFixed(1);
   const summary = {
-    command: `node bench/soak.mjs --np ${o.np} --ops ${o.ops} --seed ${o.seed} --max-bytes ${o.maxBytes}`,
+    command: `node bench/soak.mjs --np ${o.np} --ops ${o.ops} --seed ${o.seed} --max-bytes ${o.maxBytes}${o.attack ? ' --attack' : ''}`,
     np: o.np,
     seed: o.seed,
     maxBytes: o.maxBytes,
@@ -179,7 +199,7 @@ async function launch(o) {
     wrong: results.reduce((s, r) => s + r.wrong, 0),
     errors: results.reduce((s, r) => s + r.errors, 0),
     kinds: Object.fromEntries(Object.entries(results[0]?.kinds ?? {}).sort(([a], [b]) => a.localeCompare(b))),
-    rssMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.rss), warm: mib(r.memWarm.rss), end: mib(r.memEnd.rss) })),
+    rssMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.rss), warm: mib(r.memWarm.rss), mid: mib(r.memMid.rss), end: mib(r.memEnd.rss) })),
     heapMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.heap), warm: mib(r.memWarm.heap), end: mib(r.memEnd.heap) })),
     arrayBuffersMiB: results.map((r) => ({ rank: r.rank, start: mib(r.memStart.arrayBuffers), warm: mib(r.memWarm.arrayBuffers), end: mib(r.memEnd.arrayBuffers) })),
     problems: results.flatMap((r) => r.firstProblems.map((p) => `rank ${r.rank}: ${p}`)),
@@ -199,7 +219,7 @@ async function launch(o) {
     summary.rssMiB.forEach((r, k) => {
       const h = summary.heapMiB[k];
       const ab = summary.arrayBuffersMiB[k];
-      console.log(`  RSS rank ${r.rank}   start ${r.start} MiB, after 10% ${r.warm} MiB, end ${r.end} MiB (V8 heap ${h.start} / ${h.warm} / ${h.end} MiB, ArrayBuffers ${ab.start} / ${ab.warm} / ${ab.end} MiB, after GC)`);
+      console.log(`  RSS rank ${r.rank}   start ${r.start} MiB, after 10% ${r.warm} MiB, after 50% ${r.mid} MiB, end ${r.end} MiB (V8 heap ${h.start} / ${h.warm} / ${h.end} MiB, ArrayBuffers ${ab.start} / ${ab.warm} / ${ab.end} MiB, after GC)`);
     });
     console.log(`  duration     ${summary.durationS} s (ops loop ${summary.opsDurationS.join(' / ')} s per rank)`);
     for (const p of summary.problems) console.log(`  problem      ${p}`);

@@ -14,6 +14,7 @@ export type RingErrorCode =
   | 'RING_ERR_PROTOCOL'
   | 'RING_ERR_RENDEZVOUS'
   | 'RING_ERR_SHUTDOWN'
+  | 'RING_ERR_TFJS_COPY'
   | 'RING_ERR_INTERNAL';
 
 export interface RingErrorDetails {
@@ -87,6 +88,12 @@ export class RingShutdownError extends RingError {
     super('RING_ERR_SHUTDOWN', message, details);
   }
 }
+/** The application's TensorFlow.js objects come from another copy of tfjs than the one ringreduce loaded. */
+export class RingTfjsCopyError extends RingError {
+  constructor(message: string, details?: RingErrorDetails) {
+    super('RING_ERR_TFJS_COPY', message, details);
+  }
+}
 export class RingInternalError extends RingError {
   constructor(message: string, details?: RingErrorDetails) {
     super('RING_ERR_INTERNAL', `internal error (a bug in ringreduce): ${message}`, details);
@@ -112,6 +119,7 @@ const byCode: Record<RingErrorCode, new (message: string, details: RingErrorDeta
   RING_ERR_PROTOCOL: RingProtocolError,
   RING_ERR_RENDEZVOUS: RingRendezvousError,
   RING_ERR_SHUTDOWN: RingShutdownError,
+  RING_ERR_TFJS_COPY: RingTfjsCopyError,
   RING_ERR_INTERNAL: class extends RingError {
     constructor(m: string, d: RingErrorDetails) { super('RING_ERR_INTERNAL', m, d); }
   },

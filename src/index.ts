@@ -48,6 +48,7 @@ export {
   RingProtocolError,
   RingRendezvousError,
   RingShutdownError,
+  RingTfjsCopyError,
   RingInternalError,
 } from './errors.js';
 export type { RingErrorCode, RingErrorDetails } from './errors.js';

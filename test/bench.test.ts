@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createLocalGroups, RingGroup } from '../src/index.js';
 import { parseBenchArgs, sweep, type BenchConfig } from '../src/launcher/bench/args.js';
+import { busbwBar, busbwBarScale, humanBytes } from '../src/launcher/bench/format.js';
 import { BENCH_OPS, OP_INFO, rowSizes, type BenchOp } from '../src/launcher/bench/ops.js';
 import { prepareRun, type BenchComm } from '../src/launcher/bench/runners.js';
 import { ringrunBin, root, runNode } from './helpers/run.js';
@@ -19,6 +20,9 @@ describe('ringrun bench arguments', () => {
     const c = parseBenchArgs(['-n', '4', '--min-bytes=1K', '--max-bytes', '16M', '--factor', '4', '--reduce', 'max', '--compression', 'bf16', '--iters', '3', '--warmup=0', '--check', '--json', 'o.json', '--chunk-bytes', '256K', '--bind-to', 'none']);
     expect(c).toMatchObject({ config: { np: 4, minBytes: 1024, maxBytes: 16 << 20, factor: 4, op: 'allreduce', reduce: 'max', compression: 'bf16', iters: 3, warmup: 0, check: true, json: 'o.json', chunkBytes: 256 << 10, bindTo: 'none' } });
     expect(parseBenchArgs(['--help']).kind).toBe('help');
+    expect(parseBenchArgs(['-np', '2', '--bars'])).toMatchObject({ config: { bars: true } });
+    expect(parseBenchArgs(['-np', '2', '--no-bars'])).toMatchObject({ config: { bars: false } });
+    expect(() => parseBenchArgs(['-np', '2', '--bars=yes'])).toThrow(/--bars takes no value/);
     expect(sweep({ minBytes: 4, maxBytes: 64, factor: 2 })).toEqual([4, 8, 16, 32, 64]);
     expect(sweep({ minBytes: 6, maxBytes: 30, factor: 3 })).toEqual([4, 16]);
   });
@@ -49,6 +53,20 @@ describe('ringrun bench arguments', () => {
     expect(rowSizes('alltoall', [4, 1 << 20], 4)).toEqual([16, 1 << 20]);
     expect(rowSizes('allreduce', [4, 8, 16], 3)).toEqual([4, 8, 16]);
     expect(rowSizes('sendrecv', [4, 8], 2)).toEqual([4, 8]);
+  });
+
+  it('sizes for people, and a busbw bar on a log scale', () => {
+    expect([4, 1024, 1536, 64 << 20, 4194296, 16 * 2 ** 30].map(humanBytes)).toEqual(['4 B', '1 KiB', '1.5 KiB', '64 MiB', '4 MiB', '16 GiB']);
+    expect(humanBytes(4194280)).toBe('4 MiB'); // 3.99998 MiB to 3 digits
+    expect(humanBytes(1000)).toBe('1000 B');
+    expect(humanBytes(3 * 1024 * 1024 + 512 * 1024 + 7)).toBe('3.5 MiB');
+    // Six cells a decade from 0.01 GB/s; eighths of a cell at the end; 24 cells at most.
+    expect(busbwBar(0.005)).toBe('');
+    expect(busbwBar(0.1)).toBe('██████');
+    expect(busbwBar(1)).toBe('█'.repeat(12));
+    expect(busbwBar(Math.pow(10, 0.25) * 0.01)).toBe('█▌');
+    expect(busbwBar(1e6)).toBe('█'.repeat(24));
+    expect(busbwBarScale()).toBe('|0.01 |0.1  |1    |10   |100 GB/s');
   });
 
   it('bad options name themselves', () => {
@@ -207,7 +225,8 @@ describe('ringrun bench (real ranks)', () => {
 
   it.each(['none', 'fp16', 'bf16'])('N=2, compression %s: a table, no wrong elements, and --json rows', (compression) =>
     inTmp(async (json) => {
-      const r = await bench(['--compression', compression], json);
+      // --bars as a terminal would get it by default; piped output (here) has none by default.
+      const r = await bench(['--compression', compression, ...(compression === 'none' ? ['--bars'] : [])], json);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`# ringreduce bench: all-reduce, N=2, kernels=\\w+, chunkBytes=\\d+, reduce=sum, compression=${compression}`));
       const { meta, rows } = JSON.parse(readFileSync(json, 'utf8')) as { meta: Record<string, unknown>; rows: Row[] };
@@ -223,7 +242,10 @@ describe('ringrun bench (real ranks)', () => {
         expect(row.timeUs).toBeGreaterThan(0);
         expect(row.busbwGBs).toBeCloseTo(row.algbwGBs, 10); // N=2: busbw = algbw
       }
-      expect(r.stdout).toMatch(/^\s+262144\s+65536\s+float\s+sum\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+0$/m);
+      const bar = compression === 'none' ? ' {2}[█▏▎▍▌▋▊▉]*' : '';
+      expect(r.stdout).toMatch(new RegExp(`^\\s+256 KiB\\s+65536\\s+float\\s+sum\\s+[\\d.]+\\s+[\\d.]+\\s+[\\d.]+\\s+0${bar}$`, 'm'));
+      expect(r.stdout).toMatch(/^\s+4 B\s+1\s+float/m);
+      expect(r.stdout.includes('busbw (log scale)')).toBe(compression === 'none');
     }),
   );
 

@@ -153,6 +153,23 @@ describe('jobs through a file:// store', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
+  it('all ranks on this host by the launcher\'s word (LOCAL_WORLD_SIZE = WORLD_SIZE): their links listen on loopback, not on the network', async () => {
+    const dir = freshDir();
+    const env = (r: number, local: string) =>
+      plainEnv({ RANK: String(r), WORLD_SIZE: '2', LOCAL_RANK: String(r), LOCAL_WORLD_SIZE: local, RINGREDUCE_STORE: `file://${dir}`, RINGREDUCE_VERBOSE: '1', COUNT: '1000' });
+    const done = await Promise.all([0, 1].map((r) => run(process.execPath, ['examples/allreduce.js'], env(r, '2'))));
+    done.forEach((d, k) => {
+      expect(d.code, d.stderr).toBe(0);
+      expect(d.stderr).toMatch(new RegExp(`rank ${k}: ring links listen on ws://127\\.0\\.0\\.1:\\d+ \\(loopback: the launcher says every rank runs on this host`));
+    });
+    // Without that word (one rank per host, as far as the launcher knows): not loopback.
+    const apart = await Promise.all([0, 1].map((r) => run(process.execPath, ['examples/allreduce.js'], { ...env(r, '1'), LOCAL_RANK: '0' })));
+    apart.forEach((d, k) => {
+      expect(d.code, d.stderr).toBe(0);
+      expect(d.stderr).toMatch(new RegExp(`rank ${k}: ring links listen on ws://\\S+ \\((?!loopback: the launcher)`));
+    });
+  });
+
   it('a stale entry from an earlier job stops the start with an error naming the file', async () => {
     const dir = freshDir();
     const old = await FileStore.open(dir);

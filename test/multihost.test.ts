@@ -301,7 +301,7 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
   it('ranks on different hosts that advertise loopback get a typed error naming them', async () => {
     const r = await ringrun(['-H', hostList, '--rsh', rsh, '-x', 'RINGREDUCE_HOST=127.0.0.1', '--start-timeout', '20', 'node', rank]);
     expect(r.code, show(r)).not.toBe(0);
-    expect(r.stderr).toMatch(/RingRendezvousError: rank \d: the ranks run on 3 machines \(or network namespaces\) but rank 0 \(.+: 127\.0\.0\.1\), rank 1 \(.+\), rank 2 \(.+\) advertise a loopback address/);
+    expect(r.stderr).toMatch(/(?:RingRendezvousError|RING_ERR_RENDEZVOUS(?: at \S+)?): rank \d: the ranks run on 3 machines \(or network namespaces\) but rank 0 \(.+: 127\.0\.0\.1\), rank 1 \(.+\), rank 2 \(.+\) advertise a loopback address/);
     expect(r.stderr).toContain('set RINGREDUCE_IFACE (ringrun --iface)');
     await expectNamespacesEmpty();
   });

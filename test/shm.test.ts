@@ -28,6 +28,12 @@ async function groups(n: number, extra: object = {}) {
 type Internals = { comm: { leftLink: WsLink; rightLink: WsLink } };
 const links = (g: RingGroup) => (g as unknown as Internals).comm;
 const leftovers = () => readdirSync('/dev/shm').filter((f) => f.startsWith(`ringreduce-${process.pid}-`));
+/** A region (this host's /dev/shm has room for these small ones). */
+function region(slots: number, payloadBytes: number) {
+  const r = createRegion(slots, payloadBytes);
+  if (typeof r === 'string') throw new Error(r);
+  return r;
+}
 
 describe.skipIf(!hasShm)('shared-memory links (native addon present)', () => {
   it('are used between ranks of one host, leave nothing in /dev/shm, and give exact, bit-identical results for every op', async () => {
@@ -102,7 +108,7 @@ describe.skipIf(!hasShm)('shared-memory links (native addon present)', () => {
 
 describe.skipIf(!hasShm)('shared-memory offers', () => {
   it('are accepted only where the very same memory is visible (the nonce matches)', () => {
-    const { offer, path } = createRegion(4, 1024);
+    const { offer, path } = region(4, 1024);
     try {
       const ok = acceptOffer(offer, 1024, true, 'rank 9');
       expect(typeof ok).toBe('object');
@@ -136,7 +142,7 @@ describe.skipIf(!hasShm)('shared-memory offers', () => {
   });
 
   it('with a path outside /dev/shm/ringreduce-*, or a bad geometry, are protocol errors naming the peer', () => {
-    const { offer, path } = createRegion(2, 64);
+    const { offer, path } = region(2, 64);
     unlinkQuietly(path);
     const other = Buffer.concat([offer.subarray(0, 28), Buffer.from('/etc/passwd')]);
     expect(() => acceptOffer(other, 64, true, 'rank 4')).toThrow(/offer from rank 4 names an unexpected path/);

@@ -37,6 +37,13 @@ export function loadMnist({ train = 8000, test = 2000, seed = 1 } = {}) {
   return { train: all.slice(0, train), test: all.slice(train, train + test) };
 }
 
+/** A label as a one-hot Float32Array of 10. */
+export function oneHot(label) {
+  const y = new Float32Array(10);
+  y[label] = 1;
+  return y;
+}
+
 /** Examples -> { xs: [n, 28, 28, 1], ys: one-hot [n, 10] } tensors. */
 export function toTensors(tf, examples) {
   const n = examples.length;
@@ -54,14 +61,16 @@ export function toTensors(tf, examples) {
  * (tfjs-backend-cpu's MaxPoolGrad is as slow as its stock Conv2DBackpropFilter; see
  * fast-conv-grad.js), then a softmax layer. 13,066 parameters.
  */
-export function buildCnn(tf) {
+export function buildCnn(tf, seed = 1) {
+  // Seeded initial weights: a run's result does not depend on Math.random (rank 0's are broadcast).
+  const init = (k) => tf.initializers.glorotUniform({ seed: seed * 100 + k });
   return tf.sequential({
     name: 'mnist_cnn',
     layers: [
-      tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, strides: 2, activation: 'relu' }), // -> 12x12x16
-      tf.layers.conv2d({ filters: 32, kernelSize: 3, strides: 2, activation: 'relu' }), // -> 5x5x32
+      tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 16, kernelSize: 5, strides: 2, activation: 'relu', kernelInitializer: init(1) }), // -> 12x12x16
+      tf.layers.conv2d({ filters: 32, kernelSize: 3, strides: 2, activation: 'relu', kernelInitializer: init(2) }), // -> 5x5x32
       tf.layers.flatten(),
-      tf.layers.dense({ units: 10, activation: 'softmax' }),
+      tf.layers.dense({ units: 10, activation: 'softmax', kernelInitializer: init(3) }),
     ],
   });
 }

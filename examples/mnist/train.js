@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs'; // or '@tensorflow/tfjs-node' / '@tensorflow/tfjs-node-gpu'
 import * as rr from 'ringreduce';
 import { installFastConvGrad } from './fast-conv-grad.js';
-import { buildCnn, loadMnist, toTensors } from './model.js';
+import { buildCnn, loadMnist, oneHot, toTensors } from './model.js';
 
 const env = process.env;
 const { values: a } = parseArgs({
@@ -57,10 +57,18 @@ const fastConv = tf.getBackend() === 'cpu' && !a['no-fast-conv'] && installFastC
 // set. Equal shard lengths keep the ranks' step counts equal (each step is one collective).
 const data = loadMnist({ train: num('train', 1), test: num('test', 1), seed: num('seed', 0) });
 const train = data.train.slice(0, data.train.length - (data.train.length % size));
-const mine = toTensors(tf, rr.shard(train, rank, size));
+// Reshuffled every epoch with a seeded generator (tf.data's shuffle with a seed), so that a run
+// repeats exactly: model.fit's own shuffle draws on Math.random. Every rank's shard has as many
+// batches (the training set is a multiple of the ranks), as ringreduce's callbacks check.
+const mine = tf.data
+  .array(rr.shard(train, rank, size).map((e) => ({ xs: e.input, ys: oneHot(e.label) })))
+  .shuffle(train.length, `mnist-${a.seed}`)
+  .batch(batchSize)
+  .map(({ xs, ys }) => ({ xs: xs.reshape([-1, 28, 28, 1]), ys }))
+  .repeat(); // fitDataset takes batchesPerEpoch batches per epoch from one endless iterator
 const test = toTensors(tf, data.test);
 
-const model = buildCnn(tf);
+const model = buildCnn(tf, num('seed', 0));
 // Horovod's recipe: scale the learning rate by the number of ranks (the global batch is
 // size x batchSize) and ramp it up over the first epoch(s) (learningRateWarmup).
 const opt = new rr.DistributedOptimizer(tf.train.adam(lr * size), { op: 'average' });
@@ -93,7 +101,7 @@ if (warmupEpochs > 0 && size > 1) callbacks.push(rr.callbacks.learningRateWarmup
 callbacks.push(report);
 
 const tTrain = performance.now();
-await model.fit(mine.xs, mine.ys, { batchSize, epochs, shuffle: true, verbose: 0, callbacks });
+await model.fitDataset(mine, { epochs, batchesPerEpoch: steps, verbose: 0, callbacks });
 const trainSec = (performance.now() - tTrain) / 1000;
 
 // Every rank evaluates the full test set: the weights are bit-identical on all ranks, so the

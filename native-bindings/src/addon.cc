@@ -16,7 +16,7 @@
 namespace {
 
 // Bumped whenever the exported functions change; native.ts refuses an addon built from other sources.
-constexpr uint32_t kAbiVersion = 4;
+constexpr uint32_t kAbiVersion = 5;
 
 struct View {
   napi_typedarray_type type;
@@ -190,6 +190,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   selected.Set("portable", Bind(env, portable));
   if (rr::ShmSupported()) {
     selected.Set("shmMap", Napi::Function::New(env, rr::ShmMap, "shmMap"));
+    selected.Set("shmReserve", Napi::Function::New(env, rr::ShmReserve, "shmReserve"));
     selected.Set("addressOf", Napi::Function::New(env, rr::AddressOf, "addressOf"));
     selected.Set("peerRead", Napi::Function::New(env, rr::PeerRead, "peerRead"));
   }

@@ -23,43 +23,56 @@ Napi::Value Throw(Napi::Env env, const std::string& what) {
   return env.Undefined();
 }
 
+// Throws an Error carrying the errno as `errno` (src/kernels/native.ts adds the name as `code`).
+Napi::Value ThrowErrno(Napi::Env env, const std::string& what, int e) {
+  Napi::Error err = Napi::Error::New(env, what + ": " + std::strerror(e));
+  err.Set("errno", Napi::Number::New(env, e));
+  err.ThrowAsJavaScriptException();
+  return env.Undefined();
+}
+
+// (fd, bytes) with fd a descriptor number and bytes an integer in 1..2^32; throws otherwise.
+bool FdAndBytes(const Napi::CallbackInfo& info, const char* usage, int* fd, size_t* bytes) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+    return false;
+  }
+  const double f = info[0].As<Napi::Number>().DoubleValue();
+  const double want = info[1].As<Napi::Number>().DoubleValue();
+  if (!(f >= 0) || f > 2147483647.0 || f != static_cast<double>(static_cast<int>(f))) {
+    Napi::RangeError::New(env, std::string(usage) + ": fd must be a descriptor number").ThrowAsJavaScriptException();
+    return false;
+  }
+  if (!(want > 0) || want > 4294967296.0 || want != static_cast<double>(static_cast<size_t>(want))) {
+    Napi::RangeError::New(env, std::string(usage) + ": bytes must be an integer in 1..2^32").ThrowAsJavaScriptException();
+    return false;
+  }
+  *fd = static_cast<int>(f);
+  *bytes = static_cast<size_t>(want);
+  return true;
+}
+
 }  // namespace
 
-// shmMap(path, bytes, create): create (O_EXCL, mode 0600, sized to `bytes`) or open an existing
-// file of at least `bytes`, and map it shared, read-write.
+// shmMap(fd, bytes): maps the open file `fd` shared, read-write. The caller (src/transport/shm/
+// region.ts) opened it without following a symbolic link and checked it with fstat; this checks
+// again what the mapping relies on — a regular file of exactly `bytes` — so that a bad call
+// throws instead of mapping a device or a file that a later access would run past (SIGBUS).
+// The descriptor stays the caller's to close; the mapping outlives it.
 Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsBoolean()) {
-    Napi::TypeError::New(env, "shmMap(path: string, bytes: number, create: boolean)").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const std::string path = info[0].As<Napi::String>().Utf8Value();
-  const double want = info[1].As<Napi::Number>().DoubleValue();
-  const bool create = info[2].As<Napi::Boolean>().Value();
-  if (!(want > 0) || want > 4294967296.0 || want != static_cast<double>(static_cast<size_t>(want))) {
-    Napi::RangeError::New(env, "shmMap: bytes must be an integer in 1..2^32").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const size_t bytes = static_cast<size_t>(want);
-  const int fd = open(path.c_str(), create ? (O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC) : (O_RDWR | O_CLOEXEC), 0600);
-  if (fd < 0) return Throw(env, "shmMap: open " + path);
+  int fd;
+  size_t bytes;
+  if (!FdAndBytes(info, "shmMap(fd: number, bytes: number)", &fd, &bytes)) return env.Undefined();
   struct stat st;
-  if ((create && ftruncate(fd, static_cast<off_t>(bytes)) != 0) || fstat(fd, &st) != 0) {
-    const int e = errno;
-    close(fd);
-    errno = e;
-    return Throw(env, "shmMap: size " + path);
-  }
-  if (static_cast<size_t>(st.st_size) < bytes) {
-    close(fd);
-    Napi::RangeError::New(env, "shmMap: " + path + " is smaller than requested").ThrowAsJavaScriptException();
+  if (fstat(fd, &st) != 0) return Throw(env, "shmMap: fstat");
+  if (!S_ISREG(st.st_mode) || static_cast<size_t>(st.st_size) != bytes) {
+    Napi::RangeError::New(env, "shmMap: not a regular file of " + std::to_string(bytes) + " bytes").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const int e = errno;
-  close(fd);
-  errno = e;
-  if (p == MAP_FAILED) return Throw(env, "shmMap: mmap " + path);
+  if (p == MAP_FAILED) return Throw(env, "shmMap: mmap");
   size_t* len = new size_t(bytes);
   return Napi::ArrayBuffer::New(
       env, p, bytes, [](Napi::Env, void* data, size_t* n) {
@@ -67,6 +80,23 @@ Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
         delete n;
       },
       len);
+}
+
+// shmReserve(fd, bytes): allocates the first `bytes` of the file `fd` now (posix_fallocate), so
+// that a /dev/shm too small for a region is an ENOSPC here instead of a SIGBUS at the first write
+// to a page that tmpfs cannot supply. Throws an Error with `errno` on failure (EOPNOTSUPP where
+// the filesystem cannot; the caller then writes zeros instead).
+Napi::Value rr::ShmReserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  size_t bytes;
+  if (!FdAndBytes(info, "shmReserve(fd: number, bytes: number)", &fd, &bytes)) return env.Undefined();
+  int e;
+  do {
+    e = posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  } while (e == EINTR);
+  if (e != 0) return ThrowErrno(env, "shmReserve: posix_fallocate", e);
+  return env.Undefined();
 }
 
 bool rr::ShmSupported() { return true; }
@@ -137,6 +167,11 @@ Napi::Value rr::SchedYield(const Napi::CallbackInfo& info) {
 
 Napi::Value rr::ShmMap(const Napi::CallbackInfo& info) {
   Napi::Error::New(info.Env(), "shmMap: shared memory links are implemented for Linux only").ThrowAsJavaScriptException();
+  return info.Env().Undefined();
+}
+
+Napi::Value rr::ShmReserve(const Napi::CallbackInfo& info) {
+  Napi::Error::New(info.Env(), "shmReserve: shared memory links are implemented for Linux only").ThrowAsJavaScriptException();
   return info.Env().Undefined();
 }
 

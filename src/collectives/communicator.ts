@@ -144,6 +144,11 @@ export class Communicator {
     return this.broken;
   }
 
+  /** The ranks whose descriptor of operation `seq` has not arrived here (e.g. for a start-up error). */
+  notReached(seq: number): number[] {
+    return this.ops.get(seq)?.table.missing() ?? [];
+  }
+
   /** Bytes of frames that arrived before they could be applied and were copied (diagnostics, tests). */
   get earlyCopiedBytes(): number {
     return this.ops.earlyCopied;

@@ -12,7 +12,7 @@ import { tuning } from '../env.js';
 import { RingInternalError } from '../errors.js';
 import { withCutover } from './cutover.js';
 import { jsKernels } from './js.js';
-import { loadNativeKernels, type PeerMemory, type ShmMapFn } from './native.js';
+import { loadNativeKernels, type PeerMemory, type ShmMapFn, type ShmReserveFn } from './native.js';
 import type { Kernels, ReduceOp } from './types.js';
 
 export type { Kernels, ReduceOp } from './types.js';
@@ -39,6 +39,7 @@ function nativeDisabled(): boolean {
 }
 
 let shmMap: ShmMapFn | undefined;
+let shmReserve: ShmReserveFn | undefined;
 let yieldFn: (() => void) | undefined;
 let peer: PeerMemory | undefined;
 
@@ -47,6 +48,7 @@ function selectBackend(): ActiveKernels {
   const loaded = loadNativeKernels();
   if (!loaded.ok) return { ...jsKernels, nativeError: loaded.error };
   shmMap = loaded.shmMap;
+  shmReserve = loaded.shmReserve;
   yieldFn = loaded.schedYield;
   peer = loaded.peer;
   return { ...withCutover(loaded.kernels, jsKernels), nativeError: undefined };
@@ -55,8 +57,11 @@ function selectBackend(): ActiveKernels {
 /** The active backend. */
 export const kernels: ActiveKernels = Object.freeze(selectBackend());
 
-/** The addon's shared-memory map (for same-host links, transport/shm.ts); undefined without the addon. */
+/** The addon's shared-memory map (for same-host links, transport/shm/region.ts); undefined without the addon. */
 export const sharedMemoryMap: ShmMapFn | undefined = shmMap;
+
+/** posix_fallocate through the addon (a region's memory, reserved up front); undefined without it (region.ts writes zeros). */
+export const sharedMemoryReserve: ShmReserveFn | undefined = shmReserve;
 
 /** Single-copy reads from another process of this host (large point-to-point sends); undefined without the addon. */
 export const peerMemory: PeerMemory | undefined = peer;

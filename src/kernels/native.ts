@@ -4,6 +4,7 @@
  * publishes as `kernels.nativeError`.
  */
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 
 import type { NumericArray } from '../dtypes.js';
 import { jsKernels } from './js.js';
@@ -15,7 +16,7 @@ import type { Kernels, ReduceOp } from './types.js';
  */
 const ADDON_PATH = '../../native-bindings/build/Release/ringreduce_kernels.node';
 /** Must equal kAbiVersion in native-bindings/src/addon.cc. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /** process_vm_readv from a process of this host (see native-bindings/src/shm.cc). */
 export type PeerReadFn = (pid: number, address: number, into: Uint8Array) => number;
@@ -40,13 +41,16 @@ interface Binding {
   bf16ToF32(dst: Float32Array, src: Uint8Array): void;
   addBf16(acc: Float32Array, src: Uint8Array): void;
 }
-/** Maps a shared file (Linux): create it (O_EXCL, 0600) or open an existing one of at least `bytes`. */
-export type ShmMapFn = (path: string, bytes: number, create: boolean) => ArrayBuffer;
+/** Maps the open file `fd`, a regular file of exactly `bytes`, shared and read-write (Linux). */
+export type ShmMapFn = (fd: number, bytes: number) => ArrayBuffer;
+/** Allocates the first `bytes` of the open file `fd` now (posix_fallocate); throws with `code` (e.g. 'ENOSPC'). */
+export type ShmReserveFn = (fd: number, bytes: number) => void;
 
 interface Addon extends Binding {
   readonly abi: number;
   /** Absent on platforms without it (and in addons built before it existed). */
   readonly shmMap?: ShmMapFn;
+  readonly shmReserve?: ShmReserveFn;
   readonly schedYield?: () => void;
   readonly addressOf?: (bytes: Uint8Array) => number;
   readonly peerRead?: PeerReadFn;
@@ -80,7 +84,7 @@ function wrap(b: Binding): Kernels {
 }
 
 export type NativeLoadResult =
-  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn; schedYield?: () => void; peer?: PeerMemory }
+  | { ok: true; kernels: Kernels; portable: Kernels; shmMap?: ShmMapFn; shmReserve?: ShmReserveFn; schedYield?: () => void; peer?: PeerMemory }
   | { ok: false; error: string };
 
 export function loadNativeKernels(): NativeLoadResult {
@@ -98,5 +102,19 @@ export function loadNativeKernels(): NativeLoadResult {
     };
   }
   const peer = addon.addressOf && addon.peerRead ? { addressOf: addon.addressOf, read: addon.peerRead } : undefined;
-  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap, schedYield: addon.schedYield, peer };
+  const reserve = addon.shmReserve;
+  const shmReserve = reserve && ((fd: number, bytes: number) => withErrnoCode(() => reserve(fd, bytes)));
+  return { ok: true, kernels: wrap(addon), portable: wrap(addon.portable), shmMap: addon.shmMap, shmReserve, schedYield: addon.schedYield, peer };
+}
+
+/** The addon's errors carry a numeric `errno`; Node's carry its name as `code` too: so do these. */
+function withErrnoCode(f: () => void): void {
+  try {
+    f();
+  } catch (e) {
+    const n = (e as { errno?: unknown }).errno;
+    const name = typeof n === 'number' ? Object.entries(osConstants.errno).find(([, v]) => v === n)?.[0] : undefined;
+    if (name) Object.assign(e as object, { code: name });
+    throw e;
+  }
 }

@@ -74,7 +74,7 @@ async function bench(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
       tagOutput: false,
       graceSec: DEFAULT_GRACE_SEC,
       ...(parsed.config.bindTo && { bindTo: parsed.config.bindTo }),
-      exports: new Map([['RINGREDUCE_BENCH', JSON.stringify({ ...parsed.config, progress: process.stderr.isTTY === true })]]),
+      exports: new Map([['RINGREDUCE_BENCH', JSON.stringify({ bars: process.stdout.isTTY === true, ...parsed.config, progress: process.stderr.isTTY === true })]]),
     },
     { env, handleSignals: true },
   );

@@ -219,7 +219,9 @@ class Job {
     slots.forEach((slot, rank) => {
       const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
       const job = { worldSize: np, store, token, startTimeoutSec, exports };
-      const common = { rank, tagOutput, stdout: this.out, stderr: this.err };
+      // Without --verbose, a rank's uncaught error is one line from ringrun instead of Node's report.
+      const onUncaught = this.config.verbose ? undefined : (summary: string) => this.say(`rank ${rank}: ${summary}`);
+      const common = { rank, tagOutput, stdout: this.out, stderr: this.err, onUncaught };
       const onExit = (r: RankProcess, exit: RankExit) => this.onRankExit(r, exit);
       const bindTo = this.config.bindTo ?? 'slice';
       if (slot.local) {
@@ -285,12 +287,16 @@ class Job {
     // 'exit' can come before the last bytes of the pipe; give them a moment to arrive.
     await within(r.stderrDone, STDERR_DRAIN_MS);
     const how = reason.exit.kind === 'exited' ? `exited with code ${reason.exit.code}` : `was killed by signal ${reason.exit.signal}`;
-    this.say(r.host === undefined ? `rank ${r.rank} (pid ${r.pid}) ${how}` : `rank ${r.rank} on host ${r.host} (local ssh pid ${r.pid}) ${how}`);
+    const folded = r.folded ? ' (ringrun --verbose shows its stack)' : '';
+    this.say(`${r.host === undefined ? `rank ${r.rank} (pid ${r.pid})` : `rank ${r.rank} on host ${r.host} (local ssh pid ${r.pid})`} ${how}${folded}`);
     const tail = r.stderrTail();
-    // An uncaught error: one line naming its code and the user's own file:line (its full stack is
-    // in the rank's output above; --verbose repeats the rank's last stderr lines here).
+    // An uncaught error: one line naming its code and the user's own file:line, said already when
+    // Node's report was folded on its way through (UncaughtFolder); --verbose shows the rank's
+    // whole report above and its last stderr lines here.
     const summary = summarizeUncaught(tail, join(PACKAGE_ROOT, 'dist'));
-    if (summary && !this.config.verbose) {
+    if (r.folded) {
+      // said when it was folded
+    } else if (summary && !this.config.verbose) {
       this.say(`rank ${r.rank}: ${summary}`);
     } else if (tail.length === 0) {
       this.say(`rank ${r.rank} wrote nothing to stderr`);

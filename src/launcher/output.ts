@@ -98,9 +98,22 @@ export class Output {
   }
 }
 
+/** Lines in, lines to forward out (possibly fewer, possibly later): see UncaughtFolder. */
+export interface LineFilter {
+  push(line: Buffer): Buffer[];
+  /** The lines held back, to forward now (the stream ended, or nothing more came for a while). */
+  end(): Buffer[];
+  /** Whether lines are held back. */
+  holding(): boolean;
+}
+
+/** Lines a filter holds back go on anyway once the source has been quiet this long. */
+const FILTER_QUIET_MS = 500;
+
 /**
  * Forwards `source` to `dest` line by line, each line prefixed with `prefix` when tagging.
- * `tap` sees every line (the rank keeps its last stderr lines). Resolves when the source has ended
+ * `tap` sees every line (the rank keeps its last stderr lines); `filter`, if given, decides which
+ * lines go on. Resolves when the source has ended
  * and its last line has been written. Every line goes out ending in '\n', even an unterminated
  * last one or a piece of an over-long one: otherwise the next rank's line would run into it.
  */
@@ -109,29 +122,41 @@ export function forwardLines(
   dest: Output,
   prefix: Buffer | undefined,
   tap?: (line: Buffer) => void,
+  filter?: LineFilter,
 ): Promise<void> {
   const splitter = new LineSplitter();
   const newline = Buffer.from('\n');
-  const emit = (lines: Line[]) => {
-    if (lines.length === 0) return;
-    const parts: Buffer[] = [];
+  const emit = (lines: Line[], ended = false) => {
+    const out: Buffer[] = [];
     for (const { bytes } of lines) {
       tap?.(bytes);
+      out.push(...(filter ? filter.push(bytes) : [bytes]));
+    }
+    if (ended && filter) out.push(...filter.end());
+    if (out.length === 0) return;
+    const parts: Buffer[] = [];
+    for (const bytes of out) {
       if (prefix) parts.push(prefix);
       parts.push(bytes, newline);
     }
     // One write per chunk: fewer syscalls, and a chunk's lines stay together.
     dest.write(Buffer.concat(parts), source);
   };
+  let quiet: NodeJS.Timeout | undefined;
   return new Promise((resolve) => {
     let done = false;
     const finish = () => {
       if (done) return;
       done = true;
-      emit(splitter.end());
+      clearTimeout(quiet);
+      emit(splitter.end(), true);
       resolve();
     };
-    source.on('data', (chunk: Buffer) => emit(splitter.push(chunk)));
+    source.on('data', (chunk: Buffer) => {
+      clearTimeout(quiet);
+      emit(splitter.push(chunk));
+      if (filter?.holding()) quiet = setTimeout(() => emit([], true), FILTER_QUIET_MS).unref();
+    });
     source.once('end', finish);
     source.once('close', finish);
     source.once('error', finish);

@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from './layout.js';
 import { forwardLines, type Output } from './output.js';
+import { UncaughtFolder } from './uncaught.js';
 import { groupAlive, killQuietly } from './procgroup.js';
 import type { RemoteHello } from './remote-protocol.js';
 
@@ -31,6 +34,8 @@ export interface RankSpec {
   tagOutput: boolean;
   stdout: Output;
   stderr: Output;
+  /** Given: Node's report of an uncaught error on stderr is not forwarded but summarised here in one line. */
+  onUncaught?: (summary: string) => void;
   /** A rank on another host: `command`/`args` run the rsh command, `hello` goes to its stdin. */
   remote?: { host: string; hello: RemoteHello };
 }
@@ -54,6 +59,9 @@ export class RankProcess {
   readonly stderrDone: Promise<void>;
   /** Resolves when stdout and stderr have ended (every process holding them has closed them). */
   readonly outputDone: Promise<void>;
+
+  /** True once Node's report of an uncaught error on its stderr was summarised (see RankSpec.onUncaught). */
+  folded = false;
 
   private readonly child: ChildProcess | undefined;
   private readonly tail: string[] = [];
@@ -104,7 +112,12 @@ export class RankProcess {
 
     const tag = (stream: string) => (spec.tagOutput ? Buffer.from(`[1,${spec.rank}]<${stream}>:`) : undefined);
     const stdoutDone = forwardLines(child.stdout!, spec.stdout, tag('stdout'));
-    this.stderrDone = forwardLines(child.stderr!, spec.stderr, tag('stderr'), (line) => this.remember(line));
+    const onUncaught = spec.onUncaught;
+    const fold = onUncaught && new UncaughtFolder(join(PACKAGE_ROOT, 'dist'), (summary) => {
+      this.folded = true;
+      onUncaught(summary);
+    });
+    this.stderrDone = forwardLines(child.stderr!, spec.stderr, tag('stderr'), (line) => this.remember(line), fold);
     this.outputDone = Promise.all([stdoutDone, this.stderrDone]).then(() => undefined);
 
     if (this.pid !== undefined) {

@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import type { LineFilter } from './output.js';
 
 /**
  * One line for a rank that died of an uncaught error: its name or code, its message and the first
@@ -30,4 +31,69 @@ export function summarizeUncaught(lines: readonly string[], libraryRoot: string)
     }
   }
   return `${code ?? m[1]}${frame ? ` at ${frame}` : ''}: ${m[3]}`;
+}
+
+/** A block that does not end in Node's version line within this many lines is not Node's report. */
+const MAX_BLOCK_LINES = 400;
+
+/**
+ * Replaces Node's report of an uncaught error on a rank's stderr with one line from ringrun. Node
+ * prints, and then exits:
+ *
+ *   file:///home/me/train.js:4          <- where it was thrown (or node:internal/...:123)
+ *     await rr.allreduce(x);            <- that source line
+ *     ^                                 <- a caret under it
+ *                                       <- (blank)
+ *   RingMismatchError: ...              <- the error, its stack and properties
+ *       at ...
+ *   Node.js v20.20.2
+ *
+ * The first three lines are recognised together (a location alone, then a caret line), held, and
+ * the block up to the version line is handed to `onFolded` as a summary (summarizeUncaught)
+ * instead of being forwarded. Anything that turns out not to be such a block is forwarded as it
+ * came, in order, and so are held lines when the rank goes quiet (forwardLines).
+ */
+export class UncaughtFolder implements LineFilter {
+  private held: Buffer[] = [];
+
+  constructor(
+    private readonly libraryRoot: string,
+    private readonly onFolded: (summary: string) => void,
+  ) {}
+
+  push(line: Buffer): Buffer[] {
+    const text = line.length <= 4096 ? line.toString('utf8') : '';
+    const n = this.held.length;
+    const fits =
+      n === 0 ? /^(?:node:internal\/\S+|file:\/\/\S+|\/\S*):\d+$/.test(text)
+      : n === 1 ? true
+      : n === 2 ? /^\s*\^+\s*$/.test(text)
+      : n < MAX_BLOCK_LINES;
+    if (!fits) return [...this.release(), ...(n === 0 ? [line] : this.push(line))];
+    this.held.push(line);
+    if (n >= 3 && /^Node\.js v\d+\.\d+\.\d+$/.test(text)) {
+      const summary = summarizeUncaught(this.held.map((l) => l.toString('utf8')), this.libraryRoot);
+      if (summary) {
+        this.held = [];
+        this.onFolded(summary);
+        return [];
+      }
+      return this.release();
+    }
+    return [];
+  }
+
+  end(): Buffer[] {
+    return this.release();
+  }
+
+  holding(): boolean {
+    return this.held.length > 0;
+  }
+
+  private release(): Buffer[] {
+    const out = this.held;
+    this.held = [];
+    return out;
+  }
 }

@@ -14,7 +14,8 @@ import { RingInvalidArgError } from '../errors.js';
  *   2. an interface named by the user (--iface / RINGREDUCE_IFACE): its first IPv4 address;
  *   3. the local address of the route to the rendezvous store: the kernel picks it when a UDP
  *      socket is "connected" to the store host (no packet is sent);
- *   4. without a store host (file:// store): the route of the default gateway, else the first
+ *   4. without a store host (file:// store): loopback when the launcher says every rank runs on
+ *      this host (local size = world size), else the route of the default gateway, else the first
  *      non-loopback interface, else loopback.
  */
 
@@ -98,7 +99,7 @@ export interface AddressChoice {
 }
 
 /** Picks the address this rank advertises (see the order above). */
-export async function chooseAddress(o: { host?: string; iface?: string; storeHost?: string }): Promise<AddressChoice> {
+export async function chooseAddress(o: { host?: string; iface?: string; storeHost?: string; allLocal?: boolean }): Promise<AddressChoice> {
   if (o.host) return { address: o.host, how: 'set by RINGREDUCE_HOST / options.host' };
   if (o.iface) return { address: interfaceAddress(o.iface), how: `interface ${o.iface} (RINGREDUCE_IFACE / --iface)` };
   if (o.storeHost) {
@@ -108,6 +109,8 @@ export async function chooseAddress(o: { host?: string; iface?: string; storeHos
       // unresolvable or unroutable store host: the store connection will say so; use the default
     }
   }
+  // Nothing to route to; ports on loopback are not reachable from the network at all.
+  if (o.allLocal) return { address: '127.0.0.1', how: 'loopback: the launcher says every rank runs on this host (local size = world size)' };
   return defaultAddress();
 }
 

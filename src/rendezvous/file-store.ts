@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants, promises as fs } from 'node:fs';
+import { constants, promises as fs, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { RingRendezvousError, RingTimeoutError } from '../errors.js';
@@ -16,11 +16,15 @@ import type { RendezvousStore } from './store.js';
  * file is created with O_EXCL and written in place; readers then treat an unparsable file as not
  * yet there. Readers poll the directory (20 ms, backing off to 250 ms) until the deadline.
  *
- * Files are mode 0600. Once a ring is up, every rank deletes its own entries (all ranks have read
- * them by then), so a directory is empty again after a successful start. A crashed start can leave
- * entries behind; the next job then stops with an error naming the file and who wrote it, rather
- * than connecting to a dead address: delete the files, or use one directory per job
- * (e.g. `file:///shared/rr-$SLURM_JOB_ID`).
+ * Files are mode 0600. The directory must be this user's and writable by nobody else, and every
+ * entry read must be a regular file of this user's that nobody else may write (the token: nor
+ * read): otherwise another local user who got there first could have planted the token or a rank's
+ * record, and the start stops with an error naming the owner and mode.
+ *
+ * Once a ring is up, every rank deletes its own entries (all ranks have read them by then), so a
+ * directory is empty again after a successful start. A crashed start can leave entries behind; the
+ * next job then stops with an error naming the file and who wrote it, rather than connecting to a
+ * dead address: delete the files, or use one directory per job (e.g. `file:///shared/rr-$SLURM_JOB_ID`).
  */
 const POLL_FIRST_MS = 20;
 const POLL_MAX_MS = 250;
@@ -41,13 +45,26 @@ export class FileStore implements RendezvousStore {
     this.where = `file://${dir}`;
   }
 
-  /** Creates the directory if needed (mode 0700 for what it creates). */
+  /**
+   * Creates the directory if needed (mode 0700 for what it creates). A directory that another
+   * user owns, or that group or others may write to, is refused: whoever can write there can
+   * plant the job token or a rank's record (the first writer of a key wins).
+   */
   static async open(dir: string): Promise<FileStore> {
+    let st;
     try {
       await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+      st = await fs.stat(dir);
       await fs.access(dir, constants.W_OK);
     } catch (e) {
       throw new RingRendezvousError(`file store ${dir}: cannot use the directory: ${(e as Error).message}`, {}, { cause: e });
+    }
+    const bad = untrusted(st, 0o022);
+    if (bad) {
+      throw new RingRendezvousError(
+        `file store ${dir}: refusing a directory that ${bad}: another user could plant the job token or rank records there; ` +
+          `use a directory of your own that only you can write to (chmod go-w, or a fresh one: mkdir -m 700)`,
+      );
     }
     return new FileStore(dir);
   }
@@ -92,7 +109,7 @@ export class FileStore implements RendezvousStore {
     let wait = POLL_FIRST_MS;
     for (;;) {
       try {
-        const e = JSON.parse(await fs.readFile(this.path(key), 'utf8')) as Entry;
+        const e = JSON.parse(await this.readOwn(key)) as Entry;
         if (e && typeof e === 'object' && 'value' in e) return e;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
@@ -129,11 +146,68 @@ export class FileStore implements RendezvousStore {
     throw Object.assign(new RingTimeoutError(`rendezvous store ${this.where}: timed out`, {}), { missing });
   }
 
+  /**
+   * A key's file, read through one descriptor that was checked first: not a symbolic link, ours,
+   * and writable by nobody else (the token: not even readable by others).
+   */
+  private async readOwn(key: string): Promise<string> {
+    const path = this.path(key);
+    let f: fs.FileHandle;
+    try {
+      f = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ELOOP') throw e;
+      throw new RingRendezvousError(`file store ${this.dir}: refusing ${path}: it is a symbolic link; delete it`);
+    }
+    try {
+      const st = await f.stat();
+      const bad = !st.isFile() ? 'is not a regular file' : untrusted(st, key === TOKEN_KEY ? 0o077 : 0o022);
+      if (bad) {
+        throw new RingRendezvousError(
+          `file store ${this.dir}: refusing ${path}: it ${bad}; another user may have planted it: delete it, and check who can write to ${this.dir}`,
+        );
+      }
+      return await f.readFile('utf8');
+    } finally {
+      await f.close();
+    }
+  }
+
   async release(keys: string[]): Promise<void> {
     await Promise.all(keys.map((k) => fs.unlink(this.path(k)).catch(() => {})));
   }
 
   close(): void {}
+}
+
+/**
+ * Why a file or directory of the store is not this user's alone: owned by another user, or with
+ * any of the `forbidden` permission bits (0o022: writable by group/others; 0o077: any access).
+ * Undefined when it is fine, or where there are no uids (Windows).
+ */
+function untrusted(st: { uid: number; mode: number }, forbidden: number): string | undefined {
+  const me = process.geteuid?.();
+  if (me === undefined) return undefined;
+  const mode = `mode 0${(st.mode & 0o7777).toString(8)}`;
+  if (st.uid !== me) return `is owned by ${user(st.uid)} with ${mode}, not by this user, ${user(me)}`;
+  const bits = st.mode & forbidden;
+  if (bits === 0) return undefined;
+  const how = [bits & 0o055 ? 'readable' : '', bits & 0o022 ? 'writable' : ''].filter(Boolean).join(' and ');
+  const who = [bits & 0o070 ? 'group' : '', bits & 0o007 ? 'others' : ''].filter(Boolean).join(' and ');
+  return `is ${how} by ${who} (${mode}, owned by ${user(st.uid)})`;
+}
+
+/** "uid 65534 (nobody)": the name from /etc/passwd where there is one (only for error messages). */
+function user(uid: number): string {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[2] === String(uid));
+    const name = line?.split(':')[0];
+    return name ? `uid ${uid} (${name})` : `uid ${uid}`;
+  } catch {
+    return `uid ${uid}`;
+  }
 }
 
 /** No hard links on this filesystem (EPERM, ENOTSUP...): create with O_EXCL. False if the key exists. */

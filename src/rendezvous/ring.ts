@@ -2,14 +2,14 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { Communicator } from '../collectives/communicator.js';
 import { mod } from '../collectives/schedule.js';
-import { RingError, RingMismatchError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { RingError, RingMismatchError, RingPeerLostError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { RingGroup } from '../group.js';
 import type { ResolvedOptions } from '../options.js';
 import { peerText, peerValue } from '../peer-text.js';
 import { Fabric } from '../process-group.js';
 import type { Link } from '../transport/link.js';
 import { LinkMesh } from '../transport/mesh.js';
-import { shmAvailable } from '../transport/shm/region.js';
+import { shmAvailable, takeReserveWarning } from '../transport/shm/region.js';
 import type { Listener } from '../transport/transport.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { formatHost } from '../transport/ws/socket.js';
@@ -62,7 +62,7 @@ function storeListenHost(host: string): string {
  *   4. connect left + accept right, both with the HMAC handshake;
  *   5. offer the right neighbour shared memory for payloads, answer the left's offer (a neighbour
  *      on the same host takes it; see transport/shm.ts);
- *   6. a barrier over the new ring proves every link works end to end.
+ *   6. a barrier over the new ring proves every link works end to end (under the start deadline too).
  *
  * A rank 0 that hosts the store keeps it until shutdown(): the comm thread of the tfjs engine
  * forms a second ring later through the same store (under another `keyPrefix`).
@@ -108,7 +108,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     // The TCP connection to the store already knows the interface that routes there.
     const chosen =
       o.host || o.iface || !store.localAddress
-        ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined })
+        ? await chooseAddress({ host: o.host, iface: o.iface, storeHost: 'host' in where ? where.host : undefined, allLocal: size > 1 && o.localSize === size })
         : { address: store.localAddress, how: `the route to the rendezvous store at ${store.where}` };
     const host = chosen.address;
     // One port per rank: the ring's links and every other link to this rank (point-to-point,
@@ -182,7 +182,18 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         await storeServer?.close();
       },
     });
-    await group.barrier({ name: `ringreduce:${keyPrefix}` });
+    // The last step of forming the ring runs under the start deadline too: without an operation
+    // deadline (RINGREDUCE_TIMEOUT=0) a neighbour that completed the set-up and then went silent
+    // would hold init() forever.
+    await withDeadline(group.barrier({ name: `ringreduce:${keyPrefix}` }), deadline, () => {
+      const missing = comm.notReached(0);
+      const who = missing.length ? `rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not reach it` : `rank ${left} (left neighbour) sent no data`;
+      return new RingTimeoutError(`rank ${rank}: the ring's first barrier did not complete within the start timeout (${o.startTimeoutMs / 1000} s): ${who}`, {
+        rank,
+        ranks: missing.length ? missing : [left],
+        op: 'init',
+      });
+    });
     // Every rank has read the table: this rank's entry is no longer needed (a file store deletes it).
     await store.release([`${keyPrefix}/${rank}`]);
     store.close();
@@ -208,11 +219,17 @@ async function linkSharedMemory(o: ResolvedOptions, leftLink: Link, rightLink: L
   const [sendWhy, recvWhy] = await Promise.all([
     rightLink.offerSharedMemory?.(o.sharedMemory, slots, o.chunkBytes, ms),
     leftLink.acceptSharedMemory?.(o.sharedMemory, o.chunkBytes, ms),
-  ]);
+  ]).catch((e: Error) => {
+    // A neighbour that hung up during the set-up: say which rank saw it.
+    if (e instanceof RingPeerLostError) throw new RingPeerLostError(`rank ${o.rank}: ${e.message}`, { ...e.details, rank: o.rank, op: 'init' });
+    throw e;
+  });
   const local = shmAvailable();
   if (say && o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
     o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);
   }
+  const full = takeReserveWarning();
+  if (say && full) o.logger.warn(`rank ${o.rank}: ${full}: payloads from this rank to ranks on this host go through sockets`);
 }
 
 /** Started by a launcher without a store of its own, rank 0 hosts it: if it never came up, say so. */

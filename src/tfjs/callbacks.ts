@@ -2,7 +2,7 @@ import type * as TfCore from '@tensorflow/tfjs-core';
 import type * as TfLayers from '@tensorflow/tfjs-layers';
 import { allgather, allreduce, rank, size } from '../api.js';
 import { RingInvalidArgError, RingMismatchError } from '../errors.js';
-import { needLayers } from './tf.js';
+import { foreignTfjsCopy, needLayers } from './tf.js';
 import { broadcastOptimizerState, broadcastVariables } from './variables.js';
 
 type Logs = Record<string, number | TfCore.Scalar>;
@@ -63,12 +63,20 @@ let classes: ReturnType<typeof define> | undefined;
 function define() {
   const tfl = needLayers('ringreduce callbacks');
   type Model = TfLayers.LayersModel & { optimizer: TfCore.Optimizer };
+  /**
+   * The model.fit of another tfjs copy does not recognise these as callbacks: it wraps each in its
+   * own CustomCallback and calls the hooks on that, without the model.
+   */
+  const mine = (self: unknown) => {
+    if (!(self instanceof tfl.Callback)) throw foreignTfjsCopy("model.fit (which called ringreduce's callback)");
+  };
 
   class BroadcastGlobalVariables extends tfl.Callback {
     constructor(private readonly root: number) {
       super();
     }
     override async onTrainBegin(): Promise<void> {
+      mine(this);
       await checkEvenBatches(this.params);
       const model = this.model as unknown as Model;
       await broadcastVariables(model.weights as never, this.root);
@@ -78,6 +86,7 @@ function define() {
 
   class MetricAverage extends tfl.Callback {
     override async onTrainBegin(): Promise<void> {
+      mine(this);
       await checkEvenBatches(this.params);
     }
     override async onEpochEnd(_epoch: number, logs?: Logs): Promise<void> {
@@ -103,6 +112,7 @@ function define() {
       if (!(this.warmupEpochs > 0)) throw new RingInvalidArgError(`learningRateWarmup: warmupEpochs must be > 0, got ${this.warmupEpochs}`);
     }
     override async onTrainBegin(): Promise<void> {
+      mine(this);
       const opt = (this.model as unknown as Model).optimizer as unknown as LrOptimizer;
       this.target = this.o.initialLr ?? getLr(opt);
       const p = this.params as { steps?: number; samples?: number; batchSize?: number };

@@ -1,20 +1,58 @@
+import { existsSync, realpathSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type * as TfCore from '@tensorflow/tfjs-core';
 import type * as TfLayers from '@tensorflow/tfjs-layers';
 import type * as TfData from '@tensorflow/tfjs-data';
-import { RingInvalidArgError } from '../errors.js';
+import { RingInvalidArgError, RingTfjsCopyError } from '../errors.js';
 
 /**
  * TensorFlow.js is a peer dependency: ringreduce works with whichever tfjs the application has
- * (@tensorflow/tfjs, tfjs-node, tfjs-node-gpu, backend-wasm) and must share its one instance, so
- * it is required here — where the application's copy resolves — and only on first use of the
- * tfjs features. Plain collectives never load it.
+ * (@tensorflow/tfjs, tfjs-node, tfjs-node-gpu, backend-wasm) and must share its one instance
+ * (tfjs's classes are compared with instanceof). It is loaded only on first use of the tfjs
+ * features — plain collectives never load it — and resolved where the application's copy is:
+ * from the entry script, then the working directory, and only then from ringreduce itself. The
+ * last is where a symlinked install (`npm install ../ringreduce`, `npm link`) would otherwise find
+ * a second copy: ringreduce's own development node_modules.
  */
-const require = createRequire(import.meta.url);
+function resolutionBases(): string[] {
+  const bases: string[] = [];
+  const main = process.argv[1];
+  if (main && existsSync(main)) {
+    try {
+      bases.push(realpathSync(main));
+    } catch {
+      // unreadable: skip it
+    }
+  }
+  bases.push(join(process.cwd(), '[ringreduce]'), fileURLToPath(import.meta.url));
+  return bases;
+}
+
+let base: { require: NodeJS.Require; coreDir: string } | undefined | null = null;
+
+/** The require function of the first base from which tfjs-core resolves, and where it resolved. */
+function tfBase(): { require: NodeJS.Require; coreDir: string } | undefined {
+  if (base !== null) return base;
+  base = undefined;
+  for (const b of resolutionBases()) {
+    const req = createRequire(b);
+    try {
+      base = { require: req, coreDir: dirname(req.resolve('@tensorflow/tfjs-core/package.json')) };
+      break;
+    } catch {
+      // not from here
+    }
+  }
+  return base;
+}
 
 function load<T>(id: string): T | undefined {
+  const b = tfBase();
+  if (!b) return undefined;
   try {
-    return require(id) as T;
+    return b.require(id) as T;
   } catch {
     return undefined;
   }
@@ -37,6 +75,24 @@ export function needLayers(what: string): typeof TfLayers {
   const tfl = layers;
   if (!tfl) throw new RingInvalidArgError(`${what} needs @tensorflow/tfjs-layers (part of @tensorflow/tfjs and tfjs-node)`);
   return tfl;
+}
+
+/**
+ * The error for an application object made by another copy of tfjs than the one ringreduce
+ * loaded. Optimizers pass (tf.Optimizer's instanceof checks the methods), but model.fit of another
+ * copy does not recognise ringreduce's callbacks and fails far from here (`Cannot read properties
+ * of undefined (reading 'weights')`).
+ */
+export function foreignTfjsCopy(what: string): RingTfjsCopyError {
+  const b = tfBase();
+  core ??= load('@tensorflow/tfjs-core');
+  const version = core ? ` ${core.version_core}` : '';
+  return new RingTfjsCopyError(
+    `${what} comes from a different copy of TensorFlow.js than the one ringreduce loaded (@tensorflow/tfjs-core${version} at ${b?.coreDir ?? '?'}). ` +
+      `Two copies are loaded: this happens when ringreduce is installed as a symlink (npm install ../ringreduce, npm link), which resolves ` +
+      `ringreduce's own node_modules. Install it from a tarball instead (cd ringreduce && npm pack; then npm install ./ringreduce-<version>.tgz in ` +
+      `your project), or run the script from your project's directory so that its @tensorflow/tfjs is found first (npm ls @tensorflow/tfjs-core shows the copies)`,
+  );
 }
 
 /**

@@ -26,7 +26,10 @@ export interface LinkHandlers<M = LinkControlMessage> {
    * and `data` gets a view of that very place). Optional.
    */
   land?(header: DataHeader, length: number): Uint8Array | undefined;
-  /** The link is gone: `error` says why (undefined when this side closed it). Called once. */
+  /**
+   * The link is gone: `error` says why (undefined when this side closed it). Called once — also
+   * for a link that ended before these handlers were set (then in a microtask after setHandlers).
+   */
   closed(error: Error | undefined): void;
 }
 
@@ -85,6 +88,8 @@ export abstract class MessageLink implements Link {
   /** Set after a KIND_DATA_HEADER message: the next message is its payload. */
   private awaiting: { header: DataHeader; length: number } | undefined;
   protected isClosed = false;
+  /** How the link ended while it had no handlers yet: delivered by setHandlers. */
+  private endedEarly: { error: Error | undefined } | undefined;
 
   constructor(readonly peer: number, protected readonly describe: string) {}
 
@@ -98,6 +103,14 @@ export abstract class MessageLink implements Link {
     const early = this.early;
     this.early = [];
     for (const m of early) this.dispatch(m);
+    // A link that ended before anyone listened (the peer hung up during ring formation, right
+    // after its shared-memory offer): its owner must still hear of it, or it waits for that peer
+    // forever. Told once the owner's constructor (which sets handlers) has returned.
+    const gone = this.endedEarly;
+    if (gone) {
+      this.endedEarly = undefined;
+      queueMicrotask(() => h.closed(gone.error));
+    }
   }
 
   sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
@@ -177,7 +190,8 @@ export abstract class MessageLink implements Link {
   protected ended(error: Error | undefined): void {
     if (this.isClosed) return;
     this.isClosed = true;
-    this.handlers?.closed(error);
+    if (this.handlers) this.handlers.closed(error);
+    else this.endedEarly = { error };
   }
 
   protected fail(error: Error): void {
@@ -190,7 +204,8 @@ export abstract class MessageLink implements Link {
     if (this.isClosed) return;
     this.isClosed = true;
     this.closeTransport();
-    this.handlers?.closed(undefined);
+    if (this.handlers) this.handlers.closed(undefined);
+    else this.endedEarly = { error: undefined };
   }
 }
 

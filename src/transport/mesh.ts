@@ -2,6 +2,7 @@ import { RingError, RingInvalidArgError, RingProtocolError, RingRendezvousError,
 import { peerValue } from '../peer-text.js';
 import type { Logger } from '../logger.js';
 import type { Link } from './link.js';
+import { takeReserveWarning } from './shm/region.js';
 import type { Acceptor, PeerAddress, Transport } from './transport.js';
 
 /**
@@ -226,6 +227,8 @@ export class LinkMesh implements Mesh, Acceptor {
     const deadline = Date.now() + this.o.startTimeoutMs;
     const link = await this.open(peer, channel, deadline);
     await link.offerSharedMemory?.(this.o.sharedMemory, this.o.maxInflight, this.o.chunkBytes, Math.max(1000, deadline - Date.now()));
+    const full = takeReserveWarning();
+    if (full) this.o.logger.warn(`rank ${this.rank}: ${full}: payloads from this rank to ranks on this host go through sockets`);
     return link;
   }
 

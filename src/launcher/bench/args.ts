@@ -26,6 +26,8 @@ export interface BenchConfig {
   bindTo?: BindTo;
   /** Set by ringrun when its stderr is a terminal. */
   progress?: boolean;
+  /** A busbw bar column: --bars / --no-bars, or else set by ringrun when its stdout is a terminal. */
+  bars?: boolean;
 }
 
 export const REDUCE_NAMES = ['sum', 'average', 'min', 'max', 'product'] as const;
@@ -62,6 +64,8 @@ Options (a value may also be given as --option=value; sizes accept K, M, G suffi
   --bind-to slice|none CPU binding of the ranks, as for ringrun (default slice)
   --check              fill with integers whose results are exact and count wrong elements (#wrong)
   --json FILE          also write { meta, rows } to FILE: the settings and the rows
+  --bars, --no-bars    a busbw bar after each row, on a log scale (default: when
+                       stdout is a terminal)
   -h, --help           this help
 `;
 }
@@ -155,6 +159,11 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
       case '--json':
         c.json = next();
         break;
+      case '--bars':
+      case '--no-bars':
+        if (value !== undefined) throw new UsageError(`${a} takes no value`, a);
+        c.bars = a === '--bars';
+        break;
       default:
         throw new UsageError(`unknown option '${argv[i]}'`, argv[i]);
     }
@@ -175,6 +184,7 @@ export function parseBenchArgs(argv: readonly string[]): BenchParsed {
     chunkBytes: c.chunkBytes,
   };
   if (c.bindTo) config.bindTo = c.bindTo;
+  if (c.bars !== undefined) config.bars = c.bars;
   if (config.minBytes < 4) throw new UsageError(`--min-bytes must be at least 4 (one float32), got ${config.minBytes}`, '--min-bytes');
   if (c.reduce !== undefined && !OP_INFO[config.op].reduces) throw new UsageError(`--reduce applies to --op allreduce and reducescatter, not ${config.op}`, '--reduce');
   if (c.compression !== undefined && config.op !== 'allreduce') throw new UsageError(`--compression applies to --op allreduce only, not ${config.op}`, '--compression');

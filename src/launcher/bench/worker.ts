@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import * as rr from '../../index.js';
 import { type BenchConfig, sweep } from './args.js';
+import { busbwBar, busbwBarScale, humanBytes } from './format.js';
 import { packageVersion } from '../layout.js';
 import { OP_INFO, rowSizes, type BenchOp } from './ops.js';
 import { prepareRun, type BenchComm } from './runners.js';
@@ -78,8 +79,9 @@ export async function runBench(c: BenchConfig): Promise<void> {
   out(`# ringreduce bench: ${info.label}, ${settings.join(', ')}`);
   if (compressed) out(`# bytes and bandwidth count the float32 bytes reduced (the wire carries ${c.compression}: half of them)`);
   out('#');
-  out(`# ${'size'.padStart(12)} ${'count'.padStart(12)} ${'type'.padStart(6)} ${'redop'.padStart(7)} ${'time'.padStart(10)} ${'algbw'.padStart(7)} ${'busbw'.padStart(7)} ${'#wrong'.padStart(7)}`);
-  out(`# ${'(B)'.padStart(12)} ${'(elements)'.padStart(12)} ${''.padStart(6)} ${''.padStart(7)} ${'(us)'.padStart(10)} ${'(GB/s)'.padStart(7)} ${'(GB/s)'.padStart(7)} ${''.padStart(7)}`);
+  const bars = c.bars === true;
+  out(`# ${'size'.padStart(10)} ${'count'.padStart(12)} ${'type'.padStart(6)} ${'redop'.padStart(7)} ${'time'.padStart(10)} ${'algbw'.padStart(7)} ${'busbw'.padStart(7)} ${'#wrong'.padStart(7)}${bars ? '  busbw (log scale)' : ''}`);
+  out(`# ${''.padStart(10)} ${'(elements)'.padStart(12)} ${''.padStart(6)} ${''.padStart(7)} ${'(us)'.padStart(10)} ${'(GB/s)'.padStart(7)} ${'(GB/s)'.padStart(7)} ${''.padStart(7)}${bars ? `  ${busbwBarScale()}` : ''}`);
   const maxCount = sizes[sizes.length - 1] / 4;
   const input = new Float32Array(maxCount);
   const output = new Float32Array(c.op === 'sendrecv' || c.op === 'alltoall' ? maxCount : 0);
@@ -104,12 +106,12 @@ export async function runBench(c: BenchConfig): Promise<void> {
     const wrongAll = c.check ? (await rr.allreduce(Float64Array.of(wrong), { op: 'sum' }))[0] : null;
     const row: BenchRow = { op: c.op, bytes, count, type: 'float', redop, compression: c.compression, timeUs, algbwGBs: algbw, busbwGBs: busbw, wrong: wrongAll };
     rows.push(row);
-    out(`  ${String(bytes).padStart(12)} ${String(count).padStart(12)} ${'float'.padStart(6)} ${redop.padStart(7)} ${fmt(timeUs, 10, 1)} ${fmt(algbw, 7)} ${fmt(busbw, 7)} ${(wrongAll === null ? 'N/A' : String(wrongAll)).padStart(7)}`);
+    out(`  ${humanBytes(bytes).padStart(10)} ${String(count).padStart(12)} ${'float'.padStart(6)} ${redop.padStart(7)} ${fmt(timeUs, 10, 1)} ${fmt(algbw, 7)} ${fmt(busbw, 7)} ${(wrongAll === null ? 'N/A' : String(wrongAll)).padStart(7)}${bars ? `  ${busbwBar(busbw)}` : ''}`);
     if (me === 0 && progress) process.stderr.write(`ringrun bench: ${rows.length}/${sizes.length} sizes done\r`);
   }
   if (me === 0 && progress) process.stderr.write('\n');
   const rss = await rr.allreduce(Float64Array.of(process.resourceUsage().maxRSS * 1024), { op: 'max' });
-  out(`# peak RSS of a rank: ${(rss[0] / 2 ** 20).toFixed(0)} MiB (largest buffer ${(c.maxBytes / 2 ** 20).toFixed(1)} MiB)`);
+  out(`# peak RSS of a rank: ${(rss[0] / 2 ** 20).toFixed(0)} MiB (largest buffer ${humanBytes(c.maxBytes)})`);
   // Only where such sizes ran: a sweep of small sizes has no large-size average to show.
   const large = rows.filter((r) => r.bytes >= 16 << 20);
   if (large.length) out(`# avg busbw over sizes >= 16 MiB: ${(large.reduce((s, r) => s + r.busbwGBs, 0) / large.length).toFixed(3)} GB/s`);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, statSync, unlinkSync } from 'node:fs';
-import { sharedMemoryMap } from '../../kernels/index.js';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readdirSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { sharedMemoryMap, sharedMemoryReserve } from '../../kernels/index.js';
 import { RingProtocolError } from '../../errors.js';
 import { Mailbox, MAILBOX_HEAD_BYTES, MAILBOX_RING_BYTES } from './mailbox.js';
 import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from '../wire.js';
@@ -19,11 +19,15 @@ import { DATA_HEADER_BYTES, encodeDataHeader, type DataHeader } from '../wire.js
  * another host (or without the addon) simply keeps sending payloads over the socket.
  *
  * Set-up, once per link right after the authenticated handshake: the sending side creates the
- * region (mode 0600, O_EXCL), writes a random nonce at its start and offers {slots, slotBytes,
- * nonce, path}; the receiving side maps the path and accepts only if it reads the same nonce — so
- * a peer on another host, where the path does not exist or is another file, declines. The sender
- * then unlinks the file: the mapping lives until both processes drop it, and nothing is left in
- * /dev/shm even if a rank is killed later.
+ * region (mode 0600, O_EXCL), reserves its memory (so a /dev/shm too small for it is an ENOSPC
+ * now, and the link keeps its payloads on the socket, rather than a SIGBUS at the first write to
+ * a page tmpfs cannot supply), writes a random nonce at its start and offers {slots, slotBytes,
+ * nonce, path}; the receiving side opens the path without following a symbolic link, checks the
+ * file (regular, this user's, one link, exactly the offered size) before mapping it, and accepts
+ * only if it reads the same nonce — so a peer on another host, where the path does not exist or
+ * is another file, declines, and a peer that names some other file of ours never gets it mapped.
+ * The sender then unlinks the file: the mapping lives until both processes drop it, and nothing
+ * is left in /dev/shm even if a rank is killed later.
  *
  * Link-level message kinds (byte 0 of a WebSocket message; see wire.ts for 0..2):
  *   3 OFFER  [3][0 0 0][u32 slots][u32 slotBytes][16-byte nonce][path, UTF-8]   (slots = 0: no offer)
@@ -97,7 +101,7 @@ export function sweepStaleRegions(now = Date.now()): string[] {
     if (!m || pidAlive(Number(m[1]))) continue;
     const path = `${SHM_DIR}/${name}`;
     try {
-      if (now - statSync(path).mtimeMs < 60_000) continue;
+      if (now - lstatSync(path).mtimeMs < 60_000) continue;
       unlinkSync(path);
       removed.push(path);
     } catch {
@@ -116,15 +120,36 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Creates a region for `slots` payloads of up to `payloadBytes`; returns it with its offer message. */
-export function createRegion(slots: number, payloadBytes: number): { region: ShmRegion; offer: Buffer; path: string } {
+/**
+ * Creates a region for `slots` payloads of up to `payloadBytes`; returns it with its offer
+ * message, or the reason there is none (its memory could not be reserved: /dev/shm is full).
+ */
+export function createRegion(slots: number, payloadBytes: number): { region: ShmRegion; offer: Buffer; path: string } | string {
   if (!swept) {
     swept = true;
     sweepStaleRegions();
   }
   const slotBytes = Math.ceil(payloadBytes / 64) * 64;
+  const size = PREAMBLE + slots * slotBytes;
   const path = `${SHM_DIR}/ringreduce-${process.pid}-${randomBytes(8).toString('hex')}`;
-  const bytes = new Uint8Array(sharedMemoryMap!(path, PREAMBLE + slots * slotBytes, true));
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  let bytes: Uint8Array;
+  try {
+    try {
+      reserveFile(fd, size);
+    } catch (e) {
+      unlinkQuietly(path);
+      const why = `cannot reserve a shared-memory region of ${mib(size)} in ${SHM_DIR} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}${free(SHM_DIR)})`;
+      if (reserveWarning === undefined) reserveWarning = why;
+      return why;
+    }
+    bytes = new Uint8Array(sharedMemoryMap!(fd, size));
+  } catch (e) {
+    unlinkQuietly(path);
+    throw e;
+  } finally {
+    closeSync(fd);
+  }
   const nonce = randomBytes(NONCE);
   bytes.set(nonce, 0);
   const p = Buffer.from(path, 'utf8');
@@ -135,6 +160,49 @@ export function createRegion(slots: number, payloadBytes: number): { region: Shm
   nonce.copy(offer, 12);
   p.copy(offer, 12 + NONCE);
   return { region: { bytes, slots, slotBytes }, offer, path };
+}
+
+/**
+ * Gives the empty file `fd` its `bytes` now: posix_fallocate through the addon (`native`), else
+ * (no addon, or a filesystem that cannot) by writing zeros. Either way a full filesystem throws
+ * here (code 'ENOSPC'), where a file merely extended with ftruncate would have been sparse and
+ * failed later, at the first write to each page: tmpfs answers that with SIGBUS.
+ */
+export function reserveFile(fd: number, bytes: number, native = sharedMemoryReserve): void {
+  if (native) {
+    try {
+      return native(fd, bytes);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EOPNOTSUPP' && code !== 'ENOTSUP' && code !== 'EINVAL') throw e;
+    }
+  }
+  writeZeros(fd, bytes);
+}
+
+/** The TypeScript reserve: `bytes` zeros written from offset 0 (1 MiB at a time). */
+export function writeZeros(fd: number, bytes: number): void {
+  const zeros = Buffer.alloc(Math.min(bytes, 1 << 20));
+  for (let at = 0; at < bytes; ) at += writeSync(fd, zeros, 0, Math.min(zeros.length, bytes - at), at);
+}
+
+/** The first reservation that failed in this process, once (the caller warns about it). */
+let reserveWarning: string | undefined;
+let warned = false;
+export function takeReserveWarning(): string | undefined {
+  if (warned || reserveWarning === undefined) return undefined;
+  warned = true;
+  return reserveWarning;
+}
+
+const mib = (n: number) => `${(n / (1 << 20)).toFixed(1)} MiB`;
+function free(dir: string): string {
+  try {
+    const s = statfsSync(dir);
+    return `, ${mib(s.bavail * s.bsize)} free of ${mib(s.blocks * s.bsize)}`;
+  } catch {
+    return '';
+  }
 }
 
 export function unlinkQuietly(path: string): void {
@@ -188,11 +256,37 @@ export function acceptOffer(buf: Uint8Array, maxPayload: number, enabled: boolea
   if (!path.startsWith(`${SHM_DIR}/ringreduce-`) || path.includes('/..') || path.includes('\0')) {
     throw new RingProtocolError(`shared-memory offer from ${from} names an unexpected path`);
   }
+  const size = PREAMBLE + slots * slotBytes;
+  let fd: number;
+  try {
+    // Not through a symbolic link, and without blocking on a FIFO: the peer names the path.
+    fd = openSync(path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ELOOP') throw new RingProtocolError(`shared-memory offer from ${from} names a symbolic link (${path})`);
+    return `cannot map the peer's region (${code ?? (e as Error).message}): not on this host`;
+  }
   let bytes: Uint8Array;
   try {
-    bytes = new Uint8Array(sharedMemoryMap!(path, PREAMBLE + slots * slotBytes, false));
-  } catch (e) {
-    return `cannot map the peer's region (${(e as Error).message}): not on this host`;
+    // Checked before it is mapped: nothing of a file that is not a region is ever touched.
+    const st = fstatSync(fd);
+    const me = process.geteuid?.();
+    if (me !== undefined && st.uid !== me) return `the peer's region ${path} belongs to uid ${st.uid}, not to this user (uid ${me})`;
+    const bad = !st.isFile()
+      ? 'is not a regular file'
+      : st.nlink !== 1
+        ? `has ${st.nlink} links`
+        : st.size !== size
+          ? `has ${st.size} bytes, not the ${size} of ${slots} x ${slotBytes}-byte slots`
+          : undefined;
+    if (bad) throw new RingProtocolError(`shared-memory offer from ${from} names a file that is not a region: ${path} ${bad}`);
+    try {
+      bytes = new Uint8Array(sharedMemoryMap!(fd, size));
+    } catch (e) {
+      return `cannot map the peer's region (${(e as Error).message})`;
+    }
+  } finally {
+    closeSync(fd);
   }
   if (!bytes.subarray(0, NONCE).every((v, i) => v === b[12 + i])) return 'the region differs from the peer’s: not on this host';
   return { bytes, slots, slotBytes };

@@ -1,5 +1,5 @@
 import { WebSocket } from 'ws';
-import { RingProtocolError } from '../../errors.js';
+import { RingPeerLostError, RingProtocolError } from '../../errors.js';
 import type { Inbox } from './inbox.js';
 import { MessageLink } from '../link.js';
 import { DATA_HEADER_BYTES, decodeMessage, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../wire.js';
@@ -187,7 +187,13 @@ export class WsLink extends MessageLink {
       this.sendWs(noOffer());
       return why;
     }
-    const { region, offer, path } = createRegion(slots, payloadBytes);
+    const made = createRegion(slots, payloadBytes);
+    if (typeof made === 'string') {
+      // No room for the region (a small /dev/shm): payloads on this link go through the socket.
+      this.sendWs(noOffer());
+      return made;
+    }
+    const { region, offer, path } = made;
     try {
       this.sendWs(offer);
       const m = await this.await('reply', timeoutMs);
@@ -220,12 +226,14 @@ export class WsLink extends MessageLink {
     return new Promise<Uint8Array>((resolve, reject) => {
       const early = what === 'offer' ? this.pendingOffer : this.pendingReply;
       if (early) return resolve(early);
-      if (this.isClosed) return reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+      // The peer hung up: that is a lost peer, like a close at any later moment.
+      const lost = () => new RingPeerLostError(`connection to ${this.describe} closed during shared-memory set-up`, { ranks: [this.peer] });
+      if (this.isClosed) return reject(lost());
       const timer = setTimeout(() => reject(new RingProtocolError(`${this.describe} sent no shared-memory ${what} within ${timeoutMs} ms`)), timeoutMs);
       const settle = (m: Uint8Array | undefined) => {
         clearTimeout(timer);
         if (m) resolve(m);
-        else reject(new RingProtocolError(`connection to ${this.describe} closed during shared-memory set-up`));
+        else reject(lost());
       };
       if (what === 'offer') this.offerWaiter = settle;
       else this.replyWaiter = settle;
