@@ -128,7 +128,7 @@ const KERNELS: Kernel[] = [
   { name: 'sum i32', family: 'arithmetic', run: (k, d) => () => k.reduceInto('sum', d.ai32, d.bi32) },
   { name: 'scale f32', family: 'arithmetic', run: (k, d) => () => k.scaleInPlace(d.a, 1) },
   { name: 'divide f32', family: 'arithmetic', run: (k, d) => () => k.divideInPlace(d.a, 1) },
-  { name: 'maxAbs f32', family: 'arithmetic', run: (k, d) => () => void k.maxAbs(d.a) },
+  { name: 'maxAbs f32', family: 'arithmetic', run: (k, d) => () => void k.maxAbsFinite(d.a) },
   { name: 'f32->f16', target: 0.6, family: 'conversion', run: (k, d) => () => k.f32ToF16(d.halfOut, d.a, 1) },
   { name: 'f32->f16 scaled', family: 'conversion', run: (k, d) => () => k.f32ToF16(d.halfOut, d.a, 0.25) },
   { name: 'f16->f32', target: 0.6, family: 'conversion', run: (k, d) => () => k.f16ToF32(d.wide, d.f16, 1) },

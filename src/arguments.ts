@@ -2,7 +2,7 @@ import { type Compression } from './compression/registry.js';
 import { dtypeOf, type DTypeInfo, type NumericArray } from './dtypes.js';
 import { RingInvalidArgError } from './errors.js';
 import type { ReduceOp } from './kernels/index.js';
-import { REDUCE_OPS } from './collectives/descriptor.js';
+import { MAX_NAME_CHARS, REDUCE_OPS } from './collectives/descriptor.js';
 
 /**
  * The public API's options, and the checks every call's arguments pass at this boundary: a bad
@@ -11,7 +11,7 @@ import { REDUCE_OPS } from './collectives/descriptor.js';
 export interface AllreduceOptions {
   /** Reduction: 'sum' (default), 'average', 'min', 'max', 'product'. */
   op?: ReduceOp;
-  /** A name for the operation; ranks must agree on it (helps to find mismatched calls). */
+  /** A name for the operation (at most 1,024 characters); ranks must agree on it (helps to find mismatched calls). */
   name?: string;
   /**
    * Reduce into `x` itself and return it, instead of a new array. Saves allocating (and
@@ -94,6 +94,9 @@ export class Args {
   name(fn: string, name: unknown): string {
     if (name === undefined) return '';
     if (typeof name !== 'string') throw new RingInvalidArgError(`${fn}: options.name must be a string, got ${typeof name}`, { op: fn });
+    if (name.length > MAX_NAME_CHARS) {
+      throw new RingInvalidArgError(`${fn}: options.name must be at most ${MAX_NAME_CHARS} characters, got ${name.length}`, { op: fn, field: 'name' });
+    }
     return name;
   }
 

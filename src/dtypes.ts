@@ -1,3 +1,5 @@
+import { constants } from 'node:buffer';
+
 /** The element types the collectives accept, and their wire codes (stable: they travel in frames). */
 export type NumericArray =
   | Float32Array
@@ -48,6 +50,13 @@ export function dtypeOf(x: unknown): DTypeInfo | undefined {
   if (x instanceof Uint8Array) return DTYPES.uint8;
   return undefined;
 }
+
+/**
+ * The most elements an array may hold in this Node.js (2^32 in Node 20): no rank can call a
+ * collective with more, so a count above it from a peer is a lie, and a result above it (an
+ * all-gather's total) cannot be made.
+ */
+export const MAX_ELEMENTS: number = constants.MAX_LENGTH;
 
 export function dtypeByCode(code: number): DTypeInfo | undefined {
   return table.find((t) => t.code === code);

@@ -53,6 +53,8 @@ export interface EnvTuning {
   stallWarningMs?: number;
   busyPollUs?: number;
   sharedMemory?: boolean;
+  /** RINGREDUCE_EARLY_BYTES: bytes of frames a rank holds for operations it has not started. */
+  earlyBytes?: number;
   /** RINGREDUCE_IFACE: advertise this interface's address. */
   iface?: string;
   /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
@@ -235,6 +237,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
     sharedMemory: flag(env, 'RINGREDUCE_SHM'),
+    earlyBytes: int(env, 'RINGREDUCE_EARLY_BYTES', 0),
     iface: env.RINGREDUCE_IFACE || undefined,
     tlsFiles: tlsFiles(env),
     verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { RingAllgather } from './collectives/allgather.js';
 import { RingAllreduce } from './collectives/allreduce.js';
 import { RingBarrier } from './collectives/barrier.js';
@@ -212,7 +213,7 @@ export class RingGroup {
     const members = groupMembers(ranks, this.size, this.rank);
     const id = `${this.id}.${this.children++}`;
     // Every rank must name the same list: a barrier named by it turns a difference into a mismatch.
-    await this.barrier({ name: `ringreduce:newGroup [${members.join(',')}]` });
+    await this.barrier({ name: newGroupName(members) });
     const index = members.indexOf(this.rank);
     if (index < 0) return null;
     const worldMembers = members.map((r) => this.world(r));
@@ -297,4 +298,15 @@ export class ProcessGroup {
   shutdown(): Promise<void> {
     return this.g.shutdown();
   }
+}
+
+/**
+ * The name of newGroup's barrier: the member list itself, or (a list too long for a name: see
+ * MAX_NAME_CHARS) its size, ends and digest, which still differ whenever the lists do.
+ */
+function newGroupName(members: readonly number[]): string {
+  const list = members.join(',');
+  if (list.length <= 512) return `ringreduce:newGroup [${list}]`;
+  const digest = createHash('sha256').update(list).digest('hex').slice(0, 16);
+  return `ringreduce:newGroup [${members.length} ranks: ${members.slice(0, 8).join(',')},...,${members.slice(-8).join(',')}; sha256 ${digest}]`;
 }

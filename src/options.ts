@@ -59,6 +59,15 @@ export interface InitOptions {
    * fall back to the socket by themselves.
    */
   sharedMemory?: boolean;
+  /**
+   * Bytes of data frames this rank holds for operations it has not started yet (its left
+   * neighbour runs ahead). Past this, reading from the left pauses until this rank catches up (the
+   * neighbour's sends wait: backpressure), or — when this rank still needs data from the left for
+   * an operation it is running — the ring fails with RING_ERR_PROTOCOL naming the neighbour.
+   * Default 64 MiB (RINGREDUCE_EARLY_BYTES); at least chunkBytes. Raise it only for ranks that
+   * run collectives concurrently (Promise.all) that others run one at a time, on large tensors.
+   */
+  earlyBytes?: number;
 }
 
 /** PEM texts of a TLS identity and the CA to trust. */
@@ -92,6 +101,7 @@ export interface ResolvedOptions {
   stallWarningMs: number;
   busyPollUs: number;
   sharedMemory: boolean;
+  earlyBytes: number;
 }
 
 export const DEFAULTS = {
@@ -102,6 +112,7 @@ export const DEFAULTS = {
   fusionBytes: 64 << 20,
   stallWarningMs: 60_000,
   sharedMemory: true,
+  earlyBytes: 64 << 20,
 };
 
 /**
@@ -202,6 +213,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
+    earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
   };
 }
 

@@ -101,6 +101,8 @@ describe('environment discovery', () => {
     expect(tuning({}).sharedMemory).toBeUndefined();
     expect(() => tuning({ RINGREDUCE_SHM: 'maybe' })).toThrow(/RINGREDUCE_SHM must be 1 or 0/);
     expect(() => tuning({ RINGREDUCE_BUSY_POLL_US: '-1' })).toThrow(/RINGREDUCE_BUSY_POLL_US must be an integer >= 0/);
+    expect(tuning({ RINGREDUCE_EARLY_BYTES: '268435456' }).earlyBytes).toBe(256 << 20);
+    expect(() => tuning({ RINGREDUCE_EARLY_BYTES: '64M' })).toThrow(/RINGREDUCE_EARLY_BYTES must be an integer >= 0, got '64M'/);
   });
 });
 
@@ -174,6 +176,11 @@ describe('init options', () => {
     expect(resolveOptions({}, { ...env, RINGREDUCE_SHM: 'off' })).toMatchObject({ sharedMemory: false });
     expect(resolveOptions({ sharedMemory: true }, { ...env, RINGREDUCE_SHM: '0' })).toMatchObject({ sharedMemory: true });
     expect(resolveOptions({ busyPollUs: 50 }, { ...env, RINGREDUCE_BUSY_POLL_US: '300' })).toMatchObject({ busyPollUs: 50 });
+    // The early-frame budget: 64 MiB, the environment, an option; never below one frame.
+    expect(resolveOptions({}, env)).toMatchObject({ earlyBytes: 64 << 20 });
+    expect(resolveOptions({}, { ...env, RINGREDUCE_EARLY_BYTES: String(256 << 20) })).toMatchObject({ earlyBytes: 256 << 20 });
+    expect(resolveOptions({ earlyBytes: 1 << 20 }, { ...env, RINGREDUCE_EARLY_BYTES: String(256 << 20) })).toMatchObject({ earlyBytes: 1 << 20 });
+    expect(resolveOptions({ chunkBytes: 64 << 20 }, {})).toMatchObject({ earlyBytes: 64 << 20 });
     expect(resolveOptions({ rank: 1, size: 3, store: 'h:5' }, {})).toMatchObject({ rank: 1, size: 3, hostStore: false, store: { host: 'h', port: 5 } });
   });
 
@@ -188,6 +195,7 @@ describe('init options', () => {
     expect(() => resolveOptions({ token: '' }, {})).toThrow(/options.token/);
     expect(() => resolveOptions({ busyPollUs: 0.5 }, {})).toThrow(/options.busyPollUs must be an integer >= 0/);
     expect(() => resolveOptions({ sharedMemory: 'no' as unknown as boolean }, {})).toThrow(/options.sharedMemory must be a boolean/);
+    expect(() => resolveOptions({ earlyBytes: 1000 }, {})).toThrow(/options.earlyBytes must be an integer >= 1048576, got 1000/);
   });
 });
 

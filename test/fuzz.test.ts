@@ -101,7 +101,7 @@ function decodeOne(buf: Uint8Array, where: string): { control?: LinkControlMessa
     if (['desc', 'abort', 'bye'].includes(d.msg.t as string) || !['challenge', 'auth', 'welcome', 'set', 'get', 'ok', 'err'].includes(d.msg.t as string)) {
       // The link checks a message's envelope, the communicator the descriptor inside.
       const m = validateControl(d.msg, PEER);
-      if (m.t === 'desc') m.d = validateDescriptor(m.d, PEER);
+      if (m.t === 'desc') m.d = validateDescriptor(m.d, PEER, 3);
       return { control: m };
     }
     return { other: d.msg };

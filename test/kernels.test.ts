@@ -116,18 +116,32 @@ describe.each(backends)('kernels: %s', (_name, k) => {
     expect(head(y, 2)).toEqual([12, Infinity]);
   });
 
-  it('maxAbs finds the largest magnitude; any NaN wins', () => {
-    expect(k.maxAbs(new Float32Array(0))).toBe(0);
-    expect(k.maxAbs(repeat(f32(-0)))).toBe(0);
-    expect(k.maxAbs(f32(1, -3.5, 2))).toBe(3.5);
+  it('maxAbsFinite finds the largest finite magnitude; Inf and NaN (any payload, either sign) are left out', () => {
+    expect(k.maxAbsFinite(new Float32Array(0))).toBe(0);
+    expect(k.maxAbsFinite(repeat(f32(-0)))).toBe(0);
+    expect(k.maxAbsFinite(f32(1, -3.5, 2))).toBe(3.5);
     const x = repeat(f32(1, -3.5, 2), 50);
     x[77] = -1e6;
-    expect(k.maxAbs(x)).toBe(1e6);
+    expect(k.maxAbsFinite(x)).toBe(1e6);
     x[93] = -Infinity;
-    expect(k.maxAbs(x)).toBe(Infinity);
+    x[94] = Infinity;
+    expect(k.maxAbsFinite(x)).toBe(1e6);
     x[131] = NaN;
-    expect(k.maxAbs(x)).toBeNaN();
-    expect(k.maxAbs(f32(NaN, Infinity))).toBeNaN();
+    const bits = new Uint32Array(x.buffer);
+    bits[5] = 0xffc00001; // a negative NaN with a payload
+    bits[6] = 0x7f800001; // a signalling NaN
+    expect(k.maxAbsFinite(x)).toBe(1e6);
+    x[140] = -3.4028234663852886e38; // the largest finite float32
+    expect(k.maxAbsFinite(x)).toBe(3.4028234663852886e38);
+    expect(k.maxAbsFinite(f32(NaN, Infinity))).toBe(0);
+    // At every position of a head, a vector body and a tail (200 elements: past the cut-over to native).
+    for (let at = 0; at < 200; at++) {
+      const y = new Float32Array(200).fill(0.25);
+      y[at] = at % 3 === 0 ? Infinity : at % 3 === 1 ? -Infinity : NaN;
+      y[(at + 97) % 200] = -2;
+      expect(k.maxAbsFinite(y), `non-finite at ${at}`).toBe(2);
+      expect(k.maxAbsFinite(y.subarray(1)), `non-finite at ${at}, unaligned`).toBe(at === 103 ? 0.25 : 2);
+    }
   });
 
   describe('fp16', () => {
@@ -336,7 +350,7 @@ describe('kernels module (src/kernels/index.ts)', () => {
         api.addF16Into(acc.subarray(0, 2), new Uint8Array(acc.buffer, 4, 4));
       }],
       [/scaleInPlace: expected a Float32Array or Float64Array/, () => api.scaleInPlace(new Int32Array(2) as unknown as Float32Array, 2)],
-      [/maxAbs: expected a Float32Array/, () => api.maxAbs([1, 2] as unknown as Float32Array)],
+      [/maxAbsFinite: expected a Float32Array/, () => api.maxAbsFinite([1, 2] as unknown as Float32Array)],
     ];
     for (const [msg, call] of cases) {
       expect(call).toThrow(RingInternalError);
@@ -356,7 +370,7 @@ describe('kernels module (src/kernels/index.ts)', () => {
     const back = new Float32Array(3);
     api.bf16ToF32(back, (() => { const w = new Uint16Array(3); api.f32ToBf16(w, src); return w; })());
     expect(back).toEqual(src);
-    expect(api.maxAbs(src)).toBe(2);
+    expect(api.maxAbsFinite(src)).toBe(2);
     api.scaleInPlace(back, 2);
     expect(Array.from(back)).toEqual([2, -4, 1]);
   });

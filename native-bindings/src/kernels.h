@@ -26,14 +26,15 @@ struct KernelTable {
   void (*divide_f64)(double* x, size_t n, double d);
   void (*scale_f32)(float* x, size_t n, double f);
   void (*scale_f64)(double* x, size_t n, double f);
-  // Bits of max |x[i]| (0 for n == 0). A NaN's bits compare above Inf's, so any NaN wins.
-  uint32_t (*max_abs_f32)(const float* x, size_t n);
+  // Bits of max |x[i]| over the finite x[i] (0 when there are none): Inf and NaN are left out, so
+  // that one of them does not set the fp16 scale of a whole chunk.
+  uint32_t (*max_abs_finite_f32)(const float* x, size_t n);
   // dst = f16(src * scale); dst = f32(src) * scale; acc += f32(src) * scale. scale == 1 skips
   // the multiply (x * 1 == x for every non-NaN float, and NaN stays NaN either way).
   void (*f32_to_f16)(uint8_t* dst, const float* src, size_t n, float scale);
   void (*f16_to_f32)(float* dst, const uint8_t* src, size_t n, float scale);
   void (*add_f16)(float* acc, const uint8_t* src, size_t n, float scale);
-  // add_f16, returning the bits of max |acc[i]| after it (as max_abs_f32 would).
+  // add_f16, returning the bits of max |acc[i]| over the finite acc[i] after it (as max_abs_finite_f32 would).
   uint32_t (*add_f16_max)(float* acc, const uint8_t* src, size_t n, float scale);
   void (*f32_to_bf16)(uint8_t* dst, const float* src, size_t n);
   void (*bf16_to_f32)(float* dst, const uint8_t* src, size_t n);

@@ -88,23 +88,28 @@ void reduce_f32(void* dst, const void* src, size_t n) {
 
 // ---- max |x| ----------------------------------------------------------------------------------
 
-// On the bits with the sign cleared, integer order is float order and every NaN is above Inf,
-// so a signed 32-bit max finds max |x| and lets any NaN win.
-uint32_t max_abs_f32(const float* x, size_t n) {
-  const __m256i mask = _mm256_set1_epi32(0x7fffffff);
+// On the bits with the sign cleared, integer order is float order and Inf and the NaNs are the
+// patterns from 0x7f800000 up: a lane that holds one counts as 0 (finite_abs), so a signed 32-bit
+// max finds max |x| over the finite elements.
+__m256i finite_abs(__m256i bits) {
+  const __m256i a = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff));
+  return _mm256_and_si256(a, _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(kInfBits)), a));
+}
+
+uint32_t max_abs_finite_f32(const float* x, size_t n) {
   __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
   size_t i = align_head(x, n);
-  const uint32_t head = max_abs_loop(x, i, 0);
+  const uint32_t head = max_abs_finite_loop(x, i, 0);
   for (; i + 16 <= n; i += 16) {
-    m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), mask));
-    m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8)), mask));
+    m0 = _mm256_max_epi32(m0, finite_abs(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i))));
+    m1 = _mm256_max_epi32(m1, finite_abs(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i + 8))));
   }
   m0 = _mm256_max_epi32(m0, m1);
   __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
   h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0x4e));
   h = _mm_max_epi32(h, _mm_shuffle_epi32(h, 0xb1));
   const uint32_t body = uint32_t(_mm_cvtsi128_si32(h));
-  return max_abs_loop(x + i, n - i, head > body ? head : body);
+  return max_abs_finite_loop(x + i, n - i, head > body ? head : body);
 }
 
 // ---- float16 (F16C) -----------------------------------------------------------------------------
@@ -189,7 +194,6 @@ void add_f16_body(float* acc, const uint8_t* src, size_t n, float scale) {
 template <bool kScaled>
 uint32_t add_f16_max_body(float* acc, const uint8_t* src, size_t n, float scale) {
   const __m256 vs = _mm256_set1_ps(scale);
-  const __m256i mask = _mm256_set1_epi32(0x7fffffff);
   __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
   size_t i = align_head(acc, n);
   const uint32_t head = add_f16_max_loop<kScaled>(acc, src, i, scale, 0);
@@ -201,8 +205,8 @@ uint32_t add_f16_max_body(float* acc, const uint8_t* src, size_t n, float scale)
     b = _mm256_add_ps(_mm256_loadu_ps(acc + i + 8), b);
     _mm256_storeu_ps(acc + i, a);
     _mm256_storeu_ps(acc + i + 8, b);
-    m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_castps_si256(a), mask));
-    m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_castps_si256(b), mask));
+    m0 = _mm256_max_epi32(m0, finite_abs(_mm256_castps_si256(a)));
+    m1 = _mm256_max_epi32(m1, finite_abs(_mm256_castps_si256(b)));
   }
   m0 = _mm256_max_epi32(m0, m1);
   __m128i h = _mm_max_epi32(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
@@ -287,7 +291,7 @@ rr::KernelTable avx2_table() {
   t.reduce[rr::kMin][rr::kF32] = reduce_f32<VMin>;
   t.reduce[rr::kMax][rr::kF32] = reduce_f32<VMax>;
   t.reduce[rr::kProduct][rr::kF32] = reduce_f32<VProduct>;
-  t.max_abs_f32 = max_abs_f32;
+  t.max_abs_finite_f32 = max_abs_finite_f32;
   t.f32_to_f16 = f32_to_f16;
   t.f16_to_f32 = f16_to_f32;
   t.add_f16 = add_f16;

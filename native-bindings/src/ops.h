@@ -74,15 +74,20 @@ void scale_f32_any(float* x, size_t n, double f) {
   for (size_t i = 0; i < n; i++) x[i] = x[i] * ff;
 }
 
-uint32_t max_abs_loop(const float* x, size_t n, uint32_t m) {
+// With the sign cleared, integer order is float order, and the patterns from 0x7f800000 up are
+// Inf and the NaNs: those are left out, so that one non-finite element does not set the scale of
+// a whole chunk (its finite elements would all be encoded unscaled, and overflow or flush to 0).
+constexpr uint32_t kInfBits = 0x7f800000u;
+
+uint32_t max_abs_finite_loop(const float* x, size_t n, uint32_t m) {
   for (size_t i = 0; i < n; i++) {
     const uint32_t a = rr::bits_of(x[i]) & 0x7fffffffu;
-    m = a > m ? a : m;
+    m = a > m && a < kInfBits ? a : m;
   }
   return m;
 }
 
-uint32_t max_abs_any(const float* x, size_t n) { return max_abs_loop(x, n, 0); }
+uint32_t max_abs_finite_any(const float* x, size_t n) { return max_abs_finite_loop(x, n, 0); }
 
 // Conversions one element at a time: the portable kernels, and the tails of the SIMD ones.
 template <bool kScaled>
@@ -106,15 +111,16 @@ void add_f16_loop(float* acc, const uint8_t* src, size_t n, float scale) {
     acc[i] += kScaled ? v * scale : v;
   }
 }
-// acc += decode(src) [* scale], returning the bits of max |acc| over the result (as max_abs): the
-// all-reduce encodes the sum next and needs its max for the scale, which saves a pass over it.
+// acc += decode(src) [* scale], returning the bits of max |acc| over the finite results (as
+// max_abs_finite): the all-reduce encodes the sum next and needs that max for the scale, which
+// saves a pass over it.
 template <bool kScaled>
 uint32_t add_f16_max_loop(float* acc, const uint8_t* src, size_t n, float scale, uint32_t m) {
   for (size_t i = 0; i < n; i++) {
     const float v = rr::float_of(rr::f16_to_f32_bits(rr::load_le16(src + 2 * i)));
     acc[i] += kScaled ? v * scale : v;
     const uint32_t a = rr::bits_of(acc[i]) & 0x7fffffffu;
-    m = a > m ? a : m;
+    m = a > m && a < kInfBits ? a : m;
   }
   return m;
 }

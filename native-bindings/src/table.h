@@ -20,7 +20,7 @@ rr::KernelTable generic_table(const char* isa) {
   t.divide_f64 = divide_loop<double>;
   t.scale_f32 = scale_f32_any;
   t.scale_f64 = scale_loop<double>;
-  t.max_abs_f32 = max_abs_any;
+  t.max_abs_finite_f32 = max_abs_finite_any;
   t.f32_to_f16 = f32_to_f16_any;
   t.f16_to_f32 = f16_to_f32_any;
   t.add_f16 = add_f16_any;

@@ -1,4 +1,5 @@
-import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
+import { bytesOf, MAX_ELEMENTS, type DTypeInfo, type NumericArray } from '../dtypes.js';
+import { RingInvalidArgError } from '../errors.js';
 import type { DataHeader } from '../transport/wire.js';
 import { viewAs, type Collective, type OpContext } from './collective.js';
 import { chunkCount, chunkRange, gatherBlock, type Range } from './schedule.js';
@@ -36,6 +37,16 @@ export class RingAllgather implements Collective<NumericArray> {
       offset += d!.count;
       return b;
     });
+    // Each count is at most MAX_ELEMENTS (descriptor.ts), their sum need not be: every rank sees
+    // the same table and fails the same way, and the ring stays usable.
+    if (offset > MAX_ELEMENTS) {
+      const counts = ctx.descriptors.map((d, r) => `rank ${r}: ${d!.count}`).join('; ');
+      throw new RingInvalidArgError(`rank ${ctx.rank}: allgather: the result would have ${offset} elements (${counts}), more than an array can hold (${MAX_ELEMENTS})`, {
+        rank: ctx.rank,
+        op: 'allgather',
+        field: 'count',
+      });
+    }
     const out = new this.dtype.ctor(offset);
     out.set(this.input, this.blocks[ctx.rank].offset);
     this.out = out;

@@ -1,14 +1,14 @@
-import type { DTypeInfo, NumericArray } from '../dtypes.js';
+import { MAX_ELEMENTS, type DTypeInfo, type NumericArray } from '../dtypes.js';
 import { RingInvalidArgError } from '../errors.js';
 import type { Collective, OpContext, TableProblem } from './collective.js';
-import type { OpDescriptor } from './descriptor.js';
+import { INLINE_BYTES, type OpDescriptor } from './descriptor.js';
 
 /**
  * Inputs of at most this many bytes travel inside the descriptors, as the eager all-reduce's do
  * (capped so that a descriptor with its N splits still fits a frame of `chunkBytes`).
  */
 export function inlineLimit(chunkBytes: number, size: number): number {
-  return Math.min(16 * 1024, chunkBytes - 4 * size);
+  return Math.min(INLINE_BYTES, chunkBytes - 4 * size);
 }
 
 /** Where a rank's block for each destination starts, from its splits. */
@@ -58,6 +58,8 @@ export class AlltoallAgreement implements Collective<AlltoallPlan> {
     const n = ctx.size;
     const from = new Array<number>(n);
     const inlined: (Uint8Array | undefined)[] = new Array(n);
+    // What each rank receives in all: every rank checks every rank's, so all fail alike.
+    const totals = new Array<number>(n).fill(0);
     for (let r = 0; r < n; r++) {
       const p = ctx.inline[r];
       const count = ctx.descriptors[r]!.count;
@@ -68,6 +70,7 @@ export class AlltoallAgreement implements Collective<AlltoallPlan> {
         const s = view.getInt32(4 * j, true);
         if (s < 0) return { rank: r, problem: `sent a negative split (${s})` };
         sum += s;
+        totals[j] += s;
         if (j === this.rank) from[r] = s;
       }
       if (sum !== count) return { rank: r, problem: `sent splits summing to ${sum} for ${count} elements` };
@@ -83,6 +86,15 @@ export class AlltoallAgreement implements Collective<AlltoallPlan> {
         const at = offsets(Array.from({ length: n }, (_, j) => view.getInt32(4 * j, true)))[this.rank];
         inlined[r] = new Uint8Array(block.buffer, at * this.dtype.bytes, from[r] * this.dtype.bytes);
       }
+    }
+    const over = totals.findIndex((t) => t > MAX_ELEMENTS);
+    if (over >= 0) {
+      throw new RingInvalidArgError(`rank ${ctx.rank}: alltoall: rank ${over} would receive ${totals[over]} elements, more than an array can hold (${MAX_ELEMENTS})`, {
+        rank: ctx.rank,
+        ranks: [over],
+        op: 'alltoall',
+        field: 'splits',
+      });
     }
     this.plan = { from, inlined };
     this.received = true;

@@ -1,4 +1,4 @@
-import { RingError, RingInternalError, RingProtocolError, RingShutdownError, serializeError } from '../errors.js';
+import { RingError, RingInternalError, RingInvalidArgError, RingProtocolError, RingShutdownError, serializeError } from '../errors.js';
 import { dtypeByCode } from '../dtypes.js';
 import { wireBytesPerElement } from '../compression/registry.js';
 import type { Logger } from '../logger.js';
@@ -6,7 +6,7 @@ import type { Link } from '../transport/link.js';
 import type { LinkControlMessage } from '../transport/messages.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { Collective } from './collective.js';
-import { label, validateDescriptor, type OpDescriptor } from './descriptor.js';
+import { label, validateDescriptor, validateInline, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 import { BusyPoller } from '../transport/busy-poll.js';
 import { abortError, Liveness } from './comm/liveness.js';
@@ -32,8 +32,13 @@ export interface CommunicatorOptions {
    * the ranks that have not reached it and the last operation each was seen in; 0 or absent = never.
    */
   stallWarningMs?: number;
+  /** Bytes of frames held for operations not started here (see flow); default EARLY_BYTES. */
+  earlyBytes?: number;
   logger: Logger;
 }
+
+/** The default budget of frames held for operations not started here (options.earlyBytes). */
+export const EARLY_BYTES = 64 << 20;
 
 /**
  * A communicator: this rank's place in the ring, its two links, and the sequencing of collectives.
@@ -95,14 +100,33 @@ export class Communicator {
       fatal: (e: RingError, opts?: { quietIfIdle?: boolean }) => this.fatal(e, opts),
     };
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
+    // Every handler runs under try/catch: see handlerFailed.
     leftLink?.setHandlers({
-      data: (h, p, pin) => this.onData(h, p, pin),
-      control: (m) => this.onControl(m, 'left'),
+      data: (h, p, pin) => {
+        try {
+          this.onData(h, p, pin);
+        } catch (e) {
+          this.handlerFailed(this.left, e);
+        }
+      },
+      control: (m) => {
+        try {
+          this.onControl(m, 'left');
+        } catch (e) {
+          this.handlerFailed(this.left, e);
+        }
+      },
       closed: (e) => this.onClosed(this.left, 'left', e),
     });
     rightLink?.setHandlers({
       data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
-      control: (m) => this.onControl(m, 'right'),
+      control: (m) => {
+        try {
+          this.onControl(m, 'right');
+        } catch (e) {
+          this.handlerFailed(this.right, e);
+        }
+      },
       closed: (e) => this.onClosed(this.right, 'right', e),
     });
     leftLink?.unref();
@@ -130,6 +154,11 @@ export class Communicator {
     return this.ops.earlyCopied;
   }
 
+  /** Bytes held now for operations not started here, and how often reading from the left paused (diagnostics, tests). */
+  get early(): { heldBytes: number; pauses: number; paused: boolean } {
+    return { heldBytes: this.ops.earlyBytes, pauses: this.pauses, paused: this.paused };
+  }
+
   /** Runs one collective; all ranks must call run() for the same operations in the same order. */
   run<T>(desc: OpDescriptor, coll: Collective<T>): Promise<T> {
     const seq = this.ops.nextSeq++;
@@ -150,6 +179,7 @@ export class Communicator {
     this.ops.unpinLater(seq);
     st.desc = desc;
     st.coll = coll as Collective<unknown>;
+    this.ops.started(st);
     // A frame carries chunkBytes on the wire (see wireBytesPerElement).
     const wireBytes = wireBytesPerElement(desc.compression, dtypeByCode(desc.dtype)?.bytes ?? 1);
     const chunkElems = desc.dtype ? Math.max(1, Math.floor(this.options.chunkBytes / wireBytes)) : 1;
@@ -177,7 +207,20 @@ export class Communicator {
     if (this.size > 1) this.sends.sendTracked(st, p ? { t: 'desc', seq, origin: this.rank, d: desc, p } : { t: 'desc', seq, origin: this.rank, d: desc });
     coll.start(st.ctx);
     this.check(st);
+    // It needs the left's frames: reading from the left goes on (see flow).
+    this.flow(false);
     return done;
+  }
+
+  /**
+   * Handling a message from `peer` threw. Whatever a peer sends is checked before it is used
+   * (descriptor.ts, link.ts), so this is a bug in ringreduce: it fails the ring with a typed error
+   * (and the abort tells every rank) instead of escaping into the socket's event handler, where it
+   * would crash the process.
+   */
+  private handlerFailed(peer: number, e: unknown): void {
+    if (e instanceof RingError) return this.fatal(e);
+    this.fatal(new RingInternalError(`rank ${this.rank}: handling a message from rank ${peer} failed: ${(e as Error)?.message ?? String(e)}`, { rank: this.rank, ranks: [peer] }));
   }
 
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
@@ -210,7 +253,8 @@ export class Communicator {
     let d: OpDescriptor;
     try {
       // The link checked only the message's envelope; what a descriptor may hold is checked here.
-      d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`);
+      d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`, this.size);
+      validateInline(m.p, d.kind, `rank ${sender} (${from} neighbour)`, this.size);
     } catch (e) {
       // As a link that failed on it would have been: ignored once shutting down.
       if (this.closing) return;
@@ -256,10 +300,58 @@ export class Communicator {
     }
     // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
     if (table.leftMismatch || (st.desc && !st.resolve)) return;
-    if (!st.coll || !table.leftChecked || (st.coll.needsTable && !table.checked)) return this.ops.hold(st, h, payload, pin);
+    if (!st.coll || !table.leftChecked || (st.coll.needsTable && !table.checked)) {
+      if (this.ops.hold(st, h, payload, pin) === 0) return;
+      if (!st.coll) return this.flow(true);
+      // Running, and waiting for the rest of its descriptors (an all-gather places data only
+      // once it knows every count): no more than those that arrived announce.
+      if (st.heldCopied > heldBound(st.table.descs, this.rank)) {
+        return this.fatal(this.protocolError(this.left, `sent more data for ${label(st.desc!, st.seq)} than the ranks' descriptors announce (${st.heldCopied} bytes held)`));
+      }
+      return;
+    }
     this.apply(st, h, payload);
     this.maybeComplete(st);
   }
+
+  /**
+   * Keeps the frames held for operations not started here (ops.earlyBytes) within the budget.
+   * Past it, this rank stops reading from the left (pause: the left's sends wait, its own send
+   * queue holds at most maxInflight frames), which is safe only while every operation running here
+   * has all it needs from the left — otherwise what it needs may be queued behind those very
+   * frames. Then, if more arrive (`arrived`), the left has run too far ahead of an operation this
+   * rank still waits for: a protocol error naming it (a peer that floods frames of operations
+   * nobody started ends here too). Reading resumes as soon as the rank is under the budget again or
+   * starts an operation (which needs the left).
+   */
+  private flow(arrived: boolean): void {
+    const link = this.leftLink;
+    if (!link || this.broken) return;
+    const budget = this.options.earlyBytes ?? EARLY_BYTES;
+    const over = this.ops.earlyBytes > budget;
+    if (!over && !this.paused) return;
+    const pausable = over && this.ops.leftDoneWithRunning();
+    if (pausable !== this.paused) {
+      this.paused = pausable;
+      if (pausable) this.pauses++;
+      link.pause?.(pausable);
+    }
+    if (over && !pausable && arrived) {
+      const early = [...this.ops.values()].filter((s) => !s.coll && s.heldCopied > 0).map((s) => s.seq);
+      const waiting = this.ops.running().find((s) => !(s.table.checked && s.coll!.received));
+      this.fatal(
+        this.protocolError(
+          this.left,
+          `(left neighbour) sent ${this.ops.earlyBytes} bytes of frames for operations this rank has not started (#${Math.min(...early)}..#${Math.max(...early)}), ` +
+            `past the budget of ${budget} bytes, while ${waiting ? label(waiting.desc!, waiting.seq) : 'an operation'} still waits for its data ` +
+            `(raise options.earlyBytes / RINGREDUCE_EARLY_BYTES if ranks legitimately run that far apart)`,
+        ),
+      );
+    }
+  }
+  /** Reading from the left is paused (see flow), and how often it was. */
+  private paused = false;
+  private pauses = 0;
 
   private apply(st: OpState, h: DataHeader, payload: Uint8Array): void {
     const problem = st.coll!.onData(st.ctx!, h, payload);
@@ -275,13 +367,26 @@ export class Communicator {
     if (table.ready) {
       const mismatch = table.check(this.rank, st.desc, st.seq);
       if (mismatch) return this.settle(st, mismatch);
-      const bad = st.coll!.onTable?.(st.ctx!);
+      let bad;
+      try {
+        bad = st.coll!.onTable?.(st.ctx!);
+      } catch (e) {
+        // A RingError is the same on every rank (each has the same table: e.g. an all-gather whose
+        // result would exceed any array): this operation fails, the ring stays usable. Anything
+        // else (the result cannot be allocated here) fails the ring, so the others learn it.
+        if (e instanceof RingError) return this.settle(st, e);
+        return this.fatal(
+          new RingInvalidArgError(`rank ${this.rank}: ${label(st.desc, st.seq)}: cannot make the result here: ${(e as Error)?.message ?? String(e)}`, {
+            rank: this.rank,
+            op: st.desc.kind,
+            seq: st.seq,
+          }),
+        );
+      }
       if (bad) return this.fatal(this.protocolError(bad.rank, `${bad.problem} (${label(st.desc!, st.seq)})`));
     }
     if (st.held.length > 0 && table.leftChecked && (!st.coll!.needsTable || table.checked)) {
-      const held = st.held;
-      st.held = [];
-      for (const [h, p, release] of held) {
+      for (const [h, p, release] of this.ops.takeHeld(st)) {
         if (!this.broken) this.apply(st, h, p);
         if (release) this.ops.unpin(release);
       }
@@ -307,6 +412,8 @@ export class Communicator {
     if (--this.ops.active === 0) this.setRef(false);
     if (error) reject!(error);
     else resolve(coll!.result());
+    // Nothing running may need the left any more: past the budget, reading from it may pause.
+    this.flow(false);
   }
 
   private sendFailed(err: Error): void {
@@ -395,4 +502,16 @@ export class Communicator {
     this.leftLink?.close();
     this.rightLink?.close();
   }
+}
+
+/**
+ * The most bytes a running operation may hold while it waits for the rest of its descriptors:
+ * twice (an all-reduce's two passes) what the descriptors in so far, this rank's aside, announce.
+ */
+function heldBound(descs: readonly (OpDescriptor | undefined)[], rank: number): number {
+  let bytes = 0;
+  descs.forEach((d, r) => {
+    if (d && r !== rank) bytes += d.count * (dtypeByCode(d.dtype)?.bytes ?? 0);
+  });
+  return 2 * bytes;
 }

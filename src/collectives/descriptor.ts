@@ -1,7 +1,8 @@
 import { isCompression, type Compression } from '../compression/registry.js';
-import { dtypeByCode } from '../dtypes.js';
+import { dtypeByCode, MAX_ELEMENTS } from '../dtypes.js';
 import { RingMismatchError, RingProtocolError } from '../errors.js';
 import type { ReduceOp } from '../kernels/index.js';
+import { peerText, peerValue } from '../peer-text.js';
 
 /**
  * The vocabulary of collectives, in one place: what a collective is as the ranks must agree on it
@@ -32,16 +33,30 @@ type Field = keyof OpDescriptor;
 /**
  * Every collective, and the descriptor fields its ranks must agree on besides kind and name
  * (allgather's and alltoall's counts may differ; only broadcast has a root). `data: false` means it carries no
- * data: its dtype must be 0.
+ * data: its dtype must be 0. `reduces`: it has a reduction op (others carry ''); `compresses`: it
+ * may use wire compression (others carry 'none'); `inline`: its descriptor may carry the input.
  */
 const KINDS = {
-  allreduce: { data: true, agree: ['dtype', 'op', 'count', 'compression'] },
-  allgather: { data: true, agree: ['dtype', 'compression'] },
-  broadcast: { data: true, agree: ['dtype', 'count', 'root', 'compression'] },
-  reducescatter: { data: true, agree: ['dtype', 'op', 'count', 'compression'] },
-  barrier: { data: false, agree: [] },
-  alltoall: { data: true, agree: ['dtype', 'compression'] },
-} as const satisfies Record<string, { data: boolean; agree: readonly Field[] }>;
+  allreduce: { data: true, reduces: true, compresses: true, inline: true, agree: ['dtype', 'op', 'count', 'compression'] },
+  allgather: { data: true, reduces: false, compresses: false, inline: false, agree: ['dtype', 'compression'] },
+  broadcast: { data: true, reduces: false, compresses: false, inline: false, agree: ['dtype', 'count', 'root', 'compression'] },
+  reducescatter: { data: true, reduces: true, compresses: false, inline: false, agree: ['dtype', 'op', 'count', 'compression'] },
+  barrier: { data: false, reduces: false, compresses: false, inline: false, agree: [] },
+  alltoall: { data: true, reduces: false, compresses: false, inline: true, agree: ['dtype', 'compression'] },
+} as const satisfies Record<string, { data: boolean; reduces: boolean; compresses: boolean; inline: boolean; agree: readonly Field[] }>;
+
+/**
+ * The longest name a collective may have, in characters: a descriptor visits every rank, and
+ * those of up to 1,024 operations ahead may wait at a rank that has not reached them.
+ */
+export const MAX_NAME_CHARS = 1024;
+
+/**
+ * Input bytes that may ride inside a descriptor (collectives/eager.ts, alltoall.ts): small inputs
+ * up to this, and all-to-all's splits (4 bytes per rank) besides.
+ */
+export const INLINE_BYTES = 16 * 1024;
+export const inlineCap = (size: number): number => INLINE_BYTES + 4 * size;
 
 export type Kind = keyof typeof KINDS;
 
@@ -54,8 +69,6 @@ const KIND_FIELDS: ReadonlyMap<unknown, ReadonlySet<Field>> = new Map(
 );
 
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'average', 'min', 'max', 'product'];
-/** What a descriptor may carry as its op: a reduction, or '' for collectives without one. */
-const OPS: ReadonlySet<unknown> = new Set(['', ...REDUCE_OPS]);
 
 /** Descriptor fields in the order mismatches are reported, and how a mismatch names them. */
 const FIELDS: ReadonlyArray<{ field: Field; label: string }> = [
@@ -81,28 +94,48 @@ export function descriptor(
   return { kind, op: f.op ?? '', dtype: f.dtype ?? 0, count: f.count ?? 0, name: f.name ?? '', root: f.root ?? -1, compression: f.compression ?? 'none' };
 }
 
-/** "allreduce #3 'grad/w'": how errors name an operation. */
+/** "allreduce #3 'grad/w'": how errors name an operation (a name from a peer is shown safely: peer-text.ts). */
 export function label(d: OpDescriptor, seq: number): string {
-  return `${d.kind} #${seq}${d.name ? ` '${d.name}'` : ''}`;
+  return `${d.kind} #${seq}${d.name ? ` '${peerText(d.name)}'` : ''}`;
 }
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
 
 /**
- * Checks a descriptor received from `from`: a malformed one is a protocol error. Returns a fresh
- * descriptor holding only the known fields, each of the right type and range, so nothing else the
- * peer put in the object travels further.
+ * Checks a descriptor received from `from` in a group of `size` ranks: a malformed one is a
+ * protocol error, naming the field and (safely: peer-text.ts) the value. Every field is checked
+ * for its type and its range, and against what the kind admits — the reduction ops and the
+ * compression only where the kind has them, the neutral values elsewhere, a count no array can
+ * exceed (MAX_ELEMENTS: no honest rank sends more), a root inside the group, a name of at most
+ * MAX_NAME_CHARS — so that no value a peer can send makes a rank allocate, index or print beyond
+ * bounds. Returns a fresh descriptor holding only the known fields, so nothing else the peer put
+ * in the object travels further.
  */
-export function validateDescriptor(d: Record<string, unknown>, from: string): OpDescriptor {
+export function validateDescriptor(d: Record<string, unknown>, from: string, size: number): OpDescriptor {
   const bad = (what: string) => new RingProtocolError(`malformed 'desc' message from ${from}: ${what}`);
-  if (!isKind(d.kind)) throw bad(`collective ${JSON.stringify(d.kind)}`);
-  if (!OPS.has(d.op)) throw bad(`reduction op ${JSON.stringify(d.op)}`);
-  if (!(KINDS[d.kind].data ? isInt(d.dtype) && dtypeByCode(d.dtype) !== undefined : d.dtype === 0)) throw bad(`dtype code ${String(d.dtype)}`);
-  if (!isInt(d.count) || d.count < 0) throw bad(`element count ${String(d.count)}`);
-  if (!isInt(d.root) || d.root < -1) throw bad(`root ${String(d.root)}`);
-  if (typeof d.name !== 'string') throw bad('name');
-  if (!isCompression(d.compression)) throw bad(`compression ${JSON.stringify(d.compression)}`);
+  if (!isKind(d.kind)) throw bad(`collective ${peerValue(d.kind)}`);
+  const k = KINDS[d.kind];
+  if (!(k.reduces ? REDUCE_OPS.includes(d.op as ReduceOp) : d.op === '')) throw bad(`reduction op ${peerValue(d.op)} for ${d.kind}`);
+  if (!(k.data ? isInt(d.dtype) && dtypeByCode(d.dtype) !== undefined : d.dtype === 0)) throw bad(`dtype code ${peerValue(d.dtype)} for ${d.kind}`);
+  if (!isInt(d.count) || d.count < 0 || d.count > MAX_ELEMENTS || (!k.data && d.count !== 0)) {
+    throw bad(`element count ${peerValue(d.count)} for ${d.kind} (at most ${k.data ? MAX_ELEMENTS : 0})`);
+  }
+  if (!isInt(d.root) || (d.kind === 'broadcast' ? d.root < 0 || d.root >= size : d.root !== -1)) throw bad(`root ${peerValue(d.root)} for ${d.kind} in a group of ${size}`);
+  if (typeof d.name !== 'string' || d.name.length > MAX_NAME_CHARS) {
+    throw bad(typeof d.name === 'string' ? `name of ${d.name.length} characters (at most ${MAX_NAME_CHARS})` : `name ${peerValue(d.name)}`);
+  }
+  if (!isCompression(d.compression) || (d.compression !== 'none' && !(k.compresses && d.dtype === 1))) {
+    throw bad(`compression ${peerValue(d.compression)} for ${d.kind} of dtype code ${d.dtype}`);
+  }
   return { kind: d.kind, op: d.op as string, dtype: d.dtype as number, count: d.count, name: d.name, root: d.root, compression: d.compression };
+}
+
+/** Checks the input a descriptor of `kind` carries (see Collective.inline): only kinds that inline, at most inlineCap bytes. */
+export function validateInline(p: Uint8Array | undefined, kind: Kind, from: string, size: number): void {
+  if (p === undefined) return;
+  if (!KINDS[kind].inline || p.byteLength > inlineCap(size)) {
+    throw new RingProtocolError(`malformed 'desc' message from ${from}: ${p.byteLength} inline bytes for ${kind} (at most ${KINDS[kind].inline ? inlineCap(size) : 0})`);
+  }
 }
 
 /** Equal in every field (the common case, checked before looking for a mismatch field by field). */
@@ -124,8 +157,7 @@ export function firstDifference(a: OpDescriptor, b: OpDescriptor): Field | undef
 
 function showValue(field: Field, v: unknown): string {
   if (field === 'dtype') return dtypeByCode(v as number)?.name ?? `dtype#${String(v)}`;
-  if (typeof v === 'string') return `'${v}'`;
-  return String(v);
+  return peerValue(v);
 }
 
 /**

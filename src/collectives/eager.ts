@@ -1,6 +1,7 @@
 import { bytesOf, type DTypeInfo, type NumericArray } from '../dtypes.js';
 import { divideInPlace, reduceInto, type ReduceOp } from '../kernels/index.js';
 import { viewAs, type Collective, type OpContext, type TableProblem } from './collective.js';
+import { INLINE_BYTES } from './descriptor.js';
 
 /**
  * Inputs up to this many bytes per rank ride inside the operation's descriptor (capped by
@@ -13,7 +14,7 @@ import { viewAs, type Collective, type OpContext, type TableProblem } from './co
  * what a small operation's time is made of. Above a few KiB the ring's 2(N-1)/N bytes per link
  * win over the N-1 copies this sends.
  */
-export const EAGER_BYTES = 16 * 1024;
+export const EAGER_BYTES = INLINE_BYTES;
 
 export function eagerFits(bytes: number, size: number, chunkBytes: number): boolean {
   return size > 1 && bytes <= Math.min(EAGER_BYTES, chunkBytes);

@@ -1,4 +1,5 @@
-import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, maxAbs, scaleInPlace } from '../kernels/index.js';
+import * as checked from '../kernels/index.js';
+import type { Kernels } from '../kernels/types.js';
 
 /**
  * Wire compression of float32 data: 16 bits per element on the wire, float32 everywhere else.
@@ -10,7 +11,10 @@ import { addBf16Into, addF16Into, addF16IntoMax, bf16ToF32, f16ToF32, f32ToBf16,
  * bf16 keeps float32's exponent and needs no scale (except above bf16's largest finite value,
  * ~3.39e38, where a chunk is halved first so that finite values never become Inf).
  *
- * Non-finite inputs stay non-finite (Inf and NaN pass through), as they would uncompressed.
+ * Non-finite inputs stay non-finite (Inf and NaN pass through), as they would uncompressed, and
+ * stay confined to themselves: a chunk's scale comes from its FINITE elements only (maxAbsFinite),
+ * so one Inf or NaN does not leave the rest of its chunk unscaled (where values beyond fp16's range
+ * became Inf, and tiny ones 0).
  * The codecs are listed, with 'none', in registry.ts.
  */
 
@@ -52,45 +56,56 @@ export function fp16Scale(max: number): number {
 
 const BF16_MAX = 3.3895313892515355e38;
 
-export const fp16: Codec = {
-  name: 'fp16',
-  code: 1,
-  encode(dst, src) {
-    return this.encodeWithMax!(dst, src, maxAbs(src));
-  },
-  encodeWithMax(dst, src, max) {
-    const scale = fp16Scale(max);
-    f32ToF16(dst, src, scale);
-    return 1 / scale;
-  },
-  decodeAddMax: (acc, src, factor) => addF16IntoMax(acc, src, factor),
-  reencode: (dst, decoded, factor) => f32ToF16(dst, decoded, 1 / factor),
-  decode: (dst, src, factor) => f16ToF32(dst, src, factor),
-  decodeAdd: (acc, src, factor) => addF16Into(acc, src, factor),
-};
+/** The kernels a codec runs on (the active, argument-checking ones of kernels/index.ts, or, in tests, one backend's). */
+export type CodecKernels = Pick<
+  Kernels,
+  'maxAbsFinite' | 'f32ToF16' | 'f16ToF32' | 'addF16Into' | 'addF16IntoMax' | 'f32ToBf16' | 'bf16ToF32' | 'addBf16Into' | 'scaleInPlace'
+>;
 
-export const bf16: Codec = {
-  name: 'bf16',
-  code: 2,
-  encode(dst, src) {
-    const factor = maxAbs(src) <= BF16_MAX ? 1 : 2;
-    this.reencode(dst, src, factor);
-    return factor;
-  },
-  reencode(dst, decoded, factor) {
-    if (factor === 1) return f32ToBf16(dst, decoded);
-    const scaled = decoded.slice();
-    scaleInPlace(scaled, 1 / factor);
-    f32ToBf16(dst, scaled);
-  },
-  decode(dst, src, factor) {
-    bf16ToF32(dst, src);
-    if (factor !== 1) scaleInPlace(dst, factor);
-  },
-  decodeAdd(acc, src, factor) {
-    if (factor === 1) return addBf16Into(acc, src);
-    const tmp = new Float32Array(acc.length);
-    this.decode(tmp, src, factor);
-    for (let i = 0; i < acc.length; i++) acc[i] += tmp[i];
-  },
-};
+/** The fp16 and bf16 codecs over kernels `k`. */
+export function codecsWith(k: CodecKernels): { fp16: Codec; bf16: Codec } {
+  const fp16: Codec = {
+    name: 'fp16',
+    code: 1,
+    encode(dst, src) {
+      return this.encodeWithMax!(dst, src, k.maxAbsFinite(src));
+    },
+    encodeWithMax(dst, src, max) {
+      const scale = fp16Scale(max);
+      k.f32ToF16(dst, src, scale);
+      return 1 / scale;
+    },
+    decodeAddMax: (acc, src, factor) => k.addF16IntoMax(acc, src, factor),
+    reencode: (dst, decoded, factor) => k.f32ToF16(dst, decoded, Math.fround(1 / factor)),
+    decode: (dst, src, factor) => k.f16ToF32(dst, src, factor),
+    decodeAdd: (acc, src, factor) => k.addF16Into(acc, src, factor),
+  };
+  const bf16: Codec = {
+    name: 'bf16',
+    code: 2,
+    encode(dst, src) {
+      const factor = k.maxAbsFinite(src) <= BF16_MAX ? 1 : 2;
+      this.reencode(dst, src, factor);
+      return factor;
+    },
+    reencode(dst, decoded, factor) {
+      if (factor === 1) return k.f32ToBf16(dst, decoded);
+      const scaled = decoded.slice();
+      k.scaleInPlace(scaled, 1 / factor);
+      k.f32ToBf16(dst, scaled);
+    },
+    decode(dst, src, factor) {
+      k.bf16ToF32(dst, src);
+      if (factor !== 1) k.scaleInPlace(dst, factor);
+    },
+    decodeAdd(acc, src, factor) {
+      if (factor === 1) return k.addBf16Into(acc, src);
+      const tmp = new Float32Array(acc.length);
+      this.decode(tmp, src, factor);
+      for (let i = 0; i < acc.length; i++) acc[i] += tmp[i];
+    },
+  };
+  return { fp16, bf16 };
+}
+
+export const { fp16, bf16 } = codecsWith(checked);

@@ -7,6 +7,10 @@
  * across ranks by their tensor names, not by when they were submitted, so ranks may submit in
  * different orders. Rank 0's order decides the order of execution.
  */
+import { isCompression } from '../compression/registry.js';
+import { RingProtocolError } from '../errors.js';
+import { peerText, peerValue } from '../peer-text.js';
+
 export interface TensorMeta {
   name: string;
   shape: number[];
@@ -30,13 +34,52 @@ export interface Decision {
 
 const shapeStr = (s: number[]) => `[${s.join(',')}]`;
 
+/** Bounds of what a rank's pending list may hold (far beyond any model). */
+const MAX_GROUPS = 4096;
+const MAX_TENSORS = 1 << 16;
+const MAX_TENSOR_NAME = 4096;
+const MAX_RANK = 32;
+
+/**
+ * Checks the lists of pending groups that came from the other ranks (decoded MessagePack, one per
+ * rank, in rank order): every field of the right type and within bounds, or a protocol error
+ * naming the rank. Returns fresh lists of the known fields only.
+ */
+export function validateLists(lists: unknown[], me: number): GroupMeta[][] {
+  return lists.map((list, r) => {
+    const bad = (what: string) =>
+      new RingProtocolError(`rank ${me}: protocol error: rank ${r} sent a malformed gradient negotiation list: ${what}`, { rank: me, ranks: [r] });
+    if (!Array.isArray(list) || list.length > MAX_GROUPS) throw bad(`list ${peerValue(list)}`);
+    return list.map((g: unknown): GroupMeta => {
+      if (g === null || typeof g !== 'object' || Array.isArray(g)) throw bad(`group ${peerValue(g)}`);
+      const x = g as Record<string, unknown>;
+      if (!Array.isArray(x.tensors) || x.tensors.length > MAX_TENSORS) throw bad(`tensors ${peerValue(x.tensors)}`);
+      const tensors = x.tensors.map((t: unknown): TensorMeta => {
+        const y = (t ?? {}) as Record<string, unknown>;
+        if (typeof y.name !== 'string' || y.name.length > MAX_TENSOR_NAME) throw bad(`tensor name ${peerValue(y.name)}`);
+        const shape = y.shape;
+        if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
+          throw bad(`shape ${peerValue(shape)} of tensor '${peerText(y.name)}'`);
+        }
+        return { name: y.name, shape: (shape as number[]).slice() };
+      });
+      if (x.op !== 'sum' && x.op !== 'average') throw bad(`op ${peerValue(x.op)}`);
+      if (!isCompression(x.compression)) throw bad(`compression ${peerValue(x.compression)}`);
+      for (const f of ['prescale', 'postscale'] as const) {
+        if (typeof x[f] !== 'number' || !Number.isFinite(x[f])) throw bad(`${f} ${peerValue(x[f])}`);
+      }
+      return { tensors, op: x.op, compression: x.compression, prescale: x.prescale as number, postscale: x.postscale as number };
+    });
+  });
+}
+
 /** The exact identity of a group: equal keys reduce together. */
 export function groupKey(g: GroupMeta): string {
   return JSON.stringify([g.tensors.map((t) => [t.name, t.shape]), g.op, g.compression, g.prescale, g.postscale]);
 }
 
 function describe(field: string, byRank: Map<string, number[]>): string {
-  return [...byRank].map(([v, ranks]) => `rank${ranks.length > 1 ? 's' : ''} ${ranks.join(',')}: ${v}`).join('; ') + ` (${field})`;
+  return [...byRank].map(([v, ranks]) => `rank${ranks.length > 1 ? 's' : ''} ${ranks.join(',')}: ${peerText(v)}`).join('; ') + ` (${field})`;
 }
 
 /** Explains how the groups `gs` (one per rank) differ. */
@@ -50,13 +93,13 @@ function difference(gs: GroupMeta[]): { message: string; field: string; ranks: n
       return {
         field: 'tensors',
         ranks: present.length <= missing.length ? present : missing, // the minority: the ranks with the odd one out
-        message: `tensor '${name}' is submitted by rank${present.length > 1 ? 's' : ''} ${present.join(',')} but not by rank${missing.length > 1 ? 's' : ''} ${missing.join(',')}`,
+        message: `tensor '${peerText(name)}' is submitted by rank${present.length > 1 ? 's' : ''} ${present.join(',')} but not by rank${missing.length > 1 ? 's' : ''} ${missing.join(',')}`,
       };
     }
     const shapes = new Map<string, number[]>();
     has.forEach((t, r) => shapes.set(shapeStr(t!.shape), [...(shapes.get(shapeStr(t!.shape)) ?? []), r]));
     if (shapes.size > 1) {
-      return { field: 'shape', ranks: [...shapes.values()].slice(1).flat(), message: `tensor '${name}' has different shapes: ${describe('shape', shapes)}` };
+      return { field: 'shape', ranks: [...shapes.values()].slice(1).flat(), message: `tensor '${peerText(name)}' has different shapes: ${describe('shape', shapes)}` };
     }
   }
   for (const field of ['op', 'compression', 'prescale', 'postscale'] as const) {

@@ -7,7 +7,8 @@ import { scaleInPlace } from '../kernels/index.js';
 import { formRing } from '../rendezvous/ring.js';
 import type { Compression } from '../compression/registry.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
-import { decide, type GroupMeta } from './plan.js';
+import { decide, validateLists, type GroupMeta } from './plan.js';
+import { checkMsgpack } from '../transport/msgpack-check.js';
 
 /**
  * The comm thread: owns the engine's ring and turns submitted gradient groups into fused ring
@@ -126,11 +127,18 @@ function sameReduction(a: GroupMeta, b: GroupMeta): boolean {
   return a.op === b.op && a.compression === b.compression && a.prescale === b.prescale && a.postscale === b.postscale;
 }
 
-/** msgpack values are self-delimiting: the all-gathered bytes decode to one list per rank. */
+/**
+ * msgpack values are self-delimiting: the all-gathered bytes decode to one list per rank. They
+ * come from the other ranks, so they are checked as every control message is: plain data only
+ * (msgpack-check.ts) before decoding, then field by field (validateLists).
+ */
 function splitLists(bytes: Uint8Array): GroupMeta[][] {
-  const out = packr.unpackMultiple(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as GroupMeta[][];
+  // Every value takes a byte at least: the walk is linear in the bytes, whatever their count.
+  const problem = checkMsgpack(bytes, 0, options.size, bytes.byteLength);
+  if (problem) throw new RingProtocolError(`rank ${options.rank}: protocol error: gradient negotiation: the ranks' lists are malformed: ${problem}`, { rank: options.rank });
+  const out = packr.unpackMultiple(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as unknown[];
   if (out.length !== options.size) throw new RingProtocolError(`negotiation: expected ${options.size} lists, got ${out.length}`);
-  return out;
+  return validateLists(out, options.rank);
 }
 
 async function reduceBatch(batch: Pending[]): Promise<void> {

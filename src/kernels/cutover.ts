@@ -10,7 +10,7 @@
 import type { Kernels } from './types.js';
 
 export interface Cutover {
-  /** reduceInto, divideInPlace, scaleInPlace, maxAbs: cheap per element in JS. */
+  /** reduceInto, divideInPlace, scaleInPlace, maxAbsFinite: cheap per element in JS. */
   readonly arithmetic: number;
   /** Conversions and fused decode-adds: several integer ops per element in JS. */
   readonly conversion: number;
@@ -28,7 +28,7 @@ export function withCutover(native: Kernels, js: Kernels, cut: Cutover = DEFAULT
     reduceInto: (op, dst, src) => (dst.length < a ? js : native).reduceInto(op, dst, src),
     divideInPlace: (x, divisor) => (x.length < a ? js : native).divideInPlace(x, divisor),
     scaleInPlace: (x, factor) => (x.length < a ? js : native).scaleInPlace(x, factor),
-    maxAbs: (x) => (x.length < a ? js : native).maxAbs(x),
+    maxAbsFinite: (x) => (x.length < a ? js : native).maxAbsFinite(x),
     f32ToF16: (dst, src, scale) => (src.length < c ? js : native).f32ToF16(dst, src, scale),
     f16ToF32: (dst, src, scale) => (dst.length < c ? js : native).f16ToF32(dst, src, scale),
     addF16Into: (acc, src, scale) => (acc.length < c ? js : native).addF16Into(acc, src, scale),

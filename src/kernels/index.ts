@@ -137,10 +137,13 @@ export function scaleInPlace(x: Float32Array | Float64Array, factor: number): vo
   kernels.scaleInPlace(x, factor);
 }
 
-/** max |x[i]| (0 when empty; NaN if any element is NaN), e.g. to pick an fp16 scale. */
-export function maxAbs(x: Float32Array): number {
-  checkFloat32('maxAbs', x);
-  return kernels.maxAbs(x);
+/**
+ * max |x[i]| over the finite x[i] (0 when there are none): what sets a chunk's fp16 scale, which
+ * an Inf or NaN among its elements must not (it stays Inf or NaN through any scale).
+ */
+export function maxAbsFinite(x: Float32Array): number {
+  checkFloat32('maxAbsFinite', x);
+  return kernels.maxAbsFinite(x);
 }
 
 /** dst = fp16(src[i] * scale), little-endian. `scale` is rounded to float32; 1 costs nothing. */
@@ -161,7 +164,7 @@ export function addF16Into(acc: Float32Array, src: HalfArray, scale = 1): void {
   kernels.addF16Into(acc, halfBytes('addF16Into', src, acc.length, acc), checkScale('addF16Into', scale));
 }
 
-/** addF16Into, returning max |acc[i]| afterwards (as maxAbs would), in the same pass. */
+/** addF16Into, returning max |acc[i]| over the finite acc[i] afterwards (as maxAbsFinite would), in the same pass. */
 export function addF16IntoMax(acc: Float32Array, src: HalfArray, scale = 1): number {
   checkFloat32('addF16IntoMax', acc);
   return kernels.addF16IntoMax(acc, halfBytes('addF16IntoMax', src, acc.length, acc), checkScale('addF16IntoMax', scale));

@@ -66,13 +66,16 @@ const LOOPS: Record<ReduceOp, Record<DType, Loop>> = { sum: SUM, average: SUM, m
 const cellF = new Float32Array(1);
 const cellI = new Int32Array(cellF.buffer);
 
-/** max |x[i]| on the bits: with the sign cleared, integer order is float order and NaN > Inf. */
-function maxAbs(x: Float32Array): number {
+/**
+ * max |x[i]| over the finite x[i], on the bits: with the sign cleared, integer order is float
+ * order, and the patterns from 0x7f800000 up (Inf, NaN) are left out.
+ */
+function maxAbsFinite(x: Float32Array): number {
   const b = new Int32Array(x.buffer, x.byteOffset, x.length);
   let m = 0;
   for (let i = 0; i < b.length; i++) {
     const a = b[i] & 0x7fffffff;
-    if (a > m) m = a;
+    if (a > m && a < 0x7f800000) m = a;
   }
   cellI[0] = m;
   return cellF[0];
@@ -97,13 +100,13 @@ export const jsKernels: Kernels = {
     const n = x.length;
     for (let i = 0; i < n; i++) x[i] *= factor;
   },
-  maxAbs,
+  maxAbsFinite,
   f32ToF16,
   f16ToF32,
   addF16Into,
   addF16IntoMax(acc: Float32Array, src: Uint8Array, scale: number): number {
     addF16Into(acc, src, scale);
-    return maxAbs(acc);
+    return maxAbsFinite(acc);
   },
   f32ToBf16,
   bf16ToF32,

@@ -16,7 +16,7 @@ import type { Kernels, ReduceOp } from './types.js';
  */
 const ADDON_PATH = '../../native-bindings/build/Release/ringreduce_kernels.node';
 /** Must equal kAbiVersion in native-bindings/src/addon.cc. */
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /** process_vm_readv from a process of this host (see native-bindings/src/shm.cc). */
 export type PeerReadFn = (pid: number, address: number, into: Uint8Array) => number;
@@ -32,7 +32,7 @@ interface Binding {
   reduce(op: number, dst: NumericArray, src: NumericArray): void;
   divide(x: Float32Array | Float64Array, divisor: number): void;
   scale(x: Float32Array | Float64Array, factor: number): void;
-  maxAbs(x: Float32Array): number;
+  maxAbsFinite(x: Float32Array): number;
   f32ToF16(dst: Uint8Array, src: Float32Array, scale: number): void;
   f16ToF32(dst: Float32Array, src: Uint8Array, scale: number): void;
   addF16(acc: Float32Array, src: Uint8Array, scale: number): void;
@@ -72,7 +72,7 @@ function wrap(b: Binding): Kernels {
       else jsKernels.divideInPlace(x, divisor);
     },
     scaleInPlace: (x, factor) => b.scale(x, factor),
-    maxAbs: (x) => b.maxAbs(x),
+    maxAbsFinite: (x) => b.maxAbsFinite(x),
     f32ToF16: (dst, src, scale) => b.f32ToF16(dst, src, scale),
     f16ToF32: (dst, src, scale) => b.f16ToF32(dst, src, scale),
     addF16Into: (acc, src, scale) => b.addF16(acc, src, scale),

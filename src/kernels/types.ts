@@ -26,15 +26,15 @@ export interface Kernels {
   divideInPlace(x: NumericArray, divisor: number): void;
   /** x[i] = x[i] * factor (the product rounded once to the element type). */
   scaleInPlace(x: Float32Array | Float64Array, factor: number): void;
-  /** max |x[i]|: 0 when empty, Infinity if any is infinite, NaN if any is NaN. */
-  maxAbs(x: Float32Array): number;
+  /** max |x[i]| over the finite x[i]: 0 when there are none; Inf and NaN elements are left out. */
+  maxAbsFinite(x: Float32Array): number;
   /** dst = fp16(src[i] * scale), round-to-nearest-even (overflow gives ±Inf, as IEEE says). */
   f32ToF16(dst: Uint8Array, src: Float32Array, scale: number): void;
   /** dst[i] = f32(src[i]) * scale. */
   f16ToF32(dst: Float32Array, src: Uint8Array, scale: number): void;
   /** acc[i] += f32(src[i]) * scale: decode and reduce in one pass. */
   addF16Into(acc: Float32Array, src: Uint8Array, scale: number): void;
-  /** addF16Into, returning max |acc[i]| afterwards (as maxAbs): one pass instead of two. */
+  /** addF16Into, returning max |acc[i]| over the finite acc[i] afterwards (as maxAbsFinite): one pass instead of two. */
   addF16IntoMax(acc: Float32Array, src: Uint8Array, scale: number): number;
   /** dst = bf16(src[i]), round-to-nearest-even, NaN stays NaN. */
   f32ToBf16(dst: Uint8Array, src: Float32Array): void;

@@ -1,5 +1,6 @@
-import { dtypeByCode } from '../dtypes.js';
+import { dtypeByCode, MAX_ELEMENTS } from '../dtypes.js';
 import { RingProtocolError } from '../errors.js';
+import { peerValue } from '../peer-text.js';
 
 /**
  * The point-to-point protocol, on a link that the SENDING rank opened (see transport/mesh.ts).
@@ -60,13 +61,13 @@ const isId = (v: unknown): v is number => typeof v === 'number' && Number.isSafe
 
 /** Shape checks for what arrives on a point-to-point link (a malformed message is a protocol error). */
 export function validateP2P(m: Record<string, unknown>, from: string): P2PControl {
-  const bad = (what: string) => new RingProtocolError(`malformed point-to-point '${String(m.t)}' message from ${from}: ${what}`);
+  const bad = (what: string) => new RingProtocolError(`malformed point-to-point ${peerValue(m.t)} message from ${from}: ${what}`);
   switch (m.t) {
     case 'msg': {
-      if (typeof m.c !== 'string' || m.c.length > 256) throw bad('context');
-      if (!isId(m.tag) || !isId(m.id) || !isId(m.n)) throw bad('tag/id/count');
-      if (!isId(m.dt) || dtypeByCode(m.dt) === undefined) throw bad(`dtype code ${String(m.dt)}`);
-      if (m.p !== undefined && !(m.p instanceof Uint8Array)) throw bad('payload');
+      if (typeof m.c !== 'string' || m.c.length > 256) throw bad(`context ${peerValue(m.c)}`);
+      if (!isId(m.tag) || !isId(m.id) || !isId(m.n) || m.n > MAX_ELEMENTS) throw bad(`tag ${peerValue(m.tag)} / id ${peerValue(m.id)} / count ${peerValue(m.n)}`);
+      if (!isId(m.dt) || dtypeByCode(m.dt) === undefined) throw bad(`dtype code ${peerValue(m.dt)}`);
+      if (m.p !== undefined && !(m.p instanceof Uint8Array && m.p.byteLength <= EAGER_BYTES)) throw bad(`payload ${peerValue(m.p)}`);
       if (m.a !== undefined && (!isId(m.a) || m.a === 0 || m.p !== undefined)) throw bad('address');
       const msg: P2PMsg = { t: 'msg', c: m.c, tag: m.tag, id: m.id, dt: m.dt, n: m.n };
       if (m.p !== undefined) msg.p = m.p as Uint8Array;
@@ -81,9 +82,9 @@ export function validateP2P(m: Record<string, unknown>, from: string): P2PContro
       if (!isId(m.id)) throw bad('id');
       return { t: m.t, id: m.id };
     case 'nak':
-      if (!isId(m.id) || !isId(m.dt) || !isId(m.n)) throw bad('id/dtype/count');
+      if (!isId(m.id) || !isId(m.dt) || !isId(m.n) || m.n > MAX_ELEMENTS) throw bad(`id ${peerValue(m.id)} / dtype ${peerValue(m.dt)} / count ${peerValue(m.n)}`);
       return { t: 'nak', id: m.id, dt: m.dt, n: m.n };
     default:
-      throw new RingProtocolError(`unexpected point-to-point message '${String(m.t)}' from ${from}`);
+      throw new RingProtocolError(`unexpected point-to-point message ${peerValue(m.t)} from ${from}`);
   }
 }

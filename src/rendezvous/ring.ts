@@ -2,9 +2,10 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { Communicator } from '../collectives/communicator.js';
 import { mod } from '../collectives/schedule.js';
-import { RingError, RingMismatchError, RingPeerLostError, RingRendezvousError, RingTimeoutError } from '../errors.js';
+import { RingError, RingMismatchError, RingPeerLostError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { RingGroup } from '../group.js';
 import type { ResolvedOptions } from '../options.js';
+import { peerText, peerValue } from '../peer-text.js';
 import { Fabric } from '../process-group.js';
 import type { Link } from '../transport/link.js';
 import { LinkMesh } from '../transport/mesh.js';
@@ -150,6 +151,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         { rank, ranks: missing, op: 'init' },
       );
     }
+    table = table.map((t, r) => checkRecord(rank, r, t));
     checkTable(rank, table);
     checkReachable(rank, table);
     // A peer's pid means something here only inside the same pid namespace of the same boot.
@@ -242,6 +244,44 @@ function storeUnreachable(o: ResolvedOptions, where: { host: string; port: numbe
   );
 }
 
+/**
+ * A rank's record as read from the store (any token holder may have written it): every field of
+ * the right type and range, strings of bounded length, or a protocol error naming the rank. Returns
+ * a fresh record of the known fields only.
+ */
+export function checkRecord(rank: number, r: number, t: unknown): RankRecord {
+  const bad = (what: string) =>
+    new RingProtocolError(`rank ${rank}: the record of rank ${r} in the rendezvous store is malformed: ${what}`, { rank, ranks: [r], op: 'init' });
+  if (t === null || typeof t !== 'object' || Array.isArray(t)) throw bad(`record ${peerValue(t)}`);
+  const x = t as Record<string, unknown>;
+  const int = (f: string, min: number, max: number): number => {
+    const v = x[f];
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) throw bad(`${f} ${peerValue(v)}`);
+    return v;
+  };
+  const str = (f: string, max: number, min = 0): string => {
+    const v = x[f];
+    if (typeof v !== 'string' || v.length < min || v.length > max) throw bad(`${f} ${peerValue(v)}`);
+    return v;
+  };
+  const host = str('host', 255, 1);
+  if (!/^[\w.:%\-[\]]+$/.test(host)) throw bad(`host ${peerValue(host)}`);
+  if (typeof x.tls !== 'boolean') throw bad(`tls ${peerValue(x.tls)}`);
+  const rec: RankRecord = {
+    host,
+    port: int('port', 1, 65535),
+    size: int('size', 1, 2 ** 31 - 1),
+    chunkBytes: int('chunkBytes', 1, 2 ** 31 - 1),
+    pid: int('pid', 0, 2 ** 31 - 1),
+    hostname: str('hostname', 255),
+    machine: str('machine', 256),
+    tls: x.tls,
+  };
+  if (x.pids !== undefined) rec.pids = str('pids', 256);
+  if (x.protocol !== undefined) rec.protocol = int('protocol', 0, 2 ** 31 - 1);
+  return rec;
+}
+
 export function checkTable(rank: number, table: RankRecord[]): void {
   for (const field of ['protocol', 'size', 'chunkBytes', 'tls'] as const) {
     const groups = new Map<number | boolean | undefined, number[]>();
@@ -275,7 +315,7 @@ function checkReachable(rank: number, table: RankRecord[]): void {
   if (machines.size < 2) return;
   const loop = table.flatMap((t, r) => (isLoopback(t.host) ? [r] : []));
   if (loop.length === 0) return;
-  const which = loop.map((r) => `rank ${r} (${table[r].hostname}: ${table[r].host})`).join(', ');
+  const which = loop.map((r) => `rank ${r} (${peerText(table[r].hostname)}: ${table[r].host})`).join(', ');
   throw new RingRendezvousError(
     `rank ${rank}: the ranks run on ${machines.size} machines (or network namespaces) but ${which} advertise${loop.length === 1 ? 's' : ''} a loopback address ` +
       `that the other machines cannot reach; set RINGREDUCE_IFACE (ringrun --iface) to the interface that connects the machines, ` +

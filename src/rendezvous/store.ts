@@ -7,6 +7,7 @@ import type { StoreRequest, StoreResponse } from '../transport/messages.js';
 import { closeWsServer, connect, formatHost, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
 import type { Logger } from '../logger.js';
+import { peerText, peerValue } from '../peer-text.js';
 
 /**
  * The rendezvous store: a write-once key/value table with blocking reads, served over an
@@ -118,7 +119,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
       }
       if (req.t === 'set' && typeof req.key === 'string') {
         if (values.has(req.key) && JSON.stringify(values.get(req.key)) !== JSON.stringify(req.value)) {
-          send({ t: 'err', id: req.id, message: `key '${req.key}' is already set by another process` });
+          send({ t: 'err', id: req.id, message: `key '${peerText(req.key)}' is already set by another process` });
           return;
         }
         values.set(req.key, req.value);
@@ -147,7 +148,7 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
         mine.add(w);
         wake();
       } else {
-        send({ t: 'err', id: req.id, message: `bad request '${String((req as { t?: unknown }).t)}'` });
+        send({ t: 'err', id: req.id, message: `bad request ${peerValue((req as { t?: unknown }).t)}` });
       }
     });
   }
@@ -170,6 +171,9 @@ export function closeServer(server: WebSocketServer): Promise<void> {
 
 /** What launchers need to name and reach a store, without reaching into the transport. */
 export { formatHost, wsUrl as storeUrl, type Endpoint, type TlsConfig };
+
+/** The store's own words in an error (it is a peer: see peer-text.ts). */
+const storeText = (m: unknown): string => (typeof m === 'string' ? peerText(m, 1000) : peerValue(m));
 
 /** A rank's connection to the store. */
 export class StoreClient implements RendezvousStore {
@@ -224,15 +228,18 @@ export class StoreClient implements RendezvousStore {
 
   async set(key: string, value: unknown): Promise<void> {
     const r = await this.request({ t: 'set', id: this.nextId++, key, value });
-    if (r.t === 'err') throw new RingRendezvousError(`rendezvous store: ${r.message}`);
+    if (r.t === 'err') throw new RingRendezvousError(`rendezvous store: ${storeText(r.message)}`);
   }
 
   /** Waits until every key is set; on timeout throws RingTimeoutError carrying the missing keys. */
   async get(keys: string[], timeoutMs: number): Promise<unknown[]> {
     const r = await this.request({ t: 'get', id: this.nextId++, keys, timeoutMs });
     if (r.t === 'ok') return r.values ?? [];
-    if (r.missing) throw Object.assign(new RingTimeoutError(`rendezvous store: ${r.message}`, {}), { missing: r.missing });
-    throw new RingRendezvousError(`rendezvous store: ${r.message}`);
+    if (Array.isArray(r.missing)) {
+      const missing = r.missing.filter((k): k is string => typeof k === 'string' && keys.includes(k));
+      throw Object.assign(new RingTimeoutError(`rendezvous store: ${storeText(r.message)}`, {}), { missing });
+    }
+    throw new RingRendezvousError(`rendezvous store: ${storeText(r.message)}`);
   }
 
   /** Keys live in the store's memory until it closes. */

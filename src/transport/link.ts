@@ -1,4 +1,5 @@
 import { isRingErrorCode, RingProtocolError, type RingErrorDetails } from '../errors.js';
+import { peerText, peerValue } from '../peer-text.js';
 import type { LinkControlMessage } from './messages.js';
 import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
 import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm/region.js';
@@ -65,6 +66,12 @@ export interface Link {
    */
   setPolling?(on: boolean): void;
   poll?(): void;
+  /**
+   * Stops reading the peer's messages (on: backpressure — the peer's writes wait, as on a full
+   * socket) or resumes. A few messages already read may still arrive while paused. Optional: links
+   * without it keep reading.
+   */
+  pause?(on: boolean): void;
   /** Keep the process alive while the link is open (an operation is pending) — or not. */
   ref(): void;
   unref(): void;
@@ -206,45 +213,62 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSaf
 const isRecord = (v: unknown): v is Record<string, unknown> =>
   v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof Uint8Array);
 
+/** The longest error message an abort carries on (a peer's text: see peer-text.ts). */
+export const MAX_ABORT_MESSAGE = 2000;
+/** Ranks an abort's details may name, and the length of their op and field names. */
+const MAX_DETAIL_RANKS = 1 << 16;
+const MAX_DETAIL_NAME = 64;
+/** Heartbeat intervals a peer may announce, ms (see liveness.ts: 20 ms to 1 s; up to a minute tolerated). */
+const MAX_BEAT_MS = 60_000;
+
 /**
- * Shape checks for control messages received on a ring link: a malformed one is a protocol error.
- * Returns a fresh message holding only the known fields, each of the right type and range, so
- * nothing else the peer put in the object travels further. A descriptor is checked only for being
- * a record: its fields are the collectives' vocabulary, which the communicator validates.
+ * Shape checks for control messages received on a ring link: a malformed one is a protocol error
+ * naming the field (and, safely, the value: peer-text.ts). Every field is checked for type and
+ * range; an abort's message and names, which reach logs and errors, are made safe and bounded
+ * here (so an abort forwarded round the ring carries the safe text). Returns a fresh message
+ * holding only the known fields, so nothing else the peer put in the object travels further. A
+ * descriptor is checked only for being a record: its fields are the collectives' vocabulary,
+ * which the communicator validates (collectives/descriptor.ts).
  */
 export function validateControl(m: Record<string, unknown>, from: string): LinkControlMessage {
-  const bad = (what: string) => new RingProtocolError(`malformed '${String(m.t)}' message from ${from}: ${what}`);
+  const bad = (what: string) => new RingProtocolError(`malformed ${peerValue(m.t)} message from ${from}: ${what}`);
   switch (m.t) {
     case 'desc': {
       const d = m.d;
-      if (!isInt(m.seq) || m.seq < 0 || !isInt(m.origin) || m.origin < 0) throw bad('seq/origin');
-      if (!isRecord(d)) throw bad('descriptor');
+      if (!isInt(m.seq) || m.seq < 0 || !isInt(m.origin) || m.origin < 0) throw bad(`seq ${peerValue(m.seq)} / origin ${peerValue(m.origin)}`);
+      if (!isRecord(d)) throw bad(`descriptor ${peerValue(d)}`);
       if (m.p === undefined) return { t: 'desc', seq: m.seq, origin: m.origin, d };
-      if (!(m.p instanceof Uint8Array)) throw bad('inline payload');
+      if (!(m.p instanceof Uint8Array)) throw bad(`inline payload ${peerValue(m.p)}`);
       return { t: 'desc', seq: m.seq, origin: m.origin, d, p: m.p };
     }
     case 'abort': {
       const e = m.error;
-      if (!isInt(m.origin) || m.origin < 0) throw bad('origin');
+      if (!isInt(m.origin) || m.origin < 0) throw bad(`origin ${peerValue(m.origin)}`);
       if (!isRecord(e) || !isRingErrorCode(e.code) || typeof e.message !== 'string') throw bad('error');
       const x = e.details === undefined ? {} : e.details;
       if (!isRecord(x)) throw bad('error details');
       const details: RingErrorDetails = {};
-      if (x.rank !== undefined) details.rank = isInt(x.rank) ? x.rank : badDetail('rank');
-      if (x.ranks !== undefined) details.ranks = Array.isArray(x.ranks) && x.ranks.every(isInt) ? (x.ranks as number[]).slice() : badDetail('ranks');
-      if (x.op !== undefined) details.op = typeof x.op === 'string' ? x.op : badDetail('op');
-      if (x.seq !== undefined) details.seq = isInt(x.seq) ? x.seq : badDetail('seq');
-      if (x.field !== undefined) details.field = typeof x.field === 'string' ? x.field : badDetail('field');
-      return { t: 'abort', origin: m.origin, error: { code: e.code, message: e.message, details } };
+      const name = (v: unknown, field: string) => (typeof v === 'string' ? peerText(v, MAX_DETAIL_NAME) : badDetail(field));
+      if (x.rank !== undefined) details.rank = isInt(x.rank) && x.rank >= 0 ? x.rank : badDetail('rank');
+      if (x.ranks !== undefined) {
+        const ok = Array.isArray(x.ranks) && x.ranks.length <= MAX_DETAIL_RANKS && x.ranks.every((r) => isInt(r) && r >= 0);
+        details.ranks = ok ? (x.ranks as number[]).slice() : badDetail('ranks');
+      }
+      if (x.op !== undefined) details.op = name(x.op, 'op');
+      if (x.seq !== undefined) details.seq = isInt(x.seq) && x.seq >= 0 ? x.seq : badDetail('seq');
+      if (x.field !== undefined) details.field = name(x.field, 'field');
+      return { t: 'abort', origin: m.origin, error: { code: e.code, message: peerText(e.message, MAX_ABORT_MESSAGE), details } };
     }
     case 'bye':
-      if (!isInt(m.rank) || m.rank < 0) throw bad('rank');
+      if (!isInt(m.rank) || m.rank < 0) throw bad(`rank ${peerValue(m.rank)}`);
       return { t: 'bye', rank: m.rank };
     case 'beat':
-      if (!isInt(m.rank) || m.rank < 0 || !isInt(m.everyMs) || m.everyMs < 1) throw bad('rank/everyMs');
+      if (!isInt(m.rank) || m.rank < 0 || !isInt(m.everyMs) || m.everyMs < 1 || m.everyMs > MAX_BEAT_MS) {
+        throw bad(`rank ${peerValue(m.rank)} / everyMs ${peerValue(m.everyMs)}`);
+      }
       return { t: 'beat', rank: m.rank, everyMs: m.everyMs };
     default:
-      throw new RingProtocolError(`unexpected control message '${String(m.t)}' from ${from}`);
+      throw new RingProtocolError(`unexpected control message ${peerValue(m.t)} from ${from}`);
   }
   function badDetail(field: string): never {
     throw bad(`error details.${field}`);

@@ -8,6 +8,8 @@ import type { Acceptor, Listener, PeerAddress, Transport } from './transport.js'
  */
 class MemoryLink extends MessageLink {
   other!: MemoryLink;
+  /** Messages not yet read while paused (see pause), with their senders' callbacks. */
+  private unread: Array<[Uint8Array, () => void]> | undefined;
 
   protected write(parts: Uint8Array[], done: (err?: Error) => void): void {
     if (this.isClosed) {
@@ -16,13 +18,22 @@ class MemoryLink extends MessageLink {
     }
     // Copy now, as a socket write would: the sender may reuse its buffer once `done` runs.
     const msg = Buffer.concat(parts);
-    setImmediate(() => {
-      this.other.deliver(msg);
-      done();
-    });
+    setImmediate(() => this.other.deliver(msg, () => done()));
   }
-  deliver(msg: Uint8Array): void {
+  /** A paused receiver keeps the message, and its sender's write "in the socket" (done waits), until it resumes. */
+  deliver(msg: Uint8Array, done: () => void): void {
+    if (this.unread) return void this.unread.push([msg, done]);
     this.receive(msg);
+    done();
+  }
+  pause(on: boolean): void {
+    if (on) {
+      this.unread ??= [];
+      return;
+    }
+    const unread = this.unread ?? [];
+    this.unread = undefined;
+    for (const [m, done] of unread) this.deliver(m, done);
   }
   protected closeTransport(): void {
     setImmediate(() => this.other.ended(new Error('connection closed by the peer')));

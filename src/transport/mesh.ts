@@ -1,4 +1,5 @@
 import { RingError, RingInvalidArgError, RingProtocolError, RingRendezvousError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { peerValue } from '../peer-text.js';
 import type { Logger } from '../logger.js';
 import type { Link } from './link.js';
 import { takeReserveWarning } from './shm/region.js';
@@ -53,7 +54,7 @@ export class Arrivals {
   admit(peer: number, channel: string): string | undefined {
     if (this.closed) return `rank ${this.rank} is shutting down`;
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.size || peer === this.rank) return `rank ${peer} is not another rank of this job`;
-    if (!CHANNEL_RE.test(channel)) return `bad channel name ${JSON.stringify(channel)}`;
+    if (!CHANNEL_RE.test(channel)) return `bad channel name ${peerValue(channel)}`;
     if (this.seen.has(key(peer, channel))) return `rank ${peer} already has a link to rank ${this.rank} on channel '${channel}'`;
     if (!this.handlers.has(channel) && !this.waiters.has(key(peer, channel)) && this.parked.size >= this.maxParked) {
       return `rank ${this.rank} holds ${this.parked.size} links nobody asked for`;
@@ -137,7 +138,7 @@ const split = (k: string): [number, string] => {
 
 /** Throws the error a bad channel name deserves (a bug in ringreduce: names are made inside). */
 export function checkChannel(channel: string): void {
-  if (!CHANNEL_RE.test(channel)) throw new RingProtocolError(`bad channel name ${JSON.stringify(channel)}`);
+  if (!CHANNEL_RE.test(channel)) throw new RingProtocolError(`bad channel name ${peerValue(channel)}`);
 }
 
 export interface LinkMeshOptions {

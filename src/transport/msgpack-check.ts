@@ -31,13 +31,17 @@ function forbiddenKey(b: Uint8Array, p: number, n: number): string | undefined {
   return undefined;
 }
 
-/** Returns what is wrong with the MessagePack value in `b[start..]`, or undefined if it is acceptable. */
-export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
+/**
+ * Returns what is wrong with the MessagePack value in `b[start..]` (or, with `howMany`, the
+ * values one after the other that fill it), or undefined if it is acceptable. `maxValues` bounds
+ * the values in all (a caller that decodes large data of its own may allow more).
+ */
+export function checkMsgpack(b: Uint8Array, start = 0, howMany = 1, maxValues = MAX_VALUES): string | undefined {
   const end = b.byteLength;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   let p = start;
   // Per open container: values still to read (a map of n entries holds 2n: key, value, ...).
-  const left: number[] = [1];
+  const left: number[] = [howMany];
   const isMap: boolean[] = [false];
   let values = 0;
   while (left.length > 0) {
@@ -49,7 +53,7 @@ export function checkMsgpack(b: Uint8Array, start = 0): string | undefined {
     }
     const isKey = isMap[d] && left[d] % 2 === 0;
     left[d]--;
-    if (++values > MAX_VALUES) return `more than ${MAX_VALUES} values`;
+    if (++values > maxValues) return `more than ${maxValues} values`;
     if (p >= end) return `truncated at byte ${p}`;
     const t = b[p++];
     // Byte lengths that follow the type byte (str/bin), or element counts (array/map).

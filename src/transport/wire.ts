@@ -1,5 +1,6 @@
 import { Packr } from 'msgpackr';
 import { RingProtocolError } from '../errors.js';
+import { peerText } from '../peer-text.js';
 import { checkMsgpack } from './msgpack-check.js';
 
 /**
@@ -85,7 +86,7 @@ export function decodeMessage(buf: Uint8Array, from: string): Decoded {
     try {
       msg = packr.unpack(buf.subarray(1));
     } catch (e) {
-      throw new RingProtocolError(`undecodable control message from ${from}: ${(e as Error).message}`);
+      throw new RingProtocolError(`undecodable control message from ${from}: ${peerText(String((e as Error)?.message))}`);
     }
     if (msg === null || typeof msg !== 'object' || Array.isArray(msg) || typeof (msg as { t?: unknown }).t !== 'string') {
       throw new RingProtocolError(`control message from ${from} is not an object with a type`);

@@ -15,6 +15,8 @@ export interface OpState {
    * shared-memory slot kept until then (with the function that hands it back).
    */
   held: Array<[DataHeader, Uint8Array, (() => void) | undefined]>;
+  /** Bytes of the held frames that are copies (the others keep their slot). */
+  heldCopied: number;
   pendingSends: number;
   /** When it times out (ms since epoch; 0 = never), and the timer of its grace period, if in one. */
   deadline: number;
@@ -36,9 +38,15 @@ export class OpTable {
   /** Operations running here (called, not yet settled). */
   active = 0;
   private readonly ops = new Map<number, OpState>();
-  /** Held frames that keep their shared-memory slot (see hold), and bytes held as copies. */
+  /** Held frames that keep their shared-memory slot (see hold), and bytes ever held as copies. */
   private pinned = 0;
   earlyCopied = 0;
+  /**
+   * Bytes of copies held now for operations not started here: what a left neighbour that runs
+   * ahead (or a peer that sends frames of operations nobody started) costs this rank's memory.
+   * The communicator keeps it within its budget (see Communicator.flow).
+   */
+  earlyBytes = 0;
 
   constructor(private readonly size: number) {}
 
@@ -46,7 +54,7 @@ export class OpTable {
   state(seq: number): OpState {
     let st = this.ops.get(seq);
     if (!st) {
-      st = { seq, table: new DescriptorTable(this.size), held: [], pendingSends: 0, deadline: 0 };
+      st = { seq, table: new DescriptorTable(this.size), held: [], heldCopied: 0, pendingSends: 0, deadline: 0 };
       this.ops.set(seq, st);
     }
     return st;
@@ -76,6 +84,12 @@ export class OpTable {
 
   clear(): void {
     this.ops.clear();
+    this.earlyBytes = 0;
+  }
+
+  /** `st` has started here: what it holds is no longer early. */
+  started(st: OpState): void {
+    this.earlyBytes -= st.heldCopied;
   }
 
   /** One of the operation's sends has left (or is no longer wanted). */
@@ -83,8 +97,11 @@ export class OpTable {
     if (--st.pendingSends === 0 && !st.resolve && st.desc) this.ops.delete(st.seq);
   }
 
-  /** Keeps a frame that arrived before it could be applied; `pin`, if given, keeps its slot. */
-  hold(st: OpState, h: DataHeader, payload: Uint8Array, pin: (() => () => void) | undefined): void {
+  /**
+   * Keeps a frame that arrived before it could be applied; `pin`, if given, keeps its slot.
+   * Returns the bytes copied (0 when the slot was kept).
+   */
+  hold(st: OpState, h: DataHeader, payload: Uint8Array, pin: (() => () => void) | undefined): number {
     // A payload is only lent for the call. A frame in a shared-memory slot can keep its slot
     // instead of being copied (a rank that starts late would otherwise copy as much as the left
     // sends meanwhile: measured up to 48 MiB of a 64 MiB all-reduce at N=4): the left then waits
@@ -97,14 +114,33 @@ export class OpTable {
     if (pin && (st.coll !== undefined || this.leftDoneWithRunning())) {
       st.held.push([h, payload, pin()]);
       this.pinned++;
-    } else {
-      st.held.push([h, new Uint8Array(payload), undefined]);
-      this.earlyCopied += payload.byteLength;
+      return 0;
     }
+    st.held.push([h, new Uint8Array(payload), undefined]);
+    this.copied(st, payload.byteLength);
+    return payload.byteLength;
   }
 
-  /** Every operation running here has received all its frames from the left. */
-  private leftDoneWithRunning(): boolean {
+  private copied(st: OpState, bytes: number): void {
+    this.earlyCopied += bytes;
+    st.heldCopied += bytes;
+    if (!st.coll) this.earlyBytes += bytes;
+  }
+
+  /** Takes an operation's held frames (to apply them, or to drop them). */
+  takeHeld(st: OpState): OpState['held'] {
+    const held = st.held;
+    st.held = [];
+    if (!st.coll) this.earlyBytes -= st.heldCopied;
+    st.heldCopied = 0;
+    return held;
+  }
+
+  /**
+   * Every operation running here has received all its frames (and descriptors) from the left:
+   * nothing this rank waits for is behind the left's later frames, so it may stop reading them.
+   */
+  leftDoneWithRunning(): boolean {
     if (this.active === 0) return true;
     for (const o of this.ops.values()) {
       if (o.resolve && o.coll && !(o.table.checked && o.coll.received)) return false;
@@ -114,8 +150,7 @@ export class OpTable {
 
   /** Hands back the slots of an operation's held frames and forgets them. */
   dropHeld(st: OpState): void {
-    for (const [, , release] of st.held) if (release) this.unpin(release);
-    st.held = [];
+    for (const [, , release] of this.takeHeld(st)) if (release) this.unpin(release);
   }
 
   unpin(release: () => void): void {
@@ -135,7 +170,7 @@ export class OpTable {
       st.held = st.held.map(([h, p, release]) => {
         if (!release) return [h, p, undefined];
         const copy = new Uint8Array(p);
-        this.earlyCopied += p.byteLength;
+        this.copied(st, p.byteLength);
         this.unpin(release);
         return [h, copy, undefined];
       });

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { RingAuthError, RingTimeoutError } from '../../errors.js';
+import { peerValue } from '../../peer-text.js';
 import type { Inbox } from './inbox.js';
 import type { AuthMsg, ChallengeMsg, HandshakeMessage, WelcomeMsg } from '../messages.js';
 import { decodeMessage, encodeControl } from '../wire.js';
@@ -61,7 +62,7 @@ export async function serverHandshake(inbox: Inbox, o: ServerHandshakeOptions): 
   const nonceS = randomBytes(NONCE_BYTES);
   ws.send(encodeControl({ t: 'challenge', nonce: nonceS, ...o.challenge } satisfies ChallengeMsg));
   const m = await nextMessage(inbox, o.timeoutMs, o.peer);
-  if (m.t !== 'auth') throw new RingAuthError(`${o.peer} sent '${String(m.t)}' instead of 'auth'`);
+  if (m.t !== 'auth') throw new RingAuthError(`${o.peer} sent ${peerValue(m.t)} instead of 'auth'`);
   const a = m as AuthMsg;
   if (!Number.isSafeInteger(a.rank) || !(a.nonce instanceof Uint8Array) || a.nonce.byteLength !== NONCE_BYTES) {
     throw new RingAuthError(`${o.peer} sent a malformed 'auth' message`);

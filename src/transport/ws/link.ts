@@ -51,8 +51,9 @@ export class WsLink extends MessageLink {
     this.land = installLanding(this.ws);
     inbox.drain((data, binary) => {
       this.socketReceived++;
-      // Mailbox entries written before this socket message come first (see Mailbox).
-      if (this.inBox) this.drainMailbox(this.socketReceived - 1);
+      // Mailbox entries written before this socket message come first (see Mailbox), even when
+      // paused: a socket message that ws had read already still arrives, and must keep its place.
+      if (this.inBox) this.drainMailbox(this.socketReceived - 1, true);
       if (binary) this.receive(data);
       else this.fail(new RingProtocolError(`text frame from ${describe}`));
       if (this.inBox) this.drainMailbox(this.socketReceived);
@@ -106,10 +107,13 @@ export class WsLink extends MessageLink {
     this.sendWs(parts.length === 1 ? parts[0] : Buffer.concat(parts), done);
   }
 
-  /** Takes what the peer's mailbox holds that may be handled once `socketReceived` socket messages have. */
-  private drainMailbox(socketReceived = this.socketReceived): void {
+  /**
+   * Takes what the peer's mailbox holds that may be handled once `socketReceived` socket messages
+   * have; not while paused, unless a socket message that arrived anyway needs them handled first.
+   */
+  private drainMailbox(socketReceived = this.socketReceived, beforeSocketMessage = false): void {
     const box = this.inBox;
-    if (!box || this.draining) return;
+    if (!box || this.draining || (this.paused && !beforeSocketMessage)) return;
     this.draining = true;
     try {
       for (let m = box.take(socketReceived); m && !this.isClosed; m = box.take(socketReceived)) this.receive(m);
@@ -134,6 +138,24 @@ export class WsLink extends MessageLink {
     if (!box || this.isClosed) return;
     box.setAwake(on);
     if (!on) this.drainMailbox();
+  }
+
+  // ---- backpressure -----------------------------------------------------------------------------
+  private paused = false;
+
+  /**
+   * Stops reading the peer's messages, or resumes (Link.pause). The socket stops being read, so
+   * the peer's writes back up into its own socket buffer and its sends wait for their callbacks;
+   * the mailbox is not drained either (while it is full the peer writes to the socket).
+   */
+  pause(on: boolean): void {
+    if (on === this.paused || this.isClosed) return;
+    this.paused = on;
+    if (on) this.ws.pause();
+    else {
+      this.ws.resume();
+      this.drainMailbox();
+    }
   }
 
   // ---- shared memory (see shm.ts) ----------------------------------------------------------
@@ -394,6 +416,11 @@ export class WsLink extends MessageLink {
 
   protected closeTransport(): void {
     this.inBox?.setAwake(false);
+    // The closing handshake needs the peer's close frame read.
+    if (this.paused) {
+      this.paused = false;
+      this.ws.resume();
+    }
     // Flush what is queued, then close; do not let a dead peer hold the process for ws's 30 s.
     const ws = this.ws;
     if (ws.readyState === WebSocket.OPEN) ws.close(1000);

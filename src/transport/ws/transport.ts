@@ -1,5 +1,6 @@
 import type { WebSocket } from 'ws';
 import type { Logger } from '../../logger.js';
+import { peerValue } from '../../peer-text.js';
 import type { Acceptor, Listener, PeerAddress, Transport } from '../transport.js';
 import { clientHandshake, serverHandshake } from './auth.js';
 import { Inbox } from './inbox.js';
@@ -40,7 +41,7 @@ export class WsTransport implements Transport {
       const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
       const channel = channelOf(req.url);
       if (channel === undefined) {
-        logger.warn(`rank ${rank}: refused a connection from ${peer}: unknown path ${JSON.stringify(req.url)}`);
+        logger.warn(`rank ${rank}: refused a connection from ${peer}: unknown path ${peerValue(req.url)}`);
         return refuse(ws, 1008, 'refused');
       }
       const inbox = new Inbox(ws);
