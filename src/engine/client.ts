@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
-import { deserializeError, RingError, RingInternalError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { deserializeError, RingError, RingInternalError, RingRendezvousError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { describeErrno, isFdExhaustion } from '../transport/fds.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
 import type { GroupMeta } from './plan.js';
 
@@ -65,7 +66,10 @@ export class Engine {
         }
       });
       this.worker.on('error', (e) => {
-        this.fatal = new RingInternalError(`the comm worker crashed: ${e.stack ?? e.message}`);
+        // Out of file descriptors, a worker cannot even load its modules: not a bug of ours.
+        this.fatal = isFdExhaustion(e)
+          ? new RingRendezvousError(`rank ${options.rank}: the comm thread failed: ${describeErrno(e)}`, { rank: options.rank })
+          : new RingInternalError(`the comm worker crashed: ${e.stack ?? e.message}`);
         reject(this.fatal);
       });
     });
