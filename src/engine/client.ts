@@ -26,6 +26,40 @@ function workerUrl(): URL {
   return new URL('../../dist/engine/worker.js', import.meta.url);
 }
 
+/** Options of Node's that say what the main script is (`-e code`, `--input-type=module`), each with whether a value follows. */
+const SCRIPT_OPTIONS = new Map([
+  ['-e', true],
+  ['--eval', true],
+  ['-p', true],
+  ['--print', true],
+  ['-pe', true],
+  ['--input-type', true],
+  ['-i', false],
+  ['--interactive', false],
+  ['-c', false],
+  ['--check', false],
+]);
+
+/**
+ * This process's Node options for the comm worker, less those about the main script: a worker
+ * inherits them, and under `node --input-type=module -e '...'` it failed to load its own file
+ * (ERR_INPUT_TYPE_NOT_ALLOWED). Everything else (--import, --conditions, heap sizes...) stays.
+ */
+export function workerExecArgv(execArgv: readonly string[] = process.execArgv): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i];
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    if (!SCRIPT_OPTIONS.has(name)) {
+      out.push(a);
+      continue;
+    }
+    if (SCRIPT_OPTIONS.get(name) && eq < 0) i++; // its value is the next element
+  }
+  return out;
+}
+
 /**
  * The main thread's handle on the comm worker. Gradients go to the worker in a
  * SharedArrayBuffer; `reduceSync` blocks in Atomics.wait until the worker has reduced them in
@@ -42,7 +76,7 @@ export class Engine {
   private closed = false;
 
   constructor(private readonly options: EngineOptions) {
-    this.worker = new Worker(workerUrl());
+    this.worker = new Worker(workerUrl(), { execArgv: workerExecArgv() });
     const { port1, port2 } = new MessageChannel();
     this.syncPort = port1;
     this.worker.postMessage({ type: 'syncPort', port: port2 }, [port2]);
