@@ -26,38 +26,16 @@ function workerUrl(): URL {
   return new URL('../../dist/engine/worker.js', import.meta.url);
 }
 
-/** Options of Node's that say what the main script is (`-e code`, `--input-type=module`), each with whether a value follows. */
-const SCRIPT_OPTIONS = new Map([
-  ['-e', true],
-  ['--eval', true],
-  ['-p', true],
-  ['--print', true],
-  ['-pe', true],
-  ['--input-type', true],
-  ['-i', false],
-  ['--interactive', false],
-  ['-c', false],
-  ['--check', false],
-]);
-
 /**
- * This process's Node options for the comm worker, less those about the main script: a worker
- * inherits them, and under `node --input-type=module -e '...'` it failed to load its own file
- * (ERR_INPUT_TYPE_NOT_ALLOWED). Everything else (--import, --conditions, heap sizes...) stays.
+ * The worker is started from a line of code that imports its file, not from the file itself: a
+ * worker inherits this process's options, and with `node --input-type=module -e '...'` Node
+ * refused a file as the worker's entry point (ERR_INPUT_TYPE_NOT_ALLOWED: --input-type is for
+ * string input), so init() failed. Passing a filtered execArgv instead is no way out: Node then
+ * refuses the process-wide options a user may have, such as --expose-gc. An import() works as
+ * CommonJS and as a module, whatever --input-type says.
  */
-export function workerExecArgv(execArgv: readonly string[] = process.execArgv): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < execArgv.length; i++) {
-    const a = execArgv[i];
-    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
-    const name = eq > 0 ? a.slice(0, eq) : a;
-    if (!SCRIPT_OPTIONS.has(name)) {
-      out.push(a);
-      continue;
-    }
-    if (SCRIPT_OPTIONS.get(name) && eq < 0) i++; // its value is the next element
-  }
-  return out;
+export function workerSource(url: URL = workerUrl()): string {
+  return `import(${JSON.stringify(url.href)});`;
 }
 
 /**
@@ -76,7 +54,7 @@ export class Engine {
   private closed = false;
 
   constructor(private readonly options: EngineOptions) {
-    this.worker = new Worker(workerUrl(), { execArgv: workerExecArgv() });
+    this.worker = new Worker(workerSource(), { eval: true });
     const { port1, port2 } = new MessageChannel();
     this.syncPort = port1;
     this.worker.postMessage({ type: 'syncPort', port: port2 }, [port2]);
