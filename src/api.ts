@@ -16,7 +16,7 @@ import type { ProcessGroup } from './group.js';
 import type { NumericArray } from './dtypes.js';
 import { resolveOptions, type InitOptions, type ResolvedOptions } from './options.js';
 import { formRing } from './rendezvous/ring.js';
-import { isFileStore } from './env.js';
+import { hideToken, isFileStore } from './env.js';
 import { releaseSharedToken, sharedToken } from './rendezvous/file-store.js';
 import { quietTfjsBanner } from './tfjs/tf.js';
 
@@ -41,6 +41,8 @@ export async function init(options: InitOptions = {}): Promise<void> {
   if (!starting) {
     let resolved: ResolvedOptions;
     starting = (async () => {
+      // From here on the job token is only in memory, not in what children inherit (see hideToken).
+      hideToken();
       resolved = await withFileStoreToken(resolveOptions(options));
       return formRing(resolved);
     })()

@@ -18,6 +18,9 @@ import { RingInvalidArgError } from './errors.js';
  * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it, or
  * RINGREDUCE_STORE names it: `host:port` (rank 0 hosts it there) or `file:///shared/dir` (a
  * directory every rank can see; nobody hosts anything).
+ *
+ * The job token (RINGRUN_TOKEN, RINGREDUCE_TOKEN) is a secret: once init() has read it, it leaves
+ * process.env (hideToken), so that the processes the user's program starts do not inherit it.
  */
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -153,8 +156,37 @@ function check(d: Discovered, names: string): Discovered {
   return d;
 }
 
+/** The variables that may hold the job token, in the order they are read. */
+const TOKEN_VARIABLES = ['RINGRUN_TOKEN', 'RINGREDUCE_TOKEN'] as const;
+/** Token variables hideToken() took out of process.env, with their values. */
+const hidden = new Map<string, string>();
+
+/** The job token in `env`; for process.env, also one that hideToken() took out of it. */
+function tokenIn(env: Env): string | undefined {
+  for (const name of TOKEN_VARIABLES) {
+    const v = env[name] || (env === process.env ? hidden.get(name) : undefined);
+    if (v) return v;
+  }
+  return undefined;
+}
+
+/**
+ * Takes the job token's variables out of process.env, keeping their values here for a later
+ * init() of this process (after shutdown(), or a failed one): children the user's program starts
+ * afterwards do not inherit the secret. The comm thread gets the token with its options, not from
+ * its environment (which is a copy of process.env made when it starts, after this).
+ */
+export function hideToken(): void {
+  for (const name of TOKEN_VARIABLES) {
+    const v = process.env[name];
+    if (v === undefined) continue;
+    if (v !== '') hidden.set(name, v);
+    delete process.env[name];
+  }
+}
+
 export function discover(env: Env = process.env): Discovered {
-  const token = env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined;
+  const token = tokenIn(env);
   if (env.RINGRUN_STORE) {
     const size = int(env, 'WORLD_SIZE', 1) ?? 1;
     const rank = int(env, 'RANK', 0) ?? 0;
@@ -232,7 +264,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     chunkBytes: int(env, 'RINGREDUCE_CHUNK_BYTES', 1),
     advertiseHost: env.RINGREDUCE_HOST || undefined,
     noNative: env.RINGREDUCE_NO_NATIVE === '1' || env.RINGREDUCE_NO_NATIVE === 'true',
-    token: env.RINGRUN_TOKEN || env.RINGREDUCE_TOKEN || undefined,
+    token: tokenIn(env),
     fusionBytes: int(env, 'RINGREDUCE_FUSION_THRESHOLD', 0),
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),

@@ -226,7 +226,8 @@ export class Communicator {
   private onControl(m: LinkControlMessage, from: 'left' | 'right'): void {
     if (from === 'right') this.liveness.heardFromRight();
     if (m.t === 'beat') {
-      if (from === 'right') this.liveness.rightBeats(m.everyMs);
+      const tooMany = this.liveness.beatFrom(from, m.everyMs);
+      if (tooMany) this.fatal(this.protocolError(from === 'left' ? this.left : this.right, tooMany));
       return;
     }
     this.poller.progress();

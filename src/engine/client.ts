@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
-import { deserializeError, RingError, RingInternalError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { deserializeError, RingError, RingInternalError, RingRendezvousError, RingShutdownError, RingTimeoutError } from '../errors.js';
+import { describeErrno, isFdExhaustion } from '../transport/fds.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
 import type { GroupMeta } from './plan.js';
 
@@ -26,6 +27,18 @@ function workerUrl(): URL {
 }
 
 /**
+ * The worker is started from a line of code that imports its file, not from the file itself: a
+ * worker inherits this process's options, and with `node --input-type=module -e '...'` Node
+ * refused a file as the worker's entry point (ERR_INPUT_TYPE_NOT_ALLOWED: --input-type is for
+ * string input), so init() failed. Passing a filtered execArgv instead is no way out: Node then
+ * refuses the process-wide options a user may have, such as --expose-gc. An import() works as
+ * CommonJS and as a module, whatever --input-type says.
+ */
+export function workerSource(url: URL = workerUrl()): string {
+  return `import(${JSON.stringify(url.href)});`;
+}
+
+/**
  * The main thread's handle on the comm worker. Gradients go to the worker in a
  * SharedArrayBuffer; `reduceSync` blocks in Atomics.wait until the worker has reduced them in
  * place (what tfjs' synchronous Optimizer.applyGradients needs), `reduce` returns a Promise.
@@ -41,7 +54,7 @@ export class Engine {
   private closed = false;
 
   constructor(private readonly options: EngineOptions) {
-    this.worker = new Worker(workerUrl());
+    this.worker = new Worker(workerSource(), { eval: true });
     const { port1, port2 } = new MessageChannel();
     this.syncPort = port1;
     this.worker.postMessage({ type: 'syncPort', port: port2 }, [port2]);
@@ -65,7 +78,10 @@ export class Engine {
         }
       });
       this.worker.on('error', (e) => {
-        this.fatal = new RingInternalError(`the comm worker crashed: ${e.stack ?? e.message}`);
+        // Out of file descriptors, a worker cannot even load its modules: not a bug of ours.
+        this.fatal = isFdExhaustion(e)
+          ? new RingRendezvousError(`rank ${options.rank}: the comm thread failed: ${describeErrno(e)}`, { rank: options.rank })
+          : new RingInternalError(`the comm worker crashed: ${e.stack ?? e.message}`);
         reject(this.fatal);
       });
     });

@@ -11,6 +11,7 @@ import type { Link } from '../transport/link.js';
 import { LinkMesh } from '../transport/mesh.js';
 import { shmAvailable, takeReserveWarning } from '../transport/shm/region.js';
 import type { Listener } from '../transport/transport.js';
+import { fdShortage } from '../transport/fds.js';
 import { DATA_HEADER_BYTES } from '../transport/wire.js';
 import { formatHost } from '../transport/ws/socket.js';
 import { WsTransport } from '../transport/ws/transport.js';
@@ -147,7 +148,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       const missing = ((e as { missing?: string[] }).missing ?? []).map((k) => Number(k.slice(keyPrefix.length + 1)));
       if (missing.length === 0) throw e;
       throw new RingTimeoutError(
-        `rank ${rank}: ranks ${missing.join(', ')} of ${size} did not join within the start timeout (${o.startTimeoutMs / 1000} s)`,
+        `rank ${rank}: ranks ${missing.join(', ')} of ${size} did not join within the start timeout (${o.startTimeoutMs / 1000} s)${outOfFds(storeServer)}`,
         { rank, ranks: missing, op: 'init' },
       );
     }
@@ -160,7 +161,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     const [leftLink, rightLink] = await Promise.all([
       mesh.open(left, 'ring', deadline, 'left neighbour'),
       withDeadline(mesh.accept(right, 'ring', 0), deadline, () =>
-        new RingTimeoutError(`rank ${rank}: rank ${right} (right neighbour) did not connect within the start timeout`, {
+        new RingTimeoutError(`rank ${rank}: rank ${right} (right neighbour) did not connect within the start timeout${outOfFds(listener)}`, {
           rank,
           ranks: [right],
           op: 'init',
@@ -205,6 +206,17 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     await listener?.close();
     throw e instanceof RingError ? e : new RingRendezvousError(`rank ${rank}: init failed: ${(e as Error).message}`, { rank }, { cause: e });
   }
+}
+
+/**
+ * Said where this rank waited in vain for connections to a server of its own, when it is out of
+ * file descriptors: its server then drops every connection unseen (see transport/fds.ts), and the
+ * blame is its own, not the peers'.
+ */
+function outOfFds(server: unknown): string {
+  if (!server) return '';
+  const why = fdShortage();
+  return why ? ` — but ${why}, so connections to it are dropped` : '';
 }
 
 /**

@@ -1,10 +1,11 @@
 import type { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
-import { clientHandshake, serverHandshake } from '../transport/ws/auth.js';
+import { connectAuthenticated, serverHandshake } from '../transport/ws/auth.js';
+import { droppedByGate } from '../transport/ws/gate.js';
 import { Inbox } from '../transport/ws/inbox.js';
 import { refuse, reportRefusals } from '../transport/ws/refusals.js';
 import type { StoreRequest, StoreResponse } from '../transport/messages.js';
-import { closeWsServer, connect, formatHost, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
+import { closeWsServer, formatHost, listen, netServer, wsUrl, type Endpoint, type TlsConfig } from '../transport/ws/socket.js';
 import { decodeMessage, encodeControl } from '../transport/wire.js';
 import type { Logger } from '../logger.js';
 import { peerText, peerValue } from '../peer-text.js';
@@ -62,7 +63,11 @@ export interface StoreServerOptions {
 
 export async function startStoreServer(o: StoreServerOptions): Promise<StoreServer> {
   const { server, endpoint } = await listen(o.host, o.port, STORE_MAX_PAYLOAD, o.tls);
-  reportRefusals(server, (peer, why) => o.logger.warn(`rendezvous store: refused a connection from ${peer}: ${why}`));
+  const refused = reportRefusals(
+    server,
+    (peer, why) => o.logger.warn(`rendezvous store: refused a connection from ${peer}: ${why}`),
+    (message) => o.logger.warn(`rendezvous store at ${formatHost(o.host)}:${endpoint.port}: ${message}`),
+  );
   const values = new Map<string, unknown>();
   /** Blocked gets: `reply` answers with the values, `giveUp` with an error naming the keys still missing. */
   type Waiter = { keys: string[]; reply: (values: unknown[]) => void; giveUp: (message: string) => Promise<void>; timer?: NodeJS.Timeout };
@@ -78,7 +83,8 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
   };
 
   server.on('connection', (ws: WebSocket, req) => {
-    const peer = `store client ${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const address = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    const peer = `store client ${address}`;
     const inbox = new Inbox(ws);
     serverHandshake(inbox, {
       token: o.token,
@@ -90,7 +96,8 @@ export async function startStoreServer(o: StoreServerOptions): Promise<StoreServ
     }).then(
       (rank) => serve(ws, inbox, `rank ${rank} (${peer})`),
       (e: Error) => {
-        o.logger.warn(`rendezvous store: refused ${peer}: ${e.message}`);
+        if (droppedByGate(ws)) return; // reported by the gate
+        refused(address, e.message);
         refuse(ws, 1008, 'authentication failed');
       },
     );
@@ -205,11 +212,11 @@ export class StoreClient implements RendezvousStore {
 
   static async connect(e: Endpoint, token: string, rank: number, deadline: number, tls?: TlsConfig): Promise<StoreClient> {
     const where = wsUrl(e, tls).replace(/\/$/, '');
-    const inbox = await connect(e, STORE_MAX_PAYLOAD, deadline, 'the rendezvous store', tls);
+    let inbox: Inbox;
     try {
-      await clientHandshake(inbox, { token, rank, serverId: 'store', timeoutMs: HANDSHAKE_MS, peer: `the rendezvous store at ${where}` });
+      const peer = `the rendezvous store at ${where}`;
+      inbox = await connectAuthenticated(e, STORE_MAX_PAYLOAD, deadline, 'the rendezvous store', tls, '/', { token, rank, serverId: 'store', timeoutMs: HANDSHAKE_MS, peer });
     } catch (err) {
-      inbox.socket.terminate();
       if (err instanceof RingAuthError) {
         throw new RingAuthError(`rank ${rank}: the rendezvous store at ${where} refused us or failed to authenticate: ${err.message} (do all ranks share the job token?)`);
       }

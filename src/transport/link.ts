@@ -1,7 +1,7 @@
 import { isRingErrorCode, RingProtocolError, type RingErrorDetails } from '../errors.js';
 import { peerText, peerValue } from '../peer-text.js';
 import type { LinkControlMessage } from './messages.js';
-import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from './wire.js';
+import { decodeMessage, encodeControl, encodeData, encodeDataHeader, KIND_DATA_HEADER, MAX_CONTROL_BYTES, type DataHeader } from './wire.js';
 import { FIRST_LINK_KIND, LAST_LINK_KIND } from './shm/region.js';
 
 /** What a link tells its owner. Set once with Link.setHandlers before traffic flows. */
@@ -169,7 +169,7 @@ export abstract class MessageLink implements Link {
     let decoded;
     let control: unknown;
     try {
-      decoded = decodeMessage(buf, this.describe);
+      decoded = decodeMessage(buf, this.describe, MAX_CONTROL_BYTES);
       if (decoded.kind === 'control') control = (h.validate ?? validateControl)(decoded.msg, this.describe);
     } catch (e) {
       this.fail(e as Error);

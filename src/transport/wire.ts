@@ -27,6 +27,13 @@ export const KIND_CONTROL = 0;
 export const KIND_DATA = 1;
 export const KIND_DATA_HEADER = 2;
 export const DATA_HEADER_BYTES = 24;
+/**
+ * The largest control message a link takes (see MessageLink), checked before decoding: the
+ * largest ringreduce sends are a point-to-point message carrying 64 KiB of eager bytes, and a
+ * descriptor carrying 16 KiB of input (plus an all-to-all's splits). Links carry frames of
+ * chunkBytes (up to 64 MiB), which is no reason to decode control messages that long.
+ */
+export const MAX_CONTROL_BYTES = 256 * 1024;
 
 export interface DataHeader {
   seq: number;
@@ -75,11 +82,17 @@ export type Decoded =
   /** A header whose payload (of `length` bytes) is the next message. */
   | { kind: 'header'; header: DataHeader; length: number };
 
-/** Decodes one message; throws RingProtocolError (naming `from`) on anything malformed. */
-export function decodeMessage(buf: Uint8Array, from: string): Decoded {
+/**
+ * Decodes one message; throws RingProtocolError (naming `from`) on anything malformed, or on a
+ * control message over `maxControlBytes` (before decoding it).
+ */
+export function decodeMessage(buf: Uint8Array, from: string, maxControlBytes = Infinity): Decoded {
   if (buf.byteLength < 1) throw new RingProtocolError(`empty message from ${from}`);
   const kind = buf[0];
   if (kind === KIND_CONTROL) {
+    if (buf.byteLength > maxControlBytes) {
+      throw new RingProtocolError(`control message of ${buf.byteLength} bytes from ${from} (at most ${maxControlBytes})`);
+    }
     const problem = checkMsgpack(buf, 1);
     if (problem) throw new RingProtocolError(`malformed control message from ${from}: ${problem}`);
     let msg: unknown;

@@ -16,9 +16,17 @@ import type { OpState, OpTable } from './op-table.js';
  * differently still agree on what counts as silence.
  */
 export function beatInterval(timeoutMs: number): number {
-  return timeoutMs > 0 ? Math.min(MAX_BEAT_MS, Math.max(20, Math.round(timeoutMs / 8))) : MAX_BEAT_MS;
+  return timeoutMs > 0 ? Math.min(MAX_BEAT_MS, Math.max(MIN_BEAT_MS, Math.round(timeoutMs / 8))) : MAX_BEAT_MS;
 }
+const MIN_BEAT_MS = 20;
 const MAX_BEAT_MS = 1000;
+/**
+ * Heartbeats a neighbour may send beyond one per MIN_BEAT_MS since this communicator started.
+ * Counted over the link's whole life, so beats that arrive together still fit: those a neighbour
+ * sent while this rank was busy, or before it had formed its end of the ring (20 s of them at the
+ * fastest rate). A peer that sends more is breaking the protocol.
+ */
+const EXTRA_BEATS = 1000;
 /** A right neighbour silent this many heartbeat intervals is named as the stalled rank. */
 const SILENT_BEATS = 4;
 /** A rank with no such evidence waits this many intervals past its timeout for the verdict. */
@@ -53,6 +61,9 @@ export class Liveness {
   /** When the right neighbour last sent anything (heartbeats included), and its heartbeat interval. */
   private lastFromRight = Date.now();
   private rightBeatMs: number;
+  /** Heartbeats received from each side, and since when they are counted. */
+  private readonly beatsFrom = { left: 0, right: 0 };
+  private readonly beatsSince = Date.now();
   /** A lost neighbour waiting out LOSS_GRACE_MS for an abort that explains it (see peerLost). */
   private lossPending: NodeJS.Timeout | undefined;
 
@@ -91,9 +102,16 @@ export class Liveness {
     this.lastFromRight = Date.now();
   }
 
-  /** The right neighbour's heartbeat says how often they come. */
-  rightBeats(everyMs: number): void {
-    this.rightBeatMs = Math.min(everyMs, MAX_BEAT_MS);
+  /**
+   * A heartbeat from a neighbour; the right one's says how often they come. Returns what is wrong
+   * when they come faster than any rank sends them (at most one per MIN_BEAT_MS).
+   */
+  beatFrom(from: 'left' | 'right', everyMs: number): string | undefined {
+    if (from === 'right') this.rightBeatMs = Math.min(everyMs, MAX_BEAT_MS);
+    const n = ++this.beatsFrom[from];
+    const ms = Date.now() - this.beatsSince;
+    if (n > EXTRA_BEATS + ms / MIN_BEAT_MS) return `sent ${n} heartbeats in ${ms} ms (at most one per ${MIN_BEAT_MS} ms)`;
+    return undefined;
   }
 
   /** An operation starts here: it fails if it outlives timeoutMs. */

@@ -1,7 +1,9 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { RingAuthError, RingTimeoutError } from '../../errors.js';
 import { peerValue } from '../../peer-text.js';
+import { authenticated, TRY_AGAIN } from './gate.js';
 import type { Inbox } from './inbox.js';
+import { connect, type Endpoint, type TlsConfig } from './socket.js';
 import type { AuthMsg, ChallengeMsg, HandshakeMessage, WelcomeMsg } from '../messages.js';
 import { decodeMessage, encodeControl } from '../wire.js';
 
@@ -33,7 +35,10 @@ function sameMac(a: unknown, b: Buffer): boolean {
 async function nextMessage(inbox: Inbox, timeoutMs: number, peer: string): Promise<HandshakeMessage> {
   const m = await inbox.next(timeoutMs);
   if (m === 'timeout') throw new RingTimeoutError(`${peer} did not complete the handshake within ${timeoutMs} ms`, {});
-  if (m === undefined) throw new RingAuthError(`${peer} closed the connection during the handshake`);
+  if (m === undefined) {
+    const why = inbox.error ? `: ${inbox.error.message}` : inbox.closeCode === TRY_AGAIN ? ' (busy: try again)' : '';
+    throw new RingAuthError(`${peer} closed the connection during the handshake${why}`);
+  }
   if (!m.binary) throw new RingAuthError(`${peer} sent a text frame during the handshake`);
   let d;
   try {
@@ -72,6 +77,7 @@ export async function serverHandshake(inbox: Inbox, o: ServerHandshakeOptions): 
   }
   const refusal = o.admit(a.rank);
   if (refusal) throw new RingAuthError(`${o.peer} (rank ${a.rank}): ${refusal}`);
+  authenticated(ws);
   ws.send(encodeControl({ t: 'welcome', mac: mac(o.token, 's', nonceS, a.nonce, o.serverId, a.rank) } satisfies WelcomeMsg));
   return a.rank;
 }
@@ -100,4 +106,37 @@ export async function clientHandshake(inbox: Inbox, o: ClientHandshakeOptions): 
     throw new RingAuthError(`${o.peer} could not prove it holds the job token (is it part of this job?)`);
   }
   return m;
+}
+
+/** How long to wait before trying a dropped handshake again: doubling from 20 ms up to 500 ms. */
+const RETRY_MS = [20, 40, 80, 160, 320, 500];
+
+/**
+ * Connects (see socket.ts: refused connections are retried until `deadline`) and runs the client
+ * handshake. A server that closed the connection before authenticating it, saying "try again"
+ * (its gate had too many connections waiting, or this one waited too long: gate.ts) or not
+ * saying anything (1006: the connection was cut), is tried again until `deadline` too.
+ */
+export async function connectAuthenticated(
+  e: Endpoint,
+  maxPayload: number,
+  deadline: number,
+  what: string,
+  tls: TlsConfig | undefined,
+  path: string,
+  o: ClientHandshakeOptions,
+): Promise<Inbox> {
+  for (let attempt = 0; ; attempt++) {
+    const inbox = await connect(e, maxPayload, deadline, what, tls, path);
+    try {
+      await clientHandshake(inbox, o);
+      return inbox;
+    } catch (err) {
+      inbox.socket.terminate();
+      const wait = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
+      const dropped = inbox.closeCode === TRY_AGAIN || (inbox.closeCode === 1006 && !inbox.error);
+      if (!dropped || Date.now() + wait >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
 }

@@ -10,6 +10,9 @@ export class Inbox {
   private waiter: ((m: { data: Buffer; binary: boolean } | undefined) => void) | undefined;
   private sink: ((data: Buffer, binary: boolean) => void) | undefined;
   private ended = false;
+  /** How the socket ended: the close code the peer sent (1006: none), and an error ws reported. */
+  closeCode: number | undefined;
+  error: Error | undefined;
 
   constructor(private readonly ws: WebSocket) {
     ws.on('message', (data: Buffer, binary: boolean) => {
@@ -26,8 +29,14 @@ export class Inbox {
       this.waiter = undefined;
       w?.(undefined);
     };
-    ws.once('close', end);
-    ws.once('error', end);
+    ws.once('close', (code: number) => {
+      this.closeCode = code;
+      end();
+    });
+    ws.once('error', (e: Error) => {
+      this.error = e;
+      end();
+    });
   }
 
   /** The next message, or undefined if the socket ended first / the time ran out. */

@@ -1,9 +1,11 @@
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import { RingAuthError, RingRendezvousError } from '../../errors.js';
+import { describeErrno, fdShortage, isFdExhaustion } from '../fds.js';
+import { Gate, PENDING_MS } from './gate.js';
 import { Inbox } from './inbox.js';
 
 /**
@@ -35,6 +37,8 @@ export interface TlsConfig {
 
 /** TLS servers made by listen(): ws does not close a server it was handed, closeServer() must. */
 const ownedServers = new WeakMap<WebSocketServer, HttpsServer>();
+/** Every server's connections that have not authenticated yet (see gate.ts). */
+const gates = new WeakMap<WebSocketServer, Gate>();
 
 export const formatHost = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
@@ -73,12 +77,19 @@ export function listen(host: string, port: number, maxPayload: number, tls?: Tls
       };
       server = new WebSocketServer({ server: https, maxPayload, perMessageDeflate: false, clientTracking: true, verifyClient });
       ownedServers.set(server, https);
-      https.once('error', (e) => server.emit('error', e));
+      https.on('error', (e) => server.emit('error', e));
       https.listen(port, host);
     } else {
       server = new WebSocketServer({ host, port, maxPayload, perMessageDeflate: false, clientTracking: true });
     }
-    const onError = (e: Error) => reject(new RingRendezvousError(`cannot listen on ${formatHost(host)}:${port}: ${e.message}`, {}, { cause: e }));
+    // Before anyone else hears of a connection, the gate does: from its TCP accept, and its upgrade.
+    const tcp = ownedServers.get(server) ?? (server as unknown as { _server?: NetServer })._server;
+    if (tcp) {
+      const gate = new Gate(tcp);
+      gates.set(server, gate);
+      server.on('connection', (ws: WebSocket, req: IncomingMessage) => gate.upgraded(ws, req.socket as Socket));
+    }
+    const onError = (e: Error) => reject(new RingRendezvousError(`cannot listen on ${formatHost(host)}:${port}: ${describeErrno(e)}`, {}, { cause: e }));
     server.once('error', onError);
     server.once('listening', () => {
       server.off('error', onError);
@@ -88,8 +99,15 @@ export function listen(host: string, port: number, maxPayload: number, tls?: Tls
   });
 }
 
-/** Closes a server made by listen(), including its TLS server. */
+/** The gate of a server made by listen(). */
+export const gateOf = (server: WebSocketServer): Gate | undefined => gates.get(server);
+
+/**
+ * Closes a server made by listen(), including its TLS server, at once: connections that have not
+ * authenticated (a stranger's idle socket) are destroyed rather than waited for.
+ */
 export function closeWsServer(server: WebSocketServer): Promise<void> {
+  gates.get(server)?.closeAll();
   for (const c of server.clients) c.terminate();
   const https = ownedServers.get(server);
   return new Promise((resolve) =>
@@ -106,6 +124,9 @@ export function netServer(server: WebSocketServer): { unref(): void } | undefine
   return ownedServers.get(server) ?? (server as unknown as { _server?: { unref(): void } })._server;
 }
 
+/** How long connect() retries while this process is out of file descriptors. */
+const FD_GRACE_MS = PENDING_MS + 1000;
+
 /** TLS errors that no retry can fix: a certificate the other side does not trust, or none. */
 function isTlsRefusal(err: unknown): boolean {
   const code = String((err as { code?: unknown })?.code ?? '');
@@ -115,6 +136,7 @@ function isTlsRefusal(err: unknown): boolean {
 /** Opens a WebSocket (wss:// with `tls`), retrying refused connections until `deadline` (ms since epoch). */
 export async function connect(e: Endpoint, maxPayload: number, deadline: number, what: string, tls?: TlsConfig, path = '/'): Promise<Inbox> {
   let delay = 20;
+  let outOfFdsSince: number | undefined;
   for (;;) {
     try {
       return await new Promise<Inbox>((resolve, reject) => {
@@ -142,6 +164,15 @@ export async function connect(e: Endpoint, maxPayload: number, deadline: number,
         ws.once('error', reject);
       });
     } catch (err) {
+      // Out of file descriptors (this process: no socket, or its own server dropping connections
+      // unseen, see fds.ts): retried a little, as strangers' pending connections free theirs
+      // within PENDING_MS (gate.ts), then an error that says so, long before the deadline.
+      const short = isFdExhaustion(err) ? describeErrno(err as Error) : fdShortage();
+      if (short === undefined) outOfFdsSince = undefined;
+      else if (Date.now() - (outOfFdsSince ??= Date.now()) >= FD_GRACE_MS) {
+        const why = isFdExhaustion(err) ? short : `${(err as Error).message} (${short})`;
+        throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e, tls)}: ${why}`, {}, { cause: err });
+      }
       if (isTlsRefusal(err)) {
         throw new RingAuthError(`TLS handshake with ${what} at ${wsUrl(e, tls)} failed: ${(err as Error).message} (are both certificates signed by the job's CA?)`);
       }
@@ -154,7 +185,12 @@ export async function connect(e: Endpoint, maxPayload: number, deadline: number,
       const left = deadline - Date.now();
       if (left <= 0) {
         // A TLS server answering a plain client just hangs up.
-        const hint = !tls && /socket hang up/.test((err as Error).message) ? ' (does the other side use TLS? then set RINGREDUCE_TLS_CERT/_KEY/_CA here too)' : '';
+        const hint =
+          short !== undefined
+            ? ` (${short})`
+            : !tls && /socket hang up/.test((err as Error).message)
+              ? ' (does the other side use TLS? then set RINGREDUCE_TLS_CERT/_KEY/_CA here too)'
+              : '';
         throw new RingRendezvousError(`cannot connect to ${what} at ${wsUrl(e, tls)}: ${(err as Error).message}${hint}`, {}, { cause: err });
       }
       await new Promise((r) => setTimeout(r, Math.min(delay, left)));

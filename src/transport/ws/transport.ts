@@ -2,11 +2,12 @@ import type { WebSocket } from 'ws';
 import type { Logger } from '../../logger.js';
 import { peerValue } from '../../peer-text.js';
 import type { Acceptor, Listener, PeerAddress, Transport } from '../transport.js';
-import { clientHandshake, serverHandshake } from './auth.js';
+import { connectAuthenticated, serverHandshake } from './auth.js';
+import { droppedByGate } from './gate.js';
 import { Inbox } from './inbox.js';
 import { WsLink } from './link.js';
 import { refuse, reportRefusals } from './refusals.js';
-import { channelOf, channelPath, closeWsServer, connect, listen, netServer, type TlsConfig } from './socket.js';
+import { channelOf, channelPath, closeWsServer, listen, netServer, type TlsConfig } from './socket.js';
 
 const HANDSHAKE_MS = 10_000;
 
@@ -36,12 +37,16 @@ export class WsTransport implements Transport {
     const { rank, logger } = this.o;
     const { server, endpoint } = await listen(this.o.host, 0, this.o.maxPayload, this.o.tls);
     netServer(server)?.unref();
-    reportRefusals(server, (peer, why) => logger.warn(`rank ${rank}: refused a connection from ${peer}: ${why}`));
+    const refused = reportRefusals(
+      server,
+      (peer, why) => logger.warn(`rank ${rank}: refused a connection from ${peer}: ${why}`),
+      (message) => logger.warn(`rank ${rank}: its port ${endpoint.port} ${message}`),
+    );
     server.on('connection', (ws: WebSocket, req) => {
       const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
       const channel = channelOf(req.url);
       if (channel === undefined) {
-        logger.warn(`rank ${rank}: refused a connection from ${peer}: unknown path ${peerValue(req.url)}`);
+        refused(peer, `unknown path ${peerValue(req.url)}`);
         return refuse(ws, 1008, 'refused');
       }
       const inbox = new Inbox(ws);
@@ -55,7 +60,8 @@ export class WsTransport implements Transport {
       }).then(
         (r) => acceptor.accepted(r, channel, new WsLink(r, `rank ${r} (${acceptor.label?.(r, channel) ?? `${channel} link`}, ${peer})`, inbox)),
         (e: Error) => {
-          logger.warn(`rank ${rank}: refused a connection from ${peer}: ${e.message}`);
+          if (droppedByGate(ws)) return; // reported by the gate
+          refused(peer, e.message);
           refuse(ws, 1008, 'refused');
         },
       );
@@ -65,13 +71,13 @@ export class WsTransport implements Transport {
 
   async connect(peer: number, at: PeerAddress, channel: string, deadline: number, label: string): Promise<WsLink> {
     const where = `${at.host}:${at.port}`;
-    const inbox = await connect(at, this.o.maxPayload, deadline, `rank ${peer}`, this.o.tls, channelPath(channel));
-    try {
-      await clientHandshake(inbox, { token: this.o.token, rank: this.o.rank, serverId: serverId(peer, channel), timeoutMs: HANDSHAKE_MS, peer: `rank ${peer} at ${where}` });
-    } catch (e) {
-      inbox.socket.terminate();
-      throw e;
-    }
+    const inbox = await connectAuthenticated(at, this.o.maxPayload, deadline, `rank ${peer}`, this.o.tls, channelPath(channel), {
+      token: this.o.token,
+      rank: this.o.rank,
+      serverId: serverId(peer, channel),
+      timeoutMs: HANDSHAKE_MS,
+      peer: `rank ${peer} at ${where}`,
+    });
     return new WsLink(peer, `rank ${peer} (${label}, ${where})`, inbox);
   }
 }
