@@ -107,7 +107,7 @@ describe("a token holder's text in a live ring's errors", () => {
 });
 
 describe('under ringrun', () => {
-  it("a 900 KB message type with newlines, CR and ESC from rank 1: rank 0's warning, its uncaught error and ringrun's summary show it escaped and cut; no forged line, no ESC, no CR", async () => {
+  it("a 180 KB message type with newlines, CR and ESC from rank 1 (under the 256 KiB control-message limit): rank 0's warning, its uncaught error and ringrun's summary show it escaped and cut; no forged line, no ESC, no CR", async () => {
     const fixture = join(root, 'test', 'fixtures', 'hostile-text-rank.mjs');
     const r = await runNode([ringrunBin, '-np', '2', 'node', fixture], {}, 90_000);
     expect(r.code, r.stderr.slice(0, 3000)).toBe(1);
