@@ -217,10 +217,19 @@ interface Result {
   output: string;
 }
 
+/**
+ * `npx ringrun` in the commands runs this checkout's bin/ringrun.js directly. The real npx, in a
+ * fresh clone (CI), finds no `ringrun` in node_modules/.bin, so it installs the clone itself into
+ * its cache as a linked `file:` package and runs the clone's prepare and install scripts: tsc and
+ * node-gyp rewrite dist/ and the addon in place while other test files run, which failed them
+ * (a module without its exports, no native addon) in two fresh-clone runs.
+ */
+const NPX_RINGRUN = `npx() { if [ "$1" = ringrun ]; then shift; node ${JSON.stringify(join(root, 'bin', 'ringrun.js'))} "$@"; else command npx "$@"; fi; }\n`;
+
 /** `bash -c command` in `cwd`, its own process group, killed whole after `deadlineMs`. */
 function run(command: string, cwd: string, env: NodeJS.ProcessEnv, deadlineMs: number): Promise<Result> {
   return new Promise((resolve, reject) => {
-    const p = spawn('bash', ['-c', command], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const p = spawn('bash', ['-c', NPX_RINGRUN + command], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let output = '';
     p.stdout.on('data', (d) => (output += d));
     p.stderr.on('data', (d) => (output += d));
