@@ -76,13 +76,13 @@ describe.skipIf(!hasShm)('shared memory only between ranks of one host key', () 
       const [sender, receiver] = await withDeadline(Promise.all([meshes[0].connect(1, 'p2p'), meshes[1].accept(0, 'p2p', 10_000)]), 15_000, 'link');
       const to = sameHost
         ? 'rank 0: p2p link to rank 1: payloads through shared memory'
-        : 'rank 0: p2p link to rank 1: payloads through the socket (rank 1 runs on another host (boot id or network namespace))';
+        : 'rank 0: p2p link to rank 1: payloads through the socket (rank 1 is on another host: boot id or network namespace differ)';
       expect(lines[0]).toContain(to);
       const from = await lineMatching(lines[1], /^rank 1: p2p link from rank 0: /);
       expect(from).toBe(
         sameHost
           ? 'rank 1: p2p link from rank 0: payloads through shared memory'
-          : 'rank 1: p2p link from rank 0: payloads through the socket (rank 0 runs on another host (boot id or network namespace))',
+          : 'rank 1: p2p link from rank 0: payloads through the socket (rank 0 is on another host: boot id or network namespace differ)',
       );
       expect((sender as Link).sharedMemory).toBe(sameHost);
       expect((receiver as Link).sharedMemory).toBe(sameHost);

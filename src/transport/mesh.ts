@@ -204,7 +204,7 @@ export class LinkMesh implements Mesh, Acceptor {
    */
   noSharedMemory(peer: number): string | undefined {
     if (!this.o.sharedMemory) return 'shared memory is disabled on this rank';
-    if (this.addresses?.[peer]?.sameHost === false) return `rank ${peer} runs on another host (boot id or network namespace)`;
+    if (this.addresses?.[peer]?.sameHost === false) return `rank ${peer} is on another host: boot id or network namespace differ`;
     return undefined;
   }
 
