@@ -281,7 +281,7 @@ export class LinkMesh implements Mesh, Acceptor {
 
 /**
  * The --verbose line for one link, e.g. "rank 1: ring link to rank 2: payloads through the socket
- * (rank 2 runs on another host ...)". `what` names the link and its direction ("p2p link to").
+ * (rank 2 is on another host: ...)". `what` names the link and its direction ("p2p link to").
  */
 export function pathLine(rank: number, peer: number, what: string, why: string | undefined): string {
   return `rank ${rank}: ${what} rank ${peer}: payloads through ${why === undefined ? 'shared memory' : `the socket (${why})`}`;
