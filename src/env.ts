@@ -62,7 +62,7 @@ export interface EnvTuning {
   iface?: string;
   /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
   tlsFiles?: { cert: string; key: string; ca?: string };
-  /** RINGREDUCE_VERBOSE=1 (ringrun --verbose): say which addresses were chosen. */
+  /** RINGREDUCE_VERBOSE=1 (ringrun --verbose): say which addresses were chosen, and per link shared memory or socket. */
   verbose: boolean;
 }
 

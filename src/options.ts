@@ -90,7 +90,7 @@ export interface ResolvedOptions {
   host?: string;
   iface?: string;
   tls?: TlsPem;
-  /** Say which addresses were chosen (RINGREDUCE_VERBOSE, ringrun --verbose). */
+  /** Say which addresses were chosen, and per link shared memory or socket (RINGREDUCE_VERBOSE, ringrun --verbose). */
   verbose: boolean;
   chunkBytes: number;
   maxInflight: number;

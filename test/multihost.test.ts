@@ -26,6 +26,7 @@ const HOSTS = [1, 2, 3];
 const NS_IFACE = 'rr7-eth';
 const rsh = join(root, 'test', 'fixtures', 'rsh-netns.sh');
 const rank = join(root, 'test', 'fixtures', 'multihost-rank.mjs');
+const hostkeyRank = join(root, 'test', 'fixtures', 'hostkey-rank.mjs');
 const RUN_DEADLINE_MS = 45_000;
 
 function ip(...args: string[]): { ok: boolean; out: string } {
@@ -171,9 +172,9 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
   });
 
   it('examples/allreduce.js: exact results, each rank on its own host and address, store over the bridge', async () => {
-    // The namespaces share this kernel's /dev/shm: RINGREDUCE_SHM=0 makes payloads cross the bridge as between hosts.
-    const r = await ringrun(['--verbose', '-H', hostList, '--rsh', rsh, '-x', 'COUNT=300007', '-x', 'RINGREDUCE_SHM=0', 'node', 'examples/allreduce.js']);
-    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun --verbose -H ${hostList} --rsh ${rsh} -x COUNT=300007 -x RINGREDUCE_SHM=0 node examples/allreduce.js\n${show(r)}`);
+    // The namespaces share this kernel's /dev/shm, but each is a host key of its own: payloads cross the bridge as between hosts.
+    const r = await ringrun(['--verbose', '-H', hostList, '--rsh', rsh, '-x', 'COUNT=300007', 'node', 'examples/allreduce.js']);
+    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun --verbose -H ${hostList} --rsh ${rsh} -x COUNT=300007 node examples/allreduce.js\n${show(r)}`);
     expect(r.code, show(r)).toBe(0);
     for (const k of [0, 1, 2]) {
       // 3 ranks: sum[i] = 3 (i % 1000) + 0+1+2; allgather [0,1,2]; rank k's reducescatter segment of [0..5] * 3.
@@ -199,6 +200,36 @@ describe.skipIf(skip !== undefined)('ringrun -H across three network namespaces'
       // Every process of the machine was searched for the token: no command line shows it.
       expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}: token set, on 0 command lines`);
     }
+    await expectNamespacesEmpty();
+  });
+
+  it('two hosts x two ranks: shared memory inside each host, sockets between them (the host key), exact results', async () => {
+    // The namespaces share this kernel's /dev/shm, so an offer between them would succeed: only the
+    // host key (boot id + network namespace) keeps their payloads on the bridge.
+    const r = await ringrun(['--verbose', '-H', `${hostAddr(1)}:2,${hostAddr(2)}:2`, '--rsh', rsh, 'node', hostkeyRank]);
+    if (process.env.RR_SHOW_OUTPUT) console.log(`ringrun --verbose -H ${hostAddr(1)}:2,${hostAddr(2)}:2 --rsh ${rsh} node ${hostkeyRank}\n${show(r)}`);
+    expect(r.code, show(r)).toBe(0);
+    const host = (k: number) => (k < 2 ? 1 : 2);
+    const other = (k: number) => (k < 2 ? [2, 3] : [0, 1]);
+    for (const k of [0, 1, 2, 3]) {
+      // Regions mapped in rank k's process, by the rank that made them: its own host's ranks only.
+      const mine = k < 2 ? '0,1' : '2,3';
+      expect(r.stdout).toContain(`[1,${k}]<stdout>:rank ${k}/4: local ${k % 2}/2, 0 wrong; shm regions mapped from ranks [${mine}]`);
+      const said = (what: string, peer: number) => {
+        const way = host(peer) === host(k) ? 'shared memory' : `the socket (rank ${peer} is on another host: boot id or network namespace differ)`;
+        expect(r.stderr, show(r)).toContain(`[1,${k}]<stderr>:ringreduce: rank ${k}: ${what} rank ${peer}: payloads through ${way}\n`);
+      };
+      said('ring link to', (k + 1) % 4);
+      said('ring link from', (k + 3) % 4);
+      for (let peer = 0; peer < 4; peer++) {
+        if (peer === k) continue;
+        said('p2p link to', peer);
+        said('p2p link from', peer);
+      }
+      for (const p of other(k)) expect(r.stderr).not.toMatch(new RegExp(`\\[1,${k}\\]<stderr>:ringreduce: rank ${k}: \\w+ link (to|from) rank ${p}: payloads through shared memory`));
+    }
+    // Sockets between hosts are the normal case: nothing to warn about.
+    expect(r.stderr).not.toMatch(/warning: .*(shared|socket)/);
     await expectNamespacesEmpty();
   });
 

@@ -307,9 +307,10 @@ Options (a value may also be given as --option=value):
   -x VAR=value          set VAR in every rank's environment
   -x VAR                copy VAR from ringrun's environment to every rank
                         (an error if VAR is not set); -x may be repeated
-  --verbose             print the hosts, the store's address, and the address
-                        each rank advertises (RINGREDUCE_VERBOSE=1 in ranks);
-                        a rank's uncaught error in full, not in one line
+  --verbose             print the hosts, the store's address, the address each
+                        rank advertises and the way each link's payloads go
+                        (shared memory or socket; RINGREDUCE_VERBOSE=1 in
+                        ranks); a rank's uncaught error in full, not in one line
   --bind-to slice|none  slice (the default): each host's ranks run on equal,
                         disjoint shares of the CPUs ringrun may use (taskset),
                         as mpirun binds; unbound when a host has more ranks

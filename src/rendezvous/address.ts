@@ -115,11 +115,6 @@ export async function chooseAddress(o: { host?: string; iface?: string; storeHos
 }
 
 /**
- * Identifies the kernel and network namespace a rank runs in: two ranks can reach each other over
- * loopback exactly when both match. The kernel is named by its boot id (containers on one machine
- * share it, even with different host names); without /proc, by the host name.
- */
-/**
  * Which process-id namespace of which boot this process lives in: two ranks that share it name
  * each other's processes by the same pids (so one may read the other's memory: see peerRead).
  */
@@ -131,6 +126,12 @@ export function pidSpace(): string {
   }
 }
 
+/**
+ * Identifies the kernel and network namespace a rank runs in (its host key): two ranks can reach
+ * each other over loopback exactly when both match, and only then do their links use shared
+ * memory. The kernel is named by its boot id (containers on one machine share it, even with
+ * different host names); without /proc, by the host name.
+ */
 export function machineKey(): string {
   const read = (path: string, f: (p: string) => string) => {
     try {

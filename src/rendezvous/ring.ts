@@ -155,8 +155,11 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     table = table.map((t, r) => checkRecord(rank, r, t));
     checkTable(rank, table);
     checkReachable(rank, table);
-    // A peer's pid means something here only inside the same pid namespace of the same boot.
-    mesh.setAddresses(table.map((t) => ({ host: t.host, port: t.port, pid: t.pids && t.pids === me.pids ? t.pid : undefined })));
+    // A peer's pid means something here only inside the same pid namespace of the same boot;
+    // shared memory only with ranks of the same host key (boot id and network namespace).
+    mesh.setAddresses(
+      table.map((t) => ({ host: t.host, port: t.port, pid: t.pids && t.pids === me.pids ? t.pid : undefined, sameHost: t.machine === me.machine })),
+    );
 
     const [leftLink, rightLink] = await Promise.all([
       mesh.open(left, 'ring', deadline, 'left neighbour'),
@@ -169,7 +172,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       ),
     ]);
     const [m, l] = [mesh, listener];
-    await linkSharedMemory(o, leftLink, rightLink, deadline, keyPrefix === 'ring');
+    await linkSharedMemory(o, m, leftLink, rightLink, deadline, keyPrefix);
     const comm = new Communicator(rank, size, leftLink, rightLink, o);
     const fabric = new Fabric(m, o, () => comm.error);
     const group = new RingGroup(comm, {
@@ -220,22 +223,27 @@ function outOfFds(server: unknown): string {
 }
 
 /**
- * Shared-memory payloads on both links where the neighbour shares this host. Every rank runs both
- * halves (an offer may be "no offer"), so the set-up never waits on a rank that skipped it.
+ * Shared-memory payloads on both links where the neighbour shares this host key (the rank table
+ * says; see LinkMesh.noSharedMemory). Every rank runs both halves (an offer may be "no offer"), so
+ * the set-up never waits on a rank that skipped it.
  */
-async function linkSharedMemory(o: ResolvedOptions, leftLink: Link, rightLink: Link, deadline: number, say: boolean): Promise<void> {
+async function linkSharedMemory(o: ResolvedOptions, mesh: LinkMesh, leftLink: Link, rightLink: Link, deadline: number, keyPrefix: string): Promise<void> {
+  const say = keyPrefix === 'ring';
   const ms = Math.max(1000, deadline - Date.now());
   // As many slots as frames may be on the wire per link: twice as many measured no faster and cost
   // 8 MiB more of each rank's memory at the default chunk size.
   const slots = o.maxInflight;
+  const [sendOff, recvOff] = [mesh.noSharedMemory(rightLink.peer), mesh.noSharedMemory(leftLink.peer)];
   const [sendWhy, recvWhy] = await Promise.all([
-    rightLink.offerSharedMemory?.(o.sharedMemory, slots, o.chunkBytes, ms),
-    leftLink.acceptSharedMemory?.(o.sharedMemory, o.chunkBytes, ms),
+    rightLink.offerSharedMemory?.(sendOff === undefined, slots, o.chunkBytes, ms),
+    leftLink.acceptSharedMemory?.(recvOff === undefined, o.chunkBytes, ms),
   ]).catch((e: Error) => {
     // A neighbour that hung up during the set-up: say which rank saw it.
     if (e instanceof RingPeerLostError) throw new RingPeerLostError(`rank ${o.rank}: ${e.message}`, { ...e.details, rank: o.rank, op: 'init' });
     throw e;
   });
+  if (rightLink.offerSharedMemory) mesh.sayPath(rightLink.peer, `${keyPrefix} link to`, sendOff ?? sendWhy);
+  if (leftLink.acceptSharedMemory) mesh.sayPath(leftLink.peer, `${keyPrefix} link from`, recvOff ?? recvWhy);
   const local = shmAvailable();
   if (say && o.sharedMemory && local && o.localSize > 1 && o.localRank === 0 && (sendWhy || recvWhy)) {
     o.logger.info(`rank ${o.rank}: payloads between ranks on this host go through sockets: ${local}`);

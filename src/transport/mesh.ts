@@ -149,6 +149,8 @@ export interface LinkMeshOptions {
   /** How long opening a link may take (connection retries, handshake, shared-memory set-up). */
   startTimeoutMs: number;
   logger: Logger;
+  /** Say per link whether its payloads go through shared memory or the socket (RINGREDUCE_VERBOSE). */
+  verbose?: boolean;
 }
 
 /**
@@ -195,13 +197,33 @@ export class LinkMesh implements Mesh, Acceptor {
     return this.rules.get(channel)?.label(peer) ?? `${channel} link`;
   }
 
+  /**
+   * Why links to `peer` must keep their payloads on the socket, or undefined when they may try
+   * shared memory: it is disabled here, or the peer's host key differs from this rank's (another
+   * host; network namespaces of one machine count as hosts, although they share /dev/shm).
+   */
+  noSharedMemory(peer: number): string | undefined {
+    if (!this.o.sharedMemory) return 'shared memory is disabled on this rank';
+    if (this.addresses?.[peer]?.sameHost === false) return `rank ${peer} is on another host: boot id or network namespace differ`;
+    return undefined;
+  }
+
+  /** With --verbose: which way the payloads of this rank's link to or from `peer` go. */
+  sayPath(peer: number, what: string, why: string | undefined): void {
+    if (this.o.verbose) this.o.logger.info(pathLine(this.rank, peer, what, why));
+  }
+
   accepted(peer: number, channel: string, link: Link): void {
     this.track(link);
-    if (!this.rules.has(channel)) {
-      link.acceptSharedMemory?.(this.o.sharedMemory, this.o.chunkBytes, Math.max(1000, this.o.startTimeoutMs)).catch((e: Error) => {
-        this.o.logger.warn(`rank ${this.rank}: shared-memory set-up with rank ${peer} failed: ${e.message}`);
-        link.close();
-      });
+    if (!this.rules.has(channel) && link.acceptSharedMemory) {
+      const off = this.noSharedMemory(peer);
+      link.acceptSharedMemory(off === undefined, this.o.chunkBytes, Math.max(1000, this.o.startTimeoutMs)).then(
+        (why) => this.sayPath(peer, `${channel} link from`, off ?? why),
+        (e: Error) => {
+          this.o.logger.warn(`rank ${this.rank}: shared-memory set-up with rank ${peer} failed: ${e.message}`);
+          link.close();
+        },
+      );
     }
     this.arrivals.arrived(peer, channel, link);
   }
@@ -226,7 +248,11 @@ export class LinkMesh implements Mesh, Acceptor {
   async connect(peer: number, channel: string): Promise<Link> {
     const deadline = Date.now() + this.o.startTimeoutMs;
     const link = await this.open(peer, channel, deadline);
-    await link.offerSharedMemory?.(this.o.sharedMemory, this.o.maxInflight, this.o.chunkBytes, Math.max(1000, deadline - Date.now()));
+    if (link.offerSharedMemory) {
+      const off = this.noSharedMemory(peer);
+      const why = await link.offerSharedMemory(off === undefined, this.o.maxInflight, this.o.chunkBytes, Math.max(1000, deadline - Date.now()));
+      this.sayPath(peer, `${channel} link to`, off ?? why);
+    }
     const full = takeReserveWarning();
     if (full) this.o.logger.warn(`rank ${this.rank}: ${full}: payloads from this rank to ranks on this host go through sockets`);
     return link;
@@ -251,4 +277,12 @@ export class LinkMesh implements Mesh, Acceptor {
     for (const l of this.links) l.close();
     this.links.clear();
   }
+}
+
+/**
+ * The --verbose line for one link, e.g. "rank 1: ring link to rank 2: payloads through the socket
+ * (rank 2 is on another host: ...)". `what` names the link and its direction ("p2p link to").
+ */
+export function pathLine(rank: number, peer: number, what: string, why: string | undefined): string {
+  return `rank ${rank}: ${what} rank ${peer}: payloads through ${why === undefined ? 'shared memory' : `the socket (${why})`}`;
 }

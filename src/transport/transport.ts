@@ -13,6 +13,13 @@ export interface PeerAddress {
   port: number;
   /** The peer's process id (its rendezvous record has it): for single-copy reads on one host. */
   pid?: number;
+  /**
+   * False when the peer runs on another host key than this rank (another boot, or another network
+   * namespace: see machineKey): links to it then keep their payloads on the socket even where both
+   * could map the same /dev/shm, as network namespaces of one machine can. Undefined: not known
+   * (the shared-memory offer then decides by itself).
+   */
+  sameHost?: boolean;
 }
 
 /** Who decides about the links other ranks open to this one. */
