@@ -40,12 +40,14 @@ describe('row 13: the job token leaves the environment at init()', () => {
 
   it('by hand (RINGREDUCE_TOKEN): the same, and a second init() after shutdown() still has the token', async () => {
     const port = await freePort();
+    let port2 = await freePort();
+    while (port2 === port) port2 = await freePort();
     const ranks = [0, 1].map(
       (r) =>
         new Proc(
           process.execPath,
           [fixture],
-          { RANK: String(r), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RINGREDUCE_TOKEN: 'hostile-env-token', REINIT: '1' },
+          { RANK: String(r), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RINGREDUCE_TOKEN: 'hostile-env-token', REINIT: '1', REINIT_PORT: String(port2) },
           `rank ${r}`,
         ),
     );
