@@ -3,6 +3,8 @@
 // across them (ringreduce, Gloo and Open MPI, same sizes, same run). Needs root and iproute2.
 //   sudo node bench/netns.mjs [--hosts 2] [--rate 1gbit] [--keep] [compare.mjs options...]
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const here = new URL('.', import.meta.url).pathname;
@@ -197,6 +199,8 @@ const hostNs = Array.from({ length: opts.hosts }, (_, i) => `${tag}-h${i + 1}`);
 let net;
 const addr = (i) => `${net}.${i + 1}`;
 
+/** compare.mjs's scratch (and Open MPI's session directories): TMPDIR of its own, removed at the end even if it was killed. */
+let scratch;
 function tearDown() {
   for (const ns of mine(process.pid)) removeNamespace(ns);
 }
@@ -247,6 +251,7 @@ function onSignal(sig) {
     }
   }
   if (!opts.keep) tearDown();
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
   process.exit(sig === 'SIGINT' ? 130 : 143);
 }
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => onSignal(sig));
@@ -263,7 +268,11 @@ try {
   const args = [compare, '--hosts', hostNs.map((_, i) => addr(i)).join(','), '--per-host', String(opts.perHost), '--rsh', rsh, '--iface', IFACE,
     ...(shmOff ? Object.entries(SHM_OFF_BETWEEN_NAMESPACES).flatMap(([k, v]) => ['--rr-env', `${k}=${v}`]) : []), ...passed];
   // compare.mjs runs on host 1, under host 1's name (as rsh-netns.sh gives each host its own).
-  child = spawn('ip', ['netns', 'exec', hostNs[0], 'unshare', '-u', 'sh', '-c', 'hostname "$0" && exec "$@"', hostNs[0], process.execPath, ...args], { stdio: 'inherit' });
+  scratch = mkdtempSync(join(tmpdir(), `${tag}-`));
+  child = spawn('ip', ['netns', 'exec', hostNs[0], 'unshare', '-u', 'sh', '-c', 'hostname "$0" && exec "$@"', hostNs[0], process.execPath, ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, TMPDIR: scratch },
+  });
   code = await new Promise((resolve) => {
     child.on('error', (e) => {
       console.error(`netns: ${e.message}`);
@@ -277,6 +286,7 @@ try {
   if (!stopping) {
     if (opts.keep) console.log(`# kept: ${mine(process.pid).join(', ')} (remove with: node bench/netns.mjs --down)`);
     else tearDown();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   }
 }
 process.exit(code);
