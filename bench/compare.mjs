@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Same sizes, same N, one run: ringreduce (none, fp16) vs Gloo (torch.distributed) vs Open MPI over TCP.
 //   node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
+//   node bench/compare.mjs --hosts ADDR1,ADDR2 [--per-host K] [--rsh CMD] [--iface NAME] [--rr-env VAR=VALUE] ...
 // Gloo needs Debian's python3-torch, MPI needs openmpi-bin + python3-mpi4py; missing ones are skipped.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,6 +14,7 @@ import { OP_INFO, rowSizes } from '../dist/launcher/bench/ops.js';
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..');
 const usage = `Usage: node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000] [--plot FILE] [--json FILE]
+       node bench/compare.mjs --hosts ADDR1,ADDR2,... [--per-host K] [--rsh CMD] [--iface NAME] [--rr-env VAR=VALUE] [other options as above, without --np]
 
 Runs, at the same sizes and N in one run, ringreduce (via ringrun bench, built in dist/) and
 baselines, and prints times, busbw (nccl-tests' definition, as ringrun bench) and the ratios:
@@ -40,10 +42,27 @@ skipped with a note, and so is a ringreduce op that this build does not have.
                  warm-ups as timed runs: V8 optimizes a collective's code path only after
                  some hundreds of calls (with K/10 of them, ringreduce's 4-byte time at N=2
                  measured ~120 us instead of ~65 us); a training job runs thousands of steps
+  --rr-env VAR=VALUE  set VAR in ringreduce's ranks (not the baselines'), e.g. RINGREDUCE_SHM=0;
+                 may be repeated; printed in the header
+
+Across hosts (allreduce and alltoall; N = hosts x --per-host, instead of --np): every library
+runs its ranks on the hosts given, through the same rsh command, and this script runs on the
+first host (rank 0 of every library is there). node, python3 and this checkout must be at the same
+paths on every host. bench/netns.mjs builds emulated hosts on one machine and calls this.
+  --hosts LIST   host addresses, comma separated; ranks fill them in order
+  --per-host K   ranks per host (default 1)
+  --rsh CMD      how to run a command on another host (default "ssh -T -o BatchMode=yes"),
+                 called as CMD HOST 'shell command': ringrun --rsh CMD, Open MPI's
+                 --mca plm_rsh_agent CMD, and one CMD per Gloo rank (torch.distributed with
+                 RANK, WORLD_SIZE, MASTER_ADDR = the first host, MASTER_PORT)
+  --iface NAME   the interface joining the hosts: ringrun --iface, GLOO_SOCKET_IFNAME, and Open
+                 MPI's btl_tcp_if_include and oob_tcp_if_include
+  Ranks are not bound to cores across hosts (ringrun and mpirun --bind-to none, as Gloo): emulated
+  hosts share one machine's cores, and a binding per host would put every host's rank 0 on CPU 0.
 `;
 let args;
 try {
-  ({ values: args } = parseArgs({ options: { op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, plot: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values: args } = parseArgs({ options: { hosts: { type: 'string' }, 'per-host': { type: 'string' }, rsh: { type: 'string' }, iface: { type: 'string' }, 'rr-env': { type: 'string', multiple: true }, op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, plot: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   console.error(`compare: ${e.message}\n\n${usage}`);
   process.exit(2);
@@ -56,7 +75,19 @@ const bad = (what) => { console.error(`compare: ${what}`); process.exit(2); };
 const positive = (name, v) => (/^[0-9]+$/.test(v) && Number(v) > 0 ? Number(v) : bad(`--${name} must be a positive integer, got '${v}'`));
 const op = args.op ?? 'allreduce';
 if (!['allreduce', 'alltoall', 'sendrecv'].includes(op)) bad(`--op must be allreduce, alltoall or sendrecv, got '${op}'`);
-const nps = (args.np ?? '2,4').split(',').map((v) => (positive('np', v) >= 2 ? Number(v) : bad('--np values must be at least 2')));
+const hosts = args.hosts?.split(',').filter(Boolean);
+if (hosts) {
+  if (args.np) bad('--np goes without --hosts: across hosts N is the number of hosts times --per-host');
+  if (op === 'sendrecv') bad("--hosts: --op sendrecv's floors run on this host only; use allreduce or alltoall");
+} else if (args['per-host'] || args.rsh || args.iface) bad('--per-host, --rsh and --iface go with --hosts');
+const perHost = positive('per-host', args['per-host'] ?? '1');
+const nps = hosts ? [hosts.length * perHost] : (args.np ?? '2,4').split(',').map((v) => positive('np', v));
+if (nps.some((n) => n < 2)) bad('N must be at least 2 (--np, or the hosts times --per-host)');
+const rsh = args.rsh ?? 'ssh -T -o BatchMode=yes';
+const iface = args.iface;
+const rrEnv = Object.fromEntries(
+  (args['rr-env'] ?? []).map((kv) => (/^[A-Za-z_][A-Za-z0-9_]*=/.test(kv) ? [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] : bad(`--rr-env: '${kv}' is not VAR=VALUE`))),
+);
 const parseSize = (s) => {
   const m = /^(\d+)([KMG]?)$/i.exec(s);
   if (!m || (Number(m[1]) * { '': 1, K: 1024, M: 1 << 20, G: 1 << 30 }[m[2].toUpperCase()]) % 4) bad(`--sizes: '${s}' is not a byte count that is a multiple of 4 (e.g. 4, 64K, 16M)`);
@@ -74,9 +105,12 @@ const has = (cmd, a) => spawnSync(cmd, a, { stdio: 'ignore' }).status === 0;
 const haveTorch = has(py, ['-c', 'import torch.distributed']);
 const haveMpi = has('mpirun', ['--version']) && has(py, ['-c', 'import mpi4py, numpy']);
 
-console.log(`# node bench/compare.mjs --op ${op} --np ${nps.join(',')} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup} --small-iters ${smallIters}`);
+const where = hosts ? `--hosts ${hosts.join(',')} --per-host ${perHost}` : `--np ${nps.join(',')}`;
+console.log(`# node bench/compare.mjs --op ${op} ${where} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup} --small-iters ${smallIters}`);
 if (op === 'sendrecv') console.log('# baselines: memcpy and net, both 2 processes whatever N (bench/sendrecv-baselines.mjs)');
 else console.log(`# gloo: ${haveTorch ? 'yes' : 'skipped (apt-get install python3-torch)'}; mpi: ${haveMpi ? 'yes' : 'skipped (apt-get install openmpi-bin python3-mpi4py)'}`);
+if (hosts) console.log(`# across hosts: ${hosts.join(', ')} (${perHost} rank${perHost > 1 ? 's' : ''} each) via '${rsh}'${iface ? `, interface ${iface}` : ''}; ranks unbound (--bind-to none)`);
+if (Object.keys(rrEnv).length) console.log(`# ringreduce ranks with ${Object.entries(rrEnv).map(([k, v]) => `${k}=${v}`).join(' ')}`);
 const dir = mkdtempSync(join(tmpdir(), 'rr-compare-'));
 const busbw = (bytes, us, n) => (bytes / (us * 1e-6) / 1e9) * OP_INFO[op].busFactor(n);
 /** The sizes at N ranks: ops that split a size into N parts round it to a multiple of 4N, as ringrun bench does. */
@@ -84,9 +118,9 @@ const sizesAt = (n) => rowSizes(op, sizes, n);
 const groupsOf = (list) => [list.filter((s) => s <= SMALL), list.filter((s) => s > SMALL)].filter((g) => g.length > 0);
 
 /** Runs a measurement; on failure prints a note (e.g. an op this build or this torch lacks) and returns no rows. */
-function orSkip(what, run) {
+async function orSkip(what, run) {
   try {
-    return run();
+    return await run();
   } catch (e) {
     const why = String(e.stderr ?? e.message).trim().split('\n').filter(Boolean).pop() ?? '';
     console.log(`# ${what}: skipped (${why})`);
@@ -94,14 +128,25 @@ function orSkip(what, run) {
   }
 }
 
+const ringrun = join(root, 'bin', 'ringrun.js');
 function ringreduce(n, { compression, env = {} } = {}) {
   const out = {};
+  env = { ...rrEnv, ...env };
   for (const s of sizesAt(n)) {
     const json = join(dir, `rr-${n}-${compression ?? 'plain'}-${Object.keys(env).length ? 'env' : 'default'}-${s}.json`);
     const p = plan(s);
-    execFileSync(process.execPath, [join(root, 'bin', 'ringrun.js'), 'bench', '-np', String(n), '--op', op, '--min-bytes', String(s), '--max-bytes', String(s),
-      '--iters', String(p.iters), '--warmup', String(p.warmup), ...(compression ? ['--compression', compression] : []), '--json', json],
-      { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
+    if (hosts) {
+      // ringrun bench has no -H: its ranks (dist/launcher/bench/worker.js, configured through
+      // RINGREDUCE_BENCH, as ringrun bench does) under ringrun -H; rank 0 writes the JSON.
+      const config = { np: n, minBytes: s, maxBytes: s, factor: 2, op, reduce: 'sum', compression: compression ?? 'none', iters: p.iters, warmup: p.warmup, check: false, json, bars: false, progress: false };
+      execFileSync(process.execPath, [ringrun, '-H', hosts.map((h) => `${h}:${perHost}`).join(','), '--rsh', rsh, ...(iface ? ['--iface', iface] : []), '--bind-to', 'none',
+        '-x', `RINGREDUCE_BENCH=${JSON.stringify(config)}`, ...Object.entries(env).flatMap(([k, v]) => ['-x', `${k}=${v}`]), process.execPath, join(root, 'dist', 'launcher', 'bench', 'worker.js')],
+        { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    } else {
+      execFileSync(process.execPath, [ringrun, 'bench', '-np', String(n), '--op', op, '--min-bytes', String(s), '--max-bytes', String(s),
+        '--iters', String(p.iters), '--warmup', String(p.warmup), ...(compression ? ['--compression', compression] : []), '--json', json],
+        { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
+    }
     out[s] = JSON.parse(readFileSync(json, 'utf8')).rows[0].timeUs;
   }
   return out;
@@ -109,9 +154,58 @@ function ringreduce(n, { compression, env = {} } = {}) {
 function rows(stdout, baseline) {
   return Object.fromEntries(stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).filter((r) => r.baseline === baseline).map((r) => [r.bytes, r.timeUs]));
 }
-const each = (list, run) => Object.assign({}, ...groupsOf(list).map((g) => run(plan(g[0]), g)));
-const gloo = (n) => each(sizesAt(n), (p, g) => rows(execFileSync(py, [join(here, `gloo_${op}.py`), String(n), String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })));
-const mpi = (n) => each(sizesAt(n), (p, g) => rows(execFileSync('mpirun', ['--allow-run-as-root', '--oversubscribe', '-np', String(n), '--mca', 'btl', 'tcp,self', py, join(here, `mpi_${op}.py`),
+/** The rows of run(plan, sizes) over the size groups, one group after the other. */
+async function each(list, run) {
+  const out = {};
+  for (const g of groupsOf(list)) Object.assign(out, await run(plan(g[0]), g));
+  return out;
+}
+const shq = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+/** Runs argv; resolves with its stdout, or rejects with its stderr (as execFileSync's errors carry it). */
+function runAsync(argv, children) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.on('error', (e) => reject(Object.assign(e, { stderr })));
+    child.on('close', (code, signal) => {
+      children.delete(child);
+      if (code === 0) resolve(stdout);
+      else reject(Object.assign(new Error(`${argv.join(' ')}: exit ${code ?? signal}`), { stderr: stderr || `exit ${code ?? signal}` }));
+    });
+  });
+}
+/** One Gloo rank per process, each started on its host through the rsh command; rank 0 prints the rows. */
+async function glooAcross(n, p, g) {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const children = new Set();
+  const ranks = Array.from({ length: n }, (_, r) => {
+    const vars = [...(iface ? [`GLOO_SOCKET_IFNAME=${shq(iface)}`] : []), `RANK=${r}`, `WORLD_SIZE=${n}`, `MASTER_ADDR=${shq(hosts[0])}`, `MASTER_PORT=${port}`];
+    const cmd = `cd ${shq(here)} && exec env ${vars.join(' ')} ${py} ${shq(join(here, `gloo_${op}.py`))} ${n} ${p.iters} ${p.warmup} ${g.join(' ')}`;
+    return runAsync([...rsh.split(/\s+/).filter(Boolean), hosts[Math.floor(r / perHost)], cmd], children);
+  });
+  try {
+    return rows((await Promise.all(ranks))[0]);
+  } finally {
+    // One rank failed: the others would wait for it forever.
+    for (const c of children) c.kill('SIGKILL');
+    await Promise.allSettled(ranks);
+  }
+}
+const gloo = (n) => each(sizesAt(n), async (p, g) => (hosts ? glooAcross(n, p, g)
+  : rows(execFileSync(py, [join(here, `gloo_${op}.py`), String(n), String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))));
+/** Across hosts: mpirun starts its daemons through the rsh command, each session directory under a base of this run's own. */
+const mpiAcross = () => {
+  if (!hosts) return ['--oversubscribe'];
+  const sessions = join(dir, `ompi-${Date.now()}`);
+  mkdirSync(sessions);
+  const ifs = iface ? ['--mca', 'btl_tcp_if_include', iface, '--mca', 'oob_tcp_if_include', iface] : [];
+  return ['-H', hosts.map((h) => `${h}:${perHost}`).join(','), '--bind-to', 'none', '--mca', 'plm_rsh_agent', rsh, ...ifs, '--mca', 'orte_tmpdir_base', sessions];
+};
+const mpi = (n) => each(sizesAt(n), async (p, g) => rows(execFileSync('mpirun', ['--allow-run-as-root', ...mpiAcross(), '-np', String(n), '--mca', 'btl', 'tcp,self', py, join(here, `mpi_${op}.py`),
   String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, OMPI_MCA_btl_vader_single_copy_mechanism: 'none' } })));
 let floorRows;
 /** Both sendrecv floors from one run of the script per size group: { memcpy: {bytes: us}, net: {...} }. */
@@ -162,7 +256,8 @@ try {
   console.log('#');
   console.log(`#  N         size | time us: ${names.map((k) => k.padStart(9)).join(' ')} | busbw GB/s: ${names.map((k) => k.padStart(7)).join(' ')} | ${labels.map((l, i) => l.padStart(widths[i])).join(' ')}`);
   for (const n of nps) {
-    const r = Object.fromEntries(Object.entries(series(n)).map(([k, run]) => [k, orSkip(`${k} at N=${n}`, run)]));
+    const r = {};
+    for (const [k, run] of Object.entries(series(n))) r[k] = await orSkip(`${k} at N=${n}`, run);
     for (const s of sizesAt(n)) {
       const t = (k) => r[k][s];
       for (const k of names) if (t(k) !== undefined) collected.push({ series: k, n, bytes: s, timeUs: t(k), busbwGBs: busbw(s, t(k), n) });

@@ -69,6 +69,7 @@ const RUN: Record<string, Runs> = {
   'npx ringrun bench -np 2 --min-bytes 1M --max-bytes 16M --check': { expect: [/^# ringreduce bench: all-reduce, N=2/m, /^ +16 MiB +4194304 +float +sum .* 0$/m] },
   'npx ringrun bench --help': { expect: [/^Usage: ringrun bench -np N/m] },
   'node bench/compare.mjs --help': { expect: [/--small-iters K/] },
+  'node bench/netns.mjs --help': { expect: [/^Usage: node bench\/netns\.mjs \[--hosts K\]/m, /--rate RATE/] },
 };
 
 const multihost = 'needs other hosts reachable over ssh; test/multihost.test.ts runs ringrun -H over network namespaces (its command line is parsed here)';
@@ -96,6 +97,12 @@ const CANNOT_RUN: Record<string, CannotRun> = {
   },
   'node bench/compare.mjs --np 2,4 --sizes 4,16M,64M --iters 20 --warmup 5 --small-iters 1000': {
     reason: 'minutes of timing, against Gloo (python3-torch) and Open MPI with mpi4py; its options are checked against compare.mjs --help here',
+  },
+  'node bench/netns.mjs --hosts 2 --sizes 4,64M': {
+    reason: 'a minute or more of timing as root, against Gloo and Open MPI; test/netns-bench.test.ts runs it with 2 hosts at 4 B and 64 KiB',
+  },
+  'node bench/netns.mjs --hosts 2 --rate 1gbit --sizes 16M,64M': {
+    reason: 'minutes of timing over links shaped to 1 Gbit/s, as root; test/netns-bench.test.ts runs netns.mjs unshaped, test/netns.test.ts runs ranks over tbf-shaped links',
   },
   'npm install ringreduce @tensorflow/tfjs': { reason: 'installs from the registry into a project of your own; test/tfjs-copy.test.ts builds such a project (its own tfjs, ringreduce linked) and trains in it' },
   'cd ringreduce && npm pack': { reason: 'packs a clone (runs the build again) for the next line; test/tfjs-copy.test.ts covers the project it goes into' },
