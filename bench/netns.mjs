@@ -11,19 +11,14 @@ const here = new URL('.', import.meta.url).pathname;
 const compare = join(here, 'compare.mjs');
 const rsh = join(here, 'rsh-netns.sh');
 
-/**
- * Until ranks in different network namespaces stop sharing /dev/shm (shared memory only between
- * ranks with the same host key: issue 15), ringreduce's shared-memory offer succeeds between
- * emulated hosts and its payloads would not cross the bridge at all. So ringreduce runs with
- * RINGREDUCE_SHM=0 here, and the header says so. Drop this once the host key covers the network
- * namespace (or keep it off with --allow-shm to see what the ranks choose by themselves).
- */
-const SHM_OFF_BETWEEN_NAMESPACES = { RINGREDUCE_SHM: '0' };
+// ringreduce runs with its defaults: its links use shared memory only between ranks of one host
+// key (boot id and network namespace), so between the emulated hosts payloads cross the bridge,
+// and the ranks of one host (--per-host 2) share memory as on a real machine.
 
 const PREFIX = 'rrnb-'; // bench/rsh-netns.sh looks only at namespaces named so
 const IFACE = 'rrnb0'; // the same interface name on every emulated host (ringrun --iface, GLOO_SOCKET_IFNAME)
 
-const usage = `Usage: node bench/netns.mjs [--hosts K] [--per-host R] [--rate RATE] [--subnet A.B.C.0/24] [--keep] [--allow-shm]
+const usage = `Usage: node bench/netns.mjs [--hosts K] [--per-host R] [--rate RATE] [--subnet A.B.C.0/24] [--keep]
                            [compare.mjs options: --sizes, --iters, --warmup, --small-iters, --op, --plot, --json]
        node bench/netns.mjs --down
 
@@ -48,9 +43,6 @@ cores). The namespaces are removed on exit, also on errors and Ctrl-C, unless --
                  namespace falls in it
   --keep         leave the namespaces up afterwards (remove them with --down)
   --down         remove the namespaces of earlier runs whose netns.mjs is no longer running
-  --allow-shm    do not set RINGREDUCE_SHM=0 for ringreduce (it is set by default: until shared
-                 memory is limited to ranks of one host key, the namespaces share /dev/shm and
-                 ringreduce would not use the network between them)
   -h, --help     this help
 Everything else goes to compare.mjs (see node bench/compare.mjs --help), e.g.
   node bench/netns.mjs --hosts 4 --sizes 4,64M --iters 10 --json rows.json --plot busbw.svg
@@ -63,7 +55,7 @@ const bad = (what) => {
 
 // Our own options; the rest is passed through to compare.mjs.
 const argv = process.argv.slice(2);
-const opts = { hosts: 2, perHost: 1, rate: undefined, subnet: undefined, keep: false, down: false, allowShm: false };
+const opts = { hosts: 2, perHost: 1, rate: undefined, subnet: undefined, keep: false, down: false };
 const passed = [];
 for (let i = 0; i < argv.length; i++) {
   const a = argv[i];
@@ -93,8 +85,6 @@ for (let i = 0; i < argv.length; i++) {
     case '--down':
       opts.down = true;
       break;
-    case '--allow-shm':
-      opts.allowShm = true;
       break;
     case '--np':
     case '--rsh':
@@ -253,13 +243,11 @@ let code = 1;
 try {
   build();
   const n = opts.hosts * opts.perHost;
-  const shmOff = !opts.allowShm;
   console.log(`# node bench/netns.mjs ${process.argv.slice(2).join(' ')}`);
   console.log(`# ${new Date().toISOString()}, load average ${spawnSync('cat', ['/proc/loadavg'], { encoding: 'utf8' }).stdout.split(' ').slice(0, 3).join(' ')}`);
   console.log(`# ${opts.hosts} emulated hosts x ${opts.perHost} rank${opts.perHost > 1 ? 's' : ''} (N=${n}): network namespaces ${hostNs.join(', ')} on a bridge (${hub}), ${net}.0/24, interface ${IFACE}; links ${rate ? `shaped to ${rate.spec} each way (tc tbf)` : 'unshaped (veth)'}`);
-  if (shmOff) console.log(`# ringreduce runs with RINGREDUCE_SHM=0: the namespaces share /dev/shm, and until shared memory is limited to one host key ringreduce would not use the network between them`);
   const args = [compare, '--hosts', hostNs.map((_, i) => addr(i)).join(','), '--per-host', String(opts.perHost), '--rsh', rsh, '--iface', IFACE,
-    ...(shmOff ? Object.entries(SHM_OFF_BETWEEN_NAMESPACES).flatMap(([k, v]) => ['--rr-env', `${k}=${v}`]) : []), ...passed];
+    ...passed];
   // compare.mjs runs on host 1, under host 1's name (as rsh-netns.sh gives each host its own).
   scratch = mkdtempSync(join(tmpdir(), `${tag}-`));
   child = spawn('ip', ['netns', 'exec', hostNs[0], 'unshare', '-u', 'sh', '-c', 'hostname "$0" && exec "$@"', hostNs[0], process.execPath, ...args], {
