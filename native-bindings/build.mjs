@@ -3,7 +3,7 @@
 // then runs on its TypeScript kernels (src/kernels/js.ts). The full compiler output goes to
 // native-bindings/build/build.log either way.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,6 +27,22 @@ function nodedirArgs() {
   const prefixes = [process.config.variables.node_prefix, join(dirname(process.execPath), '..')];
   const prefix = prefixes.find((p) => p && existsSync(join(p, 'include', 'node', 'node_api.h')));
   return prefix ? [`--nodedir=${prefix}`] : [];
+}
+
+/**
+ * An addon newer than every source file is up to date: nothing is rebuilt or rewritten. (npx, run
+ * in a clone, installs the clone into its cache and runs this again; a rebuild then rewrote the
+ * addon under ranks that had it loaded.)
+ */
+function upToDate() {
+  if (!existsSync(addonPath)) return false;
+  const built = statSync(addonPath).mtimeMs;
+  const sources = [join(here, 'binding.gyp'), fileURLToPath(import.meta.url), ...readdirSync(join(here, 'src')).map((f) => join(here, 'src', f))];
+  return sources.every((f) => statSync(f).mtimeMs < built);
+}
+if (upToDate()) {
+  console.log('ringreduce: native kernels are up to date (native-bindings/build/Release/ringreduce_kernels.node)');
+  process.exit(0);
 }
 
 const [cmd, ...pre] = nodeGypCommand();
