@@ -228,8 +228,9 @@ interface Result {
  * `npx ringrun` in the commands runs this checkout's bin/ringrun.js directly. The real npx, in a
  * fresh clone (CI), finds no `ringrun` in node_modules/.bin, so it installs the clone itself into
  * its cache as a linked `file:` package and runs the clone's prepare and install scripts: tsc and
- * node-gyp rewrite dist/ and the addon in place while other test files run, which failed them
- * (a module without its exports, no native addon) in two fresh-clone runs.
+ * node-gyp rewrote dist/ and the addon in place while other test files ran, which failed them (a
+ * module without its exports, no native addon) in two fresh-clone runs. Builds that change nothing
+ * now write nothing, but each such install still costs seconds.
  */
 const NPX_RINGRUN = `npx() { if [ "$1" = ringrun ]; then shift; node ${JSON.stringify(join(root, 'bin', 'ringrun.js'))} "$@"; else command npx "$@"; fi; }\n`;
 
