@@ -5,6 +5,7 @@
 # the emulated hosts share /tmp, and Open MPI's daemons name their session directories after the
 # host), in a session of its own: as on a real remote host, signals to this script do not reach
 # the remote side; only the end of its stdin (the ssh session closing) does. Needs root.
+# RSH_NETNS_PREFIX picks other namespaces (test/fixtures/rsh-netns.sh: the tests' rr7-).
 while [ $# -gt 0 ]; do
   case "$1" in
     -p|-i|-o|-l) shift 2 ;;
@@ -14,7 +15,7 @@ while [ $# -gt 0 ]; do
 done
 host=$1
 shift
-for ns in $(ip netns list | awk '{print $1}' | grep '^rrnb-'); do
+for ns in $(ip netns list | awk '{print $1}' | grep "^${RSH_NETNS_PREFIX:-rrnb-}"); do
   if ip -n "$ns" -o -4 addr show | grep -q " inet $host/"; then
     exec ip netns exec "$ns" unshare -u sh -c 'hostname "$0" && exec setsid -w sh -c "$1"' "$ns" "$*"
   fi
