@@ -6,14 +6,17 @@ import type { Link } from '../transport/link.js';
 import type { LinkControlMessage } from '../transport/messages.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { Collective } from './collective.js';
-import { label, validateDescriptor, validateInline, type OpDescriptor } from './descriptor.js';
+import { label, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 import { BusyPoller } from '../transport/busy-poll.js';
+import { checkDescriptorMessage, SEQ_WINDOW } from './comm/agreement.js';
 import { abortError, Liveness } from './comm/liveness.js';
-import { OpTable, type OpState } from './comm/op-table.js';
+import { heldBound, OpTable, type OpState } from './comm/op-table.js';
 import { SendQueue } from './comm/send-queue.js';
+import { EarlyFlow, EARLY_BYTES } from './comm/early-flow.js';
 
 export { beatInterval } from './comm/liveness.js';
+export { EARLY_BYTES } from './comm/early-flow.js';
 
 export interface CommunicatorOptions {
   /** Bytes per data frame (the pipeline's unit). */
@@ -32,13 +35,10 @@ export interface CommunicatorOptions {
    * the ranks that have not reached it and the last operation each was seen in; 0 or absent = never.
    */
   stallWarningMs?: number;
-  /** Bytes of frames held for operations not started here (see flow); default EARLY_BYTES. */
+  /** Bytes of frames held for operations not started here (see comm/early-flow.ts); default EARLY_BYTES. */
   earlyBytes?: number;
   logger: Logger;
 }
-
-/** The default budget of frames held for operations not started here (options.earlyBytes). */
-export const EARLY_BYTES = 64 << 20;
 
 /**
  * A communicator: this rank's place in the ring, its two links, and the sequencing of collectives.
@@ -66,6 +66,7 @@ export class Communicator {
   private readonly sends: SendQueue;
   private readonly liveness: Liveness;
   private readonly poller: BusyPoller;
+  private readonly earlyFlow: EarlyFlow;
   private broken: RingError | undefined;
   private closing = false;
   private readonly byes = new Set<number>();
@@ -99,34 +100,26 @@ export class Communicator {
       closing: () => this.closing,
       fatal: (e: RingError, opts?: { quietIfIdle?: boolean }) => this.fatal(e, opts),
     };
+    this.earlyFlow = new EarlyFlow(leftLink, this.ops, options.earlyBytes ?? EARLY_BYTES, (what) => this.fatal(this.protocolError(this.left, what)));
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
     // Every handler runs under try/catch: see handlerFailed.
+    const guard =
+      <A extends unknown[]>(peer: number, f: (...a: A) => void) =>
+      (...a: A) => {
+        try {
+          f(...a);
+        } catch (e) {
+          this.handlerFailed(peer, e);
+        }
+      };
     leftLink?.setHandlers({
-      data: (h, p, pin) => {
-        try {
-          this.onData(h, p, pin);
-        } catch (e) {
-          this.handlerFailed(this.left, e);
-        }
-      },
-      control: (m) => {
-        try {
-          this.onControl(m, 'left');
-        } catch (e) {
-          this.handlerFailed(this.left, e);
-        }
-      },
+      data: guard(this.left, (h: DataHeader, p: Uint8Array, pin?: () => () => void) => this.onData(h, p, pin)),
+      control: guard(this.left, (m: LinkControlMessage) => this.onControl(m, 'left')),
       closed: (e) => this.onClosed(this.left, 'left', e),
     });
     rightLink?.setHandlers({
       data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
-      control: (m) => {
-        try {
-          this.onControl(m, 'right');
-        } catch (e) {
-          this.handlerFailed(this.right, e);
-        }
-      },
+      control: guard(this.right, (m: LinkControlMessage) => this.onControl(m, 'right')),
       closed: (e) => this.onClosed(this.right, 'right', e),
     });
     leftLink?.unref();
@@ -156,7 +149,7 @@ export class Communicator {
 
   /** Bytes held now for operations not started here, and how often reading from the left paused (diagnostics, tests). */
   get early(): { heldBytes: number; pauses: number; paused: boolean } {
-    return { heldBytes: this.ops.earlyBytes, pauses: this.pauses, paused: this.paused };
+    return { heldBytes: this.ops.earlyBytes, pauses: this.earlyFlow.pauses, paused: this.earlyFlow.paused };
   }
 
   /** Runs one collective; all ranks must call run() for the same operations in the same order. */
@@ -207,8 +200,8 @@ export class Communicator {
     if (this.size > 1) this.sends.sendTracked(st, p ? { t: 'desc', seq, origin: this.rank, d: desc, p } : { t: 'desc', seq, origin: this.rank, d: desc });
     coll.start(st.ctx);
     this.check(st);
-    // It needs the left's frames: reading from the left goes on (see flow).
-    this.flow(false);
+    // It needs the left's frames: reading from the left goes on (see EarlyFlow).
+    this.flow();
     return done;
   }
 
@@ -251,25 +244,12 @@ export class Communicator {
 
   private onDescriptor(m: Extract<LinkControlMessage, { t: 'desc' }>, from: 'left' | 'right'): void {
     const sender = from === 'left' ? this.left : this.right;
-    let d: OpDescriptor;
-    try {
-      // The link checked only the message's envelope; what a descriptor may hold is checked here.
-      d = validateDescriptor(m.d, `rank ${sender} (${from} neighbour)`, this.size);
-      validateInline(m.p, d.kind, `rank ${sender} (${from} neighbour)`, this.size);
-    } catch (e) {
-      // As a link that failed on it would have been: ignored once shutting down.
-      if (this.closing) return;
-      return this.fatal(this.protocolError(sender, `(${from} neighbour) broke the protocol: ${(e as Error).message}`));
-    }
-    // Only the known fields travel further.
-    m.d = d;
+    const checked = checkDescriptorMessage(m, sender, `(${from} neighbour)`, this.size, this.rank, this.ops.nextSeq);
+    // A malformed one, as a link that failed on it would have been, is ignored once shutting down.
+    if ('problem' in checked && checked.malformed && this.closing) return;
     if (from !== 'left') return this.fatal(this.protocolError(this.right, 'sent a descriptor against the ring direction'));
-    if (m.origin < 0 || m.origin >= this.size || m.origin === this.rank) {
-      return this.fatal(this.protocolError(this.left, `forwarded a descriptor with origin ${m.origin}`));
-    }
-    if (m.seq >= this.ops.nextSeq + 1024) {
-      return this.fatal(this.protocolError(this.left, `sent a descriptor for #${m.seq}, far ahead of this rank's #${this.ops.nextSeq}`));
-    }
+    if ('problem' in checked) return this.fatal(this.protocolError(sender, checked.problem));
+    const d = checked.d;
     // Forward first: the other ranks need every descriptor even if this rank has failed the op.
     const past = this.ops.isPast(m.seq) || this.broken !== undefined;
     // But not a duplicate: the next rank would blame this one for it.
@@ -290,7 +270,7 @@ export class Communicator {
   private onData(h: DataHeader, payload: Uint8Array, pin?: () => () => void): void {
     this.poller.progress();
     if (this.broken || this.ops.isPast(h.seq)) return;
-    if (h.seq >= this.ops.nextSeq + 1024) {
+    if (h.seq >= this.ops.nextSeq + SEQ_WINDOW) {
       return this.fatal(this.protocolError(this.left, `sent data for #${h.seq}, far ahead of this rank's #${this.ops.nextSeq}`));
     }
     const st = this.ops.state(h.seq);
@@ -315,44 +295,10 @@ export class Communicator {
     this.maybeComplete(st);
   }
 
-  /**
-   * Keeps the frames held for operations not started here (ops.earlyBytes) within the budget.
-   * Past it, this rank stops reading from the left (pause: the left's sends wait, its own send
-   * queue holds at most maxInflight frames), which is safe only while every operation running here
-   * has all it needs from the left — otherwise what it needs may be queued behind those very
-   * frames. Then, if more arrive (`arrived`), the left has run too far ahead of an operation this
-   * rank still waits for: a protocol error naming it (a peer that floods frames of operations
-   * nobody started ends here too). Reading resumes as soon as the rank is under the budget again or
-   * starts an operation (which needs the left).
-   */
-  private flow(arrived: boolean): void {
-    const link = this.leftLink;
-    if (!link || this.broken) return;
-    const budget = this.options.earlyBytes ?? EARLY_BYTES;
-    const over = this.ops.earlyBytes > budget;
-    if (!over && !this.paused) return;
-    const pausable = over && this.ops.leftDoneWithRunning();
-    if (pausable !== this.paused) {
-      this.paused = pausable;
-      if (pausable) this.pauses++;
-      link.pause?.(pausable);
-    }
-    if (over && !pausable && arrived) {
-      const early = [...this.ops.values()].filter((s) => !s.coll && s.heldCopied > 0).map((s) => s.seq);
-      const waiting = this.ops.running().find((s) => !(s.table.checked && s.coll!.received));
-      this.fatal(
-        this.protocolError(
-          this.left,
-          `(left neighbour) sent ${this.ops.earlyBytes} bytes of frames for operations this rank has not started (#${Math.min(...early)}..#${Math.max(...early)}), ` +
-            `past the budget of ${budget} bytes, while ${waiting ? label(waiting.desc!, waiting.seq) : 'an operation'} still waits for its data ` +
-            `(raise options.earlyBytes / RINGREDUCE_EARLY_BYTES if ranks legitimately run that far apart)`,
-        ),
-      );
-    }
+  /** See EarlyFlow; not once the ring has failed. */
+  private flow(arrived = false): void {
+    if (!this.broken) this.earlyFlow.update(arrived);
   }
-  /** Reading from the left is paused (see flow), and how often it was. */
-  private paused = false;
-  private pauses = 0;
 
   private apply(st: OpState, h: DataHeader, payload: Uint8Array): void {
     const problem = st.coll!.onData(st.ctx!, h, payload);
@@ -414,7 +360,7 @@ export class Communicator {
     if (error) reject!(error);
     else resolve(coll!.result());
     // Nothing running may need the left any more: past the budget, reading from it may pause.
-    this.flow(false);
+    this.flow();
   }
 
   private sendFailed(err: Error): void {
@@ -503,16 +449,4 @@ export class Communicator {
     this.leftLink?.close();
     this.rightLink?.close();
   }
-}
-
-/**
- * The most bytes a running operation may hold while it waits for the rest of its descriptors:
- * twice (an all-reduce's two passes) what the descriptors in so far, this rank's aside, announce.
- */
-function heldBound(descs: readonly (OpDescriptor | undefined)[], rank: number): number {
-  let bytes = 0;
-  descs.forEach((d, r) => {
-    if (d && r !== rank) bytes += d.count * (dtypeByCode(d.dtype)?.bytes ?? 0);
-  });
-  return 2 * bytes;
 }

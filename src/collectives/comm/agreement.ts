@@ -1,5 +1,6 @@
 import type { RingMismatchError } from '../../errors.js';
-import { firstDifference, mismatchError, sameDescriptor, type OpDescriptor } from '../descriptor.js';
+import type { LinkControlMessage } from '../../transport/messages.js';
+import { firstDifference, mismatchError, sameDescriptor, validateDescriptor, validateInline, type OpDescriptor } from '../descriptor.js';
 
 /**
  * One operation's table of descriptors, one per rank, as they arrive around the ring, and how far
@@ -62,4 +63,35 @@ export class DescriptorTable {
   missing(): number[] {
     return this.descs.map((x, r) => (x ? -1 : r)).filter((r) => r >= 0);
   }
+}
+
+/** How far ahead of this rank a peer may announce operations. */
+export const SEQ_WINDOW = 1024;
+
+/**
+ * Checks a descriptor message rank `sender` passed on (`how` names its role, e.g. '(left
+ * neighbour)'): the descriptor and inline payload themselves (the link checked only the envelope;
+ * m.d becomes the clean copy, so only the known fields travel further), its origin, and how far
+ * ahead its sequence number is. Returns the clean descriptor, or the problem (completing "rank
+ * <sender> ..."; `malformed` when the message itself is bad).
+ */
+export function checkDescriptorMessage(
+  m: Extract<LinkControlMessage, { t: 'desc' }>,
+  sender: number,
+  how: string,
+  size: number,
+  me: number,
+  nextSeq: number,
+): { d: OpDescriptor } | { problem: string; malformed: boolean } {
+  let d: OpDescriptor;
+  try {
+    d = validateDescriptor(m.d, `rank ${sender} ${how}`, size);
+    validateInline(m.p, d.kind, `rank ${sender} ${how}`, size);
+  } catch (e) {
+    return { problem: `${how} broke the protocol: ${(e as Error).message}`, malformed: true };
+  }
+  if (m.origin < 0 || m.origin >= size || m.origin === me) return { problem: `forwarded a descriptor with origin ${m.origin}`, malformed: false };
+  if (m.seq >= nextSeq + SEQ_WINDOW) return { problem: `sent a descriptor for #${m.seq}, far ahead of this rank's #${nextSeq}`, malformed: false };
+  m.d = d;
+  return { d };
 }

@@ -1,3 +1,4 @@
+import { dtypeByCode } from '../../dtypes.js';
 import type { DataHeader } from '../../transport/wire.js';
 import type { Collective, OpContext } from '../collective.js';
 import type { OpDescriptor } from '../descriptor.js';
@@ -176,4 +177,16 @@ export class OpTable {
       });
     }
   }
+}
+
+/**
+ * The most bytes a running operation may hold while it waits for the rest of its descriptors:
+ * twice (an all-reduce's two passes) what the descriptors in so far, this rank's aside, announce.
+ */
+export function heldBound(descs: readonly (OpDescriptor | undefined)[], rank: number): number {
+  let bytes = 0;
+  descs.forEach((d, r) => {
+    if (d && r !== rank) bytes += d.count * (dtypeByCode(d.dtype)?.bytes ?? 0);
+  });
+  return 2 * bytes;
 }
