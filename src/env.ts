@@ -55,6 +55,8 @@ export interface EnvTuning {
   fusionBytes?: number;
   stallWarningMs?: number;
   busyPollUs?: number;
+  /** RINGREDUCE_BUSY_POLL_BACKOFF=0: keep polling while the rank waits for a CPU. */
+  busyPollBackoff?: boolean;
   sharedMemory?: boolean;
   /** RINGREDUCE_EARLY_BYTES: bytes of frames a rank holds for operations it has not started. */
   earlyBytes?: number;
@@ -268,6 +270,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     fusionBytes: int(env, 'RINGREDUCE_FUSION_THRESHOLD', 0),
     stallWarningMs: seconds(env, 'RINGREDUCE_STALL_WARNING'),
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
+    busyPollBackoff: flag(env, 'RINGREDUCE_BUSY_POLL_BACKOFF'),
     sharedMemory: flag(env, 'RINGREDUCE_SHM'),
     earlyBytes: int(env, 'RINGREDUCE_EARLY_BYTES', 0),
     iface: env.RINGREDUCE_IFACE || undefined,

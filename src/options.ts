@@ -53,6 +53,12 @@ export interface InitOptions {
    */
   busyPollUs?: number;
   /**
+   * Polling stops for a while (20 ms, doubling up to 2 s) when the rank keeps waiting for a CPU
+   * while it polls (a crowded machine: the rank it polls for needs that core). Default true;
+   * false keeps polling regardless, for ranks bound to cores of their own (RINGREDUCE_BUSY_POLL_BACKOFF=0).
+   */
+  busyPollBackoff?: boolean;
+  /**
    * Payloads to a neighbour on the same host go through shared memory (a /dev/shm mapping made by
    * the native addon) instead of the socket; the WebSocket still carries headers and control.
    * Default true (RINGREDUCE_SHM=0 turns it off); without the addon, or across hosts, links
@@ -100,6 +106,7 @@ export interface ResolvedOptions {
   fusionBytes: number;
   stallWarningMs: number;
   busyPollUs: number;
+  busyPollBackoff: boolean;
   sharedMemory: boolean;
   earlyBytes: number;
 }
@@ -212,6 +219,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
+    busyPollBackoff: bool('busyPollBackoff', o.busyPollBackoff ?? t.busyPollBackoff ?? true),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
   };

@@ -78,16 +78,23 @@ describe('BusyPoller', () => {
     return { l, calls };
   };
 
-  it('polls while an operation is pending and sleeps once nothing arrives for busyPollUs', async () => {
+  it('polls while an operation is pending, and sleeps once nothing is', async () => {
     const { l, calls } = link();
     let pending = 1;
-    const clock = new FakeClock();
-    const p = new BusyPoller((f) => f(l), { busyPollUs: 2000 }, () => pending, new Contention(clock));
+    const p = new BusyPoller((f) => f(l), { busyPollUs: 60_000_000 }, () => pending, new Contention(new FakeClock()));
     p.progress();
     expect(p.polling).toBe(true);
     await until(() => calls.polls > 3);
     expect(calls.awake).toBe(1);
     pending = 0;
+    await until(() => !p.polling);
+    expect(calls.asleep).toBe(1);
+  });
+
+  it('sleeps once nothing has arrived for busyPollUs, with an operation still pending', async () => {
+    const { l, calls } = link();
+    const p = new BusyPoller((f) => f(l), { busyPollUs: 1000 }, () => 1, new Contention(new FakeClock()));
+    p.progress();
     await until(() => !p.polling);
     expect(calls.asleep).toBe(1);
   });
@@ -115,6 +122,23 @@ describe('BusyPoller', () => {
     p.progress();
     expect(p.polling).toBe(true);
     p.stop();
+    await until(() => !p.polling);
+  });
+
+  it('busyPollBackoff false: polls on through contention', async () => {
+    const clock = new FakeClock();
+    const crowd = new Contention(clock);
+    let pending = 1;
+    const p = new BusyPoller((f) => f(link().l), { busyPollUs: 60_000_000, busyPollBackoff: false }, () => pending, crowd);
+    p.progress();
+    const t0 = performance.now();
+    await until(() => {
+      clock.ns = (performance.now() - t0) * 1e6;
+      return performance.now() - t0 > 30;
+    });
+    expect(p.polling).toBe(true);
+    expect(crowd.verdicts).toBe(0);
+    pending = 0;
     await until(() => !p.polling);
   });
 

@@ -101,7 +101,7 @@ describe.each(['memory', 'ws'] as const)('small all-reduce over %s links', (tran
 
 describe('busyPollUs', () => {
   it('keeps results exact, and the polling loop stops once nothing is pending (the process can sleep and exit)', async () => {
-    const gs = await groups(3, 'ws', { busyPollUs: 2000 });
+    const gs = await groups(3, 'ws', { busyPollUs: 2000, busyPollBackoff: false });
     const comm = (g: RingGroup) => (g as unknown as { comm: { poller: { polling: boolean } } }).comm.poller;
     for (const count of [1, 5000, 300_000]) {
       const inputs = gs.map((g) => input(Float32Array, 'sum', g.rank, count));
@@ -118,7 +118,7 @@ describe('busyPollUs', () => {
   });
 
   it('polls for at most busyPollUs after the last message while a peer is silent', async () => {
-    const gs = await groups(2, 'ws', { busyPollUs: 1000 });
+    const gs = await groups(2, 'ws', { busyPollUs: 1000, busyPollBackoff: false });
     const comm = (g: RingGroup) => (g as unknown as { comm: { poller: { polling: boolean } } }).comm.poller;
     const lonely = gs[0].allreduce(Float32Array.of(1)); // rank 1 has not called it yet
     await new Promise((r) => setTimeout(r, 50));

@@ -115,7 +115,7 @@ afterEach(async () => {
 describe.skipIf(!hasShm)('links through mailboxes (native addon present)', () => {
   for (const n of [2, 3]) {
     it(`N=${n}: polling ranks exchange messages through the mailbox, mixed with socket messages, all exact`, async () => {
-      const gs = await createLocalGroups(n, { transport: 'ws', timeoutMs: 20_000, busyPollUs: 5000, chunkBytes: 64 * 1024 });
+      const gs = await createLocalGroups(n, { transport: 'ws', timeoutMs: 20_000, busyPollUs: 5000, busyPollBackoff: false, chunkBytes: 64 * 1024 });
       open.push(...gs);
       // Sizes that take every way: inline descriptors, frames through shared slots (notices and
       // frees), small frames, frames split over many chunks.
@@ -139,7 +139,7 @@ describe.skipIf(!hasShm)('links through mailboxes (native addon present)', () =>
   }
 
   it('keeps order when some ranks poll and others sleep (messages switch ways mid-stream)', async () => {
-    const gs = await createLocalGroups(3, { transport: 'ws', timeoutMs: 20_000, busyPollUs: 3000, chunkBytes: 32 * 1024 });
+    const gs = await createLocalGroups(3, { transport: 'ws', timeoutMs: 20_000, busyPollUs: 3000, busyPollBackoff: false, chunkBytes: 32 * 1024 });
     open.push(...gs);
     for (let round = 0; round < 60; round++) {
       // Rank 1 sleeps in every other stretch of rounds: its neighbours then use the socket to it.

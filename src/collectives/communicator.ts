@@ -30,6 +30,8 @@ export interface CommunicatorOptions {
    * microseconds after the last message arrived; 0 = never. See comm/busy-poll.ts.
    */
   busyPollUs?: number;
+  /** Stop polling for a while when the thread waits for a CPU while polling (default true). See busy-poll.ts. */
+  busyPollBackoff?: boolean;
   /**
    * Warn (once per operation, through `logger`) when an operation has waited this long, naming
    * the ranks that have not reached it and the last operation each was seen in; 0 or absent = never.

@@ -16,6 +16,7 @@ export interface P2POptions {
   maxInflight: number;
   timeoutMs: number;
   busyPollUs?: number;
+  busyPollBackoff?: boolean;
   logger: Logger;
 }
 

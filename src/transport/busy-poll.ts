@@ -92,8 +92,11 @@ export class BusyPoller {
   constructor(
     /** Calls `f` on every link to poll. */
     private readonly links: (f: (l: Link) => void) => void,
-    /** Polls for up to busyPollUs after the last message; 0 = never. Read each time: it may change. */
-    private readonly options: { readonly busyPollUs?: number },
+    /**
+     * Polls for up to busyPollUs after the last message; 0 = never. Read each time: it may change.
+     * busyPollBackoff false: polling goes on even when the thread is crowded (see Contention).
+     */
+    private readonly options: { readonly busyPollUs?: number; readonly busyPollBackoff?: boolean },
     /** How many operations are pending: polling stops at none. */
     private readonly pending: () => number,
     private readonly crowd: Contention = contention(),
@@ -110,7 +113,7 @@ export class BusyPoller {
     if (limit <= 0 || this.pending() === 0) return;
     const now = performance.now();
     this.lastProgress = now;
-    if (this.on || !this.crowd.allows(now)) return;
+    if (this.on || (this.options.busyPollBackoff !== false && !this.crowd.allows(now))) return;
     this.on = true;
     this.startedAt = now;
     this.since = 0;
@@ -125,6 +128,7 @@ export class BusyPoller {
 
   /** Measures polling past its first SAMPLE_AFTER_MS; false when the thread turned out crowded. */
   private measure(now: number, ending: boolean): boolean {
+    if (this.options.busyPollBackoff === false) return true;
     if (this.since === 0) {
       if (ending || now - this.startedAt < SAMPLE_AFTER_MS) return true;
       const w = this.crowd.clock.read();
