@@ -89,8 +89,6 @@ function startRanks(env: Record<string, string>): Proc[] {
           MASTER_PORT: '29566',
           RINGREDUCE_HOST: addr(r),
           RINGREDUCE_TOKEN: 'netns-test-token',
-          // The namespaces share this kernel's /dev/shm: keep payloads on the (emulated) network.
-          RINGREDUCE_SHM: '0',
           EXIT_DELAY_MS: '0',
           ...env,
         },
