@@ -438,6 +438,23 @@ describe('the hand-over from ws: bytes ws read and did not parse are taken over'
     link.close();
   });
 
+  it('payloads with no landing place share the link’s scratch buffer (lent for the call), each exact when delivered', async () => {
+    const { inbox, socket } = await wsPair();
+    const link = new WsLink(9, 'rank 9 (test)', inbox);
+    const seen: Array<{ seq: number; buffer: ArrayBufferLike; ok: boolean }> = [];
+    link.setHandlers({
+      data: (h, p) => seen.push({ seq: h.seq, buffer: p.buffer, ok: Buffer.from(p).equals(Buffer.from(bytes(70_000 - h.seq, h.seq))) }),
+      control: () => {},
+      closed: () => {},
+    });
+    const stream = Buffer.concat([1, 2, 3].flatMap((seq) => [f(encodeDataHeader(hdr(seq), 70_000 - seq, KIND_DATA_HEADER)), f(Buffer.from(bytes(70_000 - seq, seq)))]));
+    for (let at = 0; at < stream.length; at += 65_536) socket.emit('data', stream.subarray(at, at + 65_536));
+    expect(seen.map((x) => [x.seq, x.ok])).toEqual([[1, true], [2, true], [3, true]]);
+    expect(seen[1].buffer).toBe(seen[0].buffer);
+    expect(seen[2].buffer).toBe(seen[0].buffer);
+    link.close();
+  });
+
   it.each(tls ? ['ws', 'wss'] : ['ws'])('frames a real peer sends immediately after the handshake arrive whole and in order (both directions, %s)', async (scheme) => {
     const token = randomBytes(16).toString('hex');
     const mk = (rank: number) =>

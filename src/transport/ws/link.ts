@@ -69,9 +69,21 @@ export class WsLink extends MessageLink {
     if (this.inBox) this.drainMailbox(this.socketReceived);
   }
 
+  /**
+   * A payload goes where its owner wants it, or else into this link's scratch buffer: handlers
+   * get payloads only for the call (LinkHandlers.data; shared-memory slots are handed back just
+   * after), so one buffer serves every payload, and the reader does not allocate (and the CPU
+   * fault in, and the GC collect) a fresh chunk-sized buffer per frame.
+   */
   protected override payloadComing(place: Uint8Array | undefined, length: number): void {
-    this.reader?.land(place && place.byteLength === length ? place : undefined);
+    const r = this.reader;
+    if (!r) return;
+    if (place && place.byteLength === length) return r.land(place);
+    if (length === 0) return r.land(undefined);
+    if (this.scratch.byteLength < length) this.scratch = new Uint8Array(length);
+    r.land(this.scratch.subarray(0, length));
   }
+  private scratch = new Uint8Array(0);
 
   // ---- socket and mailbox (see mailbox.ts) ---------------------------------------------------
   /** Messages sent on / received from the WebSocket since this link was made. */

@@ -83,7 +83,6 @@ export class FrameReader {
     let at = 0;
     const end = chunk.length;
     while (at < end && !this.stopped) at = this.frame ? this.payload(chunk, at, end) : this.header(chunk, at, end);
-    // (A violation stops the loop: the bytes after it are not read.)
   }
 
   private header(chunk: Buffer, at: number, end: number): number {
@@ -208,12 +207,12 @@ export class FrameReader {
     this.on.close(code, reason);
   }
 
-  /** Stops reading for good and reports why; returns 0 for callers to return as the position (unused). */
+  /** Stops reading for good (push reads nothing after a violation) and reports why. */
   private fail(message: string, status: number): number {
     this.stopped = true;
     this.frame = this.dst = this.assembling = this.place = undefined;
     this.on.error(new RingProtocolError(message), status);
-    return 0;
+    return 0; // a position for the caller to return: push stops anyway
   }
 }
 
