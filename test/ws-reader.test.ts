@@ -438,6 +438,40 @@ describe('the hand-over from ws: bytes ws read and did not parse are taken over'
     link.close();
   });
 
+  it('a violation among the bytes taken over at the switch: a typed error, close code 1002 to the peer', async () => {
+    const { inbox, socket, srv } = await wsPair();
+    const one = f(m(1, 3000));
+    socket.emit('data', one.subarray(0, 1000));
+    const link = new WsLink(9, 'rank 9 (test)', inbox);
+    const rec = recorder();
+    link.setHandlers(rec.h);
+    const peerSaw = new Promise<number>((r) => srv.once('close', r));
+    socket.emit('data', Buffer.concat([one.subarray(1000), frame({ op: 3 }), f(m(2, 10))]));
+    expect(rec.got.map((g) => g.seq)).toEqual([1]);
+    await until('link closed', () => rec.closed() !== undefined);
+    expect(rec.closed()!.error).toBeInstanceOf(RingProtocolError);
+    expect(rec.closed()!.error!.message).toBe('rank 9 (test) broke the WebSocket protocol: reserved opcode 3');
+    expect(await withDeadline(peerSaw, 5000, 'peer close')).toBe(1002);
+  });
+
+  it('a paused link whose socket closes still reads what the socket holds (as ws did), not ws', async () => {
+    const { inbox, socket } = await wsPair();
+    const link = new WsLink(9, 'rank 9 (test)', inbox);
+    const rec = recorder();
+    link.setHandlers(rec.h);
+    expect(readerOf(link)?.active).toBe(true);
+    const two = f(m(2, 20));
+    socket.emit('data', Buffer.concat([f(m(1, 10)), two.subarray(0, 5)]));
+    link.pause!(true);
+    // Bytes the socket read while paused wait in its buffer: the rest of a frame the reader began.
+    socket.push(two.subarray(5));
+    expect(rec.got.map((g) => g.seq)).toEqual([1]);
+    socket.destroy();
+    await until('link closed', () => rec.closed() !== undefined);
+    expect(rec.got.map((g) => [g.seq, g.payload.length])).toEqual([[1, 10], [2, 20]]);
+    expect(rec.closed()!.error?.message).toMatch(/closed \(code 1006\)/);
+  });
+
   it('payloads with no landing place share the link’s scratch buffer (lent for the call), each exact when delivered', async () => {
     const { inbox, socket } = await wsPair();
     const link = new WsLink(9, 'rank 9 (test)', inbox);
