@@ -22,7 +22,7 @@ export interface LinkHandlers<M = LinkControlMessage> {
   validate?(m: Record<string, unknown>, from: string): M;
   /**
    * A data frame's header arrived and its `length`-byte payload comes next: where it belongs, if
-   * the owner knows (the payload is then written there by transports that can: see ws/landing.ts,
+   * the owner knows (the payload is then written there by transports that can: see ws/reader.ts,
    * and `data` gets a view of that very place). Optional.
    */
   land?(header: DataHeader, length: number): Uint8Array | undefined;

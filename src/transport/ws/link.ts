@@ -26,7 +26,7 @@ import {
   type ShmRegion,
 } from '../shm/region.js';
 import type { Mailbox } from '../shm/mailbox.js';
-import { installLanding } from './landing.js';
+import { LinkReader } from './takeover.js';
 
 /** A frame's payload: its bytes, or (see WsLink.sendFilled) how to write them into a slot. */
 type Payload = Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
@@ -44,28 +44,46 @@ export class WsLink extends MessageLink {
     super(peer, describe);
     this.ws = inbox.socket;
     this.ws.on('close', (code: number) => this.ended(new Error(`connection to ${describe} closed (code ${code})`)));
-    // ws reports a peer that breaks RFC 6455 (oversized message, bad opcode, ...) with a WS_ERR_* code.
+    // A peer that breaks RFC 6455 (oversized message, bad opcode, ...): the reader reports it
+    // with a RingProtocolError (takeover.ts); ws, while it reads, with a WS_ERR_* code.
     this.ws.on('error', (e: Error & { code?: unknown }) =>
-      this.ended(String(e.code).startsWith('WS_ERR_') ? new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`) : e),
+      this.ended(
+        e instanceof RingProtocolError || !String(e.code).startsWith('WS_ERR_') ? e : new RingProtocolError(`${describe} broke the WebSocket protocol: ${e.message}`),
+      ),
     );
-    this.land = installLanding(this.ws);
-    inbox.drain((data, binary) => {
-      this.socketReceived++;
-      // Mailbox entries written before this socket message come first (see Mailbox), even when
-      // paused: a socket message that ws had read already still arrives, and must keep its place.
-      if (this.inBox) this.drainMailbox(this.socketReceived - 1, true);
-      if (binary) this.receive(data);
-      else this.fail(new RingProtocolError(`text frame from ${describe}`));
-      if (this.inBox) this.drainMailbox(this.socketReceived);
-    });
+    this.reader = LinkReader.for(this.ws, describe, (data) => this.socketMessage(data, true));
+    inbox.drain((data, binary) => this.socketMessage(data, binary));
+    this.reader?.start();
   }
 
-  /** Sets where the receiver writes the next large payload (see landing.ts); undefined if it cannot. */
-  private readonly land: ((dst: Uint8Array | undefined) => void) | undefined;
+  /** Reads the socket's frames once ws has read the handshake (see takeover.ts); undefined where ws reads on. */
+  private readonly reader: LinkReader | undefined;
 
+  private socketMessage(data: Buffer, binary: boolean): void {
+    this.socketReceived++;
+    // Mailbox entries written before this socket message come first (see Mailbox), even when
+    // paused: a socket message that was read already still arrives, and must keep its place.
+    if (this.inBox) this.drainMailbox(this.socketReceived - 1, true);
+    if (binary) this.receive(data);
+    else this.fail(new RingProtocolError(`text frame from ${this.describe}`));
+    if (this.inBox) this.drainMailbox(this.socketReceived);
+  }
+
+  /**
+   * A payload goes where its owner wants it, or else into this link's scratch buffer: handlers
+   * get payloads only for the call (LinkHandlers.data; shared-memory slots are handed back just
+   * after), so one buffer serves every payload, and the reader does not allocate (and the CPU
+   * fault in, and the GC collect) a fresh chunk-sized buffer per frame.
+   */
   protected override payloadComing(place: Uint8Array | undefined, length: number): void {
-    this.land?.(place && place.byteLength === length ? place : undefined);
+    const r = this.reader;
+    if (!r) return;
+    if (place && place.byteLength === length) return r.land(place);
+    if (length === 0) return r.land(undefined);
+    if (this.scratch.byteLength < length) this.scratch = new Uint8Array(length);
+    r.land(this.scratch.subarray(0, length));
   }
+  private scratch = new Uint8Array(0);
 
   // ---- socket and mailbox (see mailbox.ts) ---------------------------------------------------
   /** Messages sent on / received from the WebSocket since this link was made. */
