@@ -268,6 +268,17 @@ describe('hierarchical all-reduce on emulated hosts (in one process)', () => {
       (e: RingError) => e,
     );
     expect(err?.code).toBe('RING_ERR_MISMATCH');
-    expect(err?.message).toContain('ranks disagree on the hierarchical all-reduce (options.hierarchical, RINGREDUCE_HIERARCHICAL) (ranks 0,1,2: auto; rank 3: off)');
+    expect(err?.message).toContain(
+      'ranks disagree on the hierarchical all-reduce (options.hierarchical, RINGREDUCE_HIERARCHICAL) (ranks 0,1,2: auto (hierarchical); rank 3: off (flat ring))',
+    );
+  });
+
+  it('settings that differ but agree on the layout (auto and true; false and a 3 x 1 layout) form the ring', async () => {
+    const mixed = await emulate(['A', 'A', 'B', 'B'], (r) => ({ hierarchical: r === 1 ? true : 'auto' }), {});
+    expect(mixed.groups.every((g) => inside(g).hierarchy !== undefined)).toBe(true);
+    await check(mixed.groups, 300_000, 'sum');
+    await Promise.all(mixed.groups.map((g) => g.shutdown()));
+    const flat = await emulate(['A', 'B', 'C'], (r) => ({ hierarchical: r === 0 ? false : 'auto' }), {});
+    expect(flat.groups.every((g) => inside(g).hierarchy === undefined)).toBe(true);
   });
 });

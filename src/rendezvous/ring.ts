@@ -38,8 +38,8 @@ export interface RankRecord {
   /** The link protocol this rank speaks (PROTOCOL); absent from versions before it was recorded. */
   protocol?: number;
   /**
-   * Its hierarchical all-reduce setting: every rank must have the same, since the decision to set
-   * up the host and cross-host rings is every rank's (hosts.ts). Absent from versions without it.
+   * Its hierarchical all-reduce setting: every rank must come to the same decision with it (see
+   * agreeOnLayout). Absent from versions without it.
    */
   hierarchical?: HierarchicalMode;
 }
@@ -164,6 +164,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     table = table.map((t, r) => checkRecord(rank, r, t));
     checkTable(rank, table);
     checkReachable(rank, table);
+    const layout = agreeOnLayout(rank, table);
     // A peer's pid means something here only inside the same pid namespace of the same boot;
     // shared memory only with ranks of the same host key (boot id and network namespace).
     mesh.setAddresses(
@@ -208,7 +209,6 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       });
     });
     // The host and cross-host rings, on every rank or none (the layout is the same everywhere).
-    const layout = hostLayout(table.map((t) => t.machine), o.hierarchical);
     if (layout.hierarchical) {
       const { local, cross } = subRings(layout, rank);
       const h = await withDeadline(hierarchyFor(fabric, rank, size, local, cross), deadline, () =>
@@ -348,12 +348,11 @@ export function checkRecord(rank: number, r: number, t: unknown): RankRecord {
 }
 
 export function checkTable(rank: number, table: RankRecord[]): void {
-  for (const field of ['protocol', 'size', 'chunkBytes', 'tls', 'hierarchical'] as const) {
-    const groups = new Map<number | boolean | string | undefined, number[]>();
+  for (const field of ['protocol', 'size', 'chunkBytes', 'tls'] as const) {
+    const groups = new Map<number | boolean | undefined, number[]>();
     table.forEach((t, r) => groups.set(t[field], [...(groups.get(t[field]) ?? []), r]));
     if (groups.size > 1) {
-      const absent = field === 'protocol' ? 'older than 2' : 'a version without it';
-      const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v ?? absent}`);
+      const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v ?? 'older than 2'}`);
       const what =
         field === 'size'
           ? 'the world size'
@@ -361,9 +360,7 @@ export function checkTable(rank: number, table: RankRecord[]): void {
             ? 'TLS (RINGREDUCE_TLS_CERT/_KEY)'
             : field === 'protocol'
               ? 'the link protocol, i.e. run different ringreduce versions (install the same one everywhere)'
-              : field === 'hierarchical'
-                ? 'the hierarchical all-reduce (options.hierarchical, RINGREDUCE_HIERARCHICAL)'
-                : 'chunkBytes';
+              : 'chunkBytes';
       throw new RingMismatchError(`rank ${rank}: ranks disagree on ${what} (${parts.join('; ')})`, {
         rank,
         op: 'init',
@@ -371,6 +368,33 @@ export function checkTable(rank: number, table: RankRecord[]): void {
       });
     }
   }
+}
+
+/**
+ * The host layout and whether it takes the hierarchical all-reduce (hosts.ts). Every rank must
+ * come to the same answer, since the host and cross-host rings are set up by all ranks or none:
+ * each rank's setting is in its record (absent: a version without the hierarchical all-reduce,
+ * which never sets them up), so every rank works out every rank's answer, and ranks whose answers
+ * differ (say 'auto' and false on a layout that allows it) refuse to form the ring, naming them.
+ * Settings that differ but agree on this layout ('auto' and true) are fine.
+ */
+export function agreeOnLayout(rank: number, table: RankRecord[]): HostLayout {
+  const machines = table.map((t) => t.machine);
+  const answers = table.map((t) => hostLayout(machines, t.hierarchical ?? 'off'));
+  const groups = new Map<string, number[]>();
+  table.forEach((t, r) => {
+    const v = `${t.hierarchical ?? 'a version without it'} (${answers[r].hierarchical ? 'hierarchical' : 'flat ring'})`;
+    groups.set(v, [...(groups.get(v) ?? []), r]);
+  });
+  if (answers.some((a) => a.hierarchical !== answers[0].hierarchical)) {
+    const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v}`);
+    throw new RingMismatchError(`rank ${rank}: ranks disagree on the hierarchical all-reduce (options.hierarchical, RINGREDUCE_HIERARCHICAL) (${parts.join('; ')})`, {
+      rank,
+      op: 'init',
+      field: 'hierarchical',
+    });
+  }
+  return answers[rank];
 }
 
 /**
