@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { HIERARCHICAL_MIN_BYTES, type Hierarchy } from '../src/collectives/hierarchical.js';
+import { HIERARCHICAL_MIN_BYTES, PIECE_BYTES, type Hierarchy } from '../src/collectives/hierarchical.js';
 import type { Communicator } from '../src/collectives/communicator.js';
 import { tuning } from '../src/env.js';
 import { RingError, RingPeerLostError } from '../src/errors.js';
@@ -159,7 +159,7 @@ describe('the setting: options.hierarchical, RINGREDUCE_HIERARCHICAL, ringrun --
 });
 
 describe('hierarchical all-reduce on emulated hosts (in one process)', () => {
-  it('2 x 2, auto: hierarchical (rank 0 says so); exact and bit-identical for sum and average, uneven sizes; small inputs stay flat', async () => {
+  it('2 x 2, auto: hierarchical (rank 0 says so); exact and bit-identical for sum and average, uneven sizes and pieces; small inputs stay flat', { timeout: 60_000 }, async () => {
     const { groups, lines } = await emulate(['A', 'A', 'B', 'B']);
     expect(groups.map((g) => inside(g).hierarchy !== undefined)).toEqual([true, true, true, true]);
     expect(lines[0].join('\n')).toMatch(/^rank 0: hierarchical all-reduce: 2 hosts x 2 ranks \(local links: (shared memory|sockets: .+); inputs of 1 MiB and more\)$/m);
@@ -171,9 +171,13 @@ describe('hierarchical all-reduce on emulated hosts (in one process)', () => {
     await check(groups, 1000, 'sum'); // eager
     await check(groups, HIERARCHICAL_MIN_BYTES / 4 - 1, 'sum'); // just below: the flat ring
     expect(hostOps(groups)[0]).toBe(19);
+    // Larger than PIECE_BYTES: three pieces, the host and cross-host rings overlapping.
+    const count = Math.floor((2.5 * PIECE_BYTES) / 4) + 7;
+    for (const op of ['sum', 'average'] as const) await check(groups, count, op);
+    expect(hostOps(groups)).toEqual([31, 31, 31, 31]);
   });
 
-  it('2 x 3, non-contiguous ranks: exact; fp16 on the cross-host rings within its bound', async () => {
+  it('2 x 3, non-contiguous ranks: exact; fp16 on the cross-host rings within its bound', { timeout: 30_000 }, async () => {
     const { groups } = await emulate(['A', 'B', 'A', 'B', 'B', 'A']);
     expect(inside(groups[0]).hierarchy!.host.members).toEqual([0, 2, 5]);
     expect(inside(groups[0]).hierarchy!.cross.members).toEqual([0, 1]);

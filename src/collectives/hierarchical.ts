@@ -48,6 +48,14 @@ import { segmentRange } from './schedule.js';
  */
 export const HIERARCHICAL_MIN_BYTES = 1 << 20;
 
+/**
+ * The hierarchical steps run over pieces of at most this many bytes, so that the host ring and the
+ * cross-host rings overlap (see Hierarchy.steps); one operation per piece and ring costs a
+ * descriptor round each, so pieces stay large.
+ */
+export const PIECE_BYTES = 8 << 20;
+const pieceCount = (bytes: number): number => Math.max(1, Math.ceil(bytes / PIECE_BYTES));
+
 /** What one all-reduce is, as the world ring's descriptor says. */
 export interface HierarchicalInput {
   dtype: DTypeInfo;
@@ -141,28 +149,61 @@ export class Hierarchy {
     return p;
   }
 
+  /**
+   * The three steps, over pieces of the buffer so that the two rings work at once: while cross-host
+   * ring i all-reduces piece p's segment, the host ring reduce-scatters piece p+1 and gathers piece
+   * p-1. Each ring runs its operations one at a time, in an order that is the same on every rank
+   * (host: RS 0, RS 1, AG 0, RS 2, AG 1, ..., AG P-1; cross: AR 0, AR 1, ...), each started once
+   * the one before it on its ring has finished and its input is ready. One at a time keeps a
+   * ring's frames in the order its operations run, as with any sequence of collectives (see the
+   * early frames in docs/ARCHITECTURE.md). The first error wins; every step after it on a ring
+   * that depends on it is not started.
+   */
   private async steps(buf: NumericArray, x: HierarchicalInput): Promise<void> {
     const { host, cross } = this;
     const sum: ReduceOp = x.op === 'average' ? 'sum' : x.op;
     const L = host.comm.size;
-    const seg = segmentRange(buf.length, L, host.comm.rank);
-    const shard = buf.subarray(seg.offset, seg.offset + seg.length);
-    const d = { dtype: x.dtype.code, name: x.name };
-    await this.on(host, x, () =>
-      host.comm.run(descriptor('reducescatter', { ...d, count: buf.length, op: sum }), new InPlaceReduceScatter(buf, x.dtype, sum, host.comm.rank, L, true)),
-    );
     const H = cross.comm.size;
-    await this.on(cross, x, () =>
-      cross.comm.run(
-        descriptor('allreduce', { ...d, count: shard.length, op: sum, compression: x.compression }),
-        eagerFits(shard.byteLength, H, cross.comm.chunkBytes)
-          ? new EagerAllreduce(shard, x.dtype, sum)
-          : new RingAllreduce(shard, x.dtype, sum, cross.comm.rank, H, false, x.codec),
-      ),
-    );
-    // Once, on the finished segment: the cross-host ring handed every member the same bits.
-    if (x.op === 'average') divideInPlace(shard, this.worldSize);
-    await this.on(host, x, () => host.comm.run(descriptor('allgather', { ...d, count: shard.length }), new RingAllgather(shard, x.dtype, L, buf)));
+    const d = { dtype: x.dtype.code, name: x.name };
+    const P = pieceCount(buf.byteLength);
+    const slice = (b: NumericArray, parts: number, i: number) => {
+      const r = segmentRange(b.length, parts, i);
+      return b.subarray(r.offset, r.offset + r.length);
+    };
+    let hostDone: Promise<unknown> = Promise.resolve();
+    let crossDone: Promise<unknown> = Promise.resolve();
+    const onHost = (ready: Promise<unknown>, step: () => Promise<unknown>) => (hostDone = Promise.all([hostDone, ready]).then(() => this.on(host, x, step)));
+    const onCross = (ready: Promise<unknown>, step: () => Promise<unknown>) => (crossDone = Promise.all([crossDone, ready]).then(() => this.on(cross, x, step)));
+    const all: Promise<unknown>[] = [];
+    const reduced: Promise<unknown>[] = [];
+    const gather = (p: number) => {
+      const piece = slice(buf, P, p);
+      const shard = slice(piece, L, host.comm.rank);
+      all.push(onHost(reduced[p], () => host.comm.run(descriptor('allgather', { ...d, count: shard.length }), new RingAllgather(shard, x.dtype, L, piece))));
+    };
+    for (let p = 0; p < P; p++) {
+      const piece = slice(buf, P, p);
+      const shard = slice(piece, L, host.comm.rank);
+      const scattered = onHost(Promise.resolve(), () =>
+        host.comm.run(descriptor('reducescatter', { ...d, count: piece.length, op: sum }), new InPlaceReduceScatter(piece, x.dtype, sum, host.comm.rank, L, true)),
+      );
+      reduced[p] = onCross(scattered, async () => {
+        await cross.comm.run(
+          descriptor('allreduce', { ...d, count: shard.length, op: sum, compression: x.compression }),
+          eagerFits(shard.byteLength, H, cross.comm.chunkBytes)
+            ? new EagerAllreduce(shard, x.dtype, sum)
+            : new RingAllreduce(shard, x.dtype, sum, cross.comm.rank, H, false, x.codec),
+        );
+        // Once, on the finished segment: the cross-host ring handed every member the same bits.
+        if (x.op === 'average') divideInPlace(shard, this.worldSize);
+      });
+      all.push(scattered, reduced[p]);
+      if (p > 0) gather(p - 1);
+    }
+    gather(P - 1);
+    const settled = await Promise.allSettled(all);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   /**
