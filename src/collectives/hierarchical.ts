@@ -43,8 +43,9 @@ import { segmentRange } from './schedule.js';
 
 /**
  * Inputs of at least this many bytes take the hierarchical path; smaller ones the flat ring (or the
- * eager path). Three operations instead of one cost their latency (2 x 2 emulated hosts, busbw,
- * hierarchical / flat: see docs/PERFORMANCE.md): below 1 MiB the extra set-up was not repaid.
+ * eager path). Three operations on two rings instead of one cost their latency: on 2 x 2 emulated
+ * hosts a 256 KiB all-reduce took 2.1x the flat ring's time, 1 MiB was a toss-up between runs, and
+ * from 4 MiB on the hierarchical path was ahead (docs/PERFORMANCE.md, Threshold).
  */
 export const HIERARCHICAL_MIN_BYTES = 1 << 20;
 
