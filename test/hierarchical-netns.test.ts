@@ -95,6 +95,16 @@ describe.skipIf(skip !== undefined)('hierarchical all-reduce across network name
     expect(r.code, show(r)).toBe(0);
     saidHierarchical(r, '2 hosts x 2 ranks');
     expect(expectResults(r, 4)).toBe(6);
+    // Each rank's two rings, made twice: for init's ring and for the tfjs comm thread's own ring
+    // (init starts it; its fused gradient all-reduces take the same path).
+    for (const k of [0, 1, 2, 3]) {
+      const local = k ^ 1;
+      const cross = (k + 2) % 4;
+      const links = (what: string, peer: number, how: string) =>
+        r.stderr.split('\n').filter((l) => l === `[1,${k}]<stderr>:ringreduce: rank ${k}: ${what} rank ${peer}: payloads through ${how}`).length;
+      expect(links(k % 2 === 0 ? 'ghier.host link to' : 'ghier.host link from', local, 'shared memory'), show(r)).toBe(2);
+      expect(links('ghier.cross link to', cross, `the socket (rank ${cross} is on another host: boot id or network namespace differ)`), show(r)).toBe(2);
+    }
     expect(hosts.running()).toEqual([]);
   });
 
