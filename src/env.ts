@@ -13,7 +13,8 @@ import { RingInvalidArgError } from './errors.js';
  *   Slurm            SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID (local size from SLURM_TASKS_PER_NODE)
  *   nothing          a single process: rank 0 of 1
  * Also read here: RINGREDUCE_IFACE (advertise that interface's address), RINGREDUCE_TLS_CERT /
- * _KEY / _CA (wss:// with those PEM files), RINGREDUCE_VERBOSE (say which addresses were chosen).
+ * _KEY / _CA (wss:// with those PEM files), RINGREDUCE_VERBOSE (say which addresses were chosen),
+ * RINGREDUCE_HIERARCHICAL (the hierarchical all-reduce across hosts: auto, 1 or 0).
  *
  * Without ringrun, the rendezvous store is at MASTER_ADDR:MASTER_PORT and rank 0 hosts it, or
  * RINGREDUCE_STORE names it: `host:port` (rank 0 hosts it there) or `file:///shared/dir` (a
@@ -64,6 +65,8 @@ export interface EnvTuning {
   iface?: string;
   /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
   tlsFiles?: { cert: string; key: string; ca?: string };
+  /** RINGREDUCE_HIERARCHICAL=auto|1|0 (ringrun --hierarchical): the hierarchical all-reduce across hosts. */
+  hierarchical?: 'auto' | boolean;
   /** RINGREDUCE_VERBOSE=1 (ringrun --verbose): say which addresses were chosen, and per link shared memory or socket. */
   verbose: boolean;
 }
@@ -76,6 +79,16 @@ function flag(env: Env, name: string): boolean | undefined {
   if (['1', 'true', 'yes', 'on'].includes(s)) return true;
   if (['0', 'false', 'no', 'off'].includes(s)) return false;
   throw new RingInvalidArgError(`environment variable ${name} must be 1 or 0 (true/false), got '${v}'`);
+}
+
+/** 'auto', or a flag (see flag()); undefined when unset. */
+function autoOrFlag(env: Env, name: string): 'auto' | boolean | undefined {
+  if (env[name]?.trim().toLowerCase() === 'auto') return 'auto';
+  try {
+    return flag(env, name);
+  } catch {
+    throw new RingInvalidArgError(`environment variable ${name} must be auto, 1 or 0 (true/false), got '${env[name]}'`);
+  }
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -276,6 +289,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     iface: env.RINGREDUCE_IFACE || undefined,
     tlsFiles: tlsFiles(env),
     verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',
+    hierarchical: autoOrFlag(env, 'RINGREDUCE_HIERARCHICAL'),
   };
 }
 

@@ -5,6 +5,7 @@ import { RingBarrier } from './collectives/barrier.js';
 import { RingBroadcast } from './collectives/broadcast.js';
 import { EagerAllreduce, eagerFits } from './collectives/eager.js';
 import { Communicator } from './collectives/communicator.js';
+import type { Hierarchy } from './collectives/hierarchical.js';
 import { runAlltoall } from './collectives/alltoall.js';
 import { descriptor } from './collectives/descriptor.js';
 import { codecFor, COMPRESSIONS, isCompression } from './compression/registry.js';
@@ -57,6 +58,8 @@ export class RingGroup {
   private readonly fabric: Fabric | undefined;
   private readonly members: number[] | undefined;
   private readonly id: string;
+  /** The host and cross-host rings for large all-reduces (world groups of a hierarchical layout only: see useHierarchy). */
+  private hierarchy: Hierarchy | undefined;
   private children = 0;
   private alltoalls = 0;
   private readonly args = new Args(this);
@@ -72,6 +75,15 @@ export class RingGroup {
     this.fabric = info.fabric;
     this.members = info.members;
     this.id = info.id ?? '0';
+  }
+
+  /**
+   * @internal From now on, all-reduces of at least HIERARCHICAL_MIN_BYTES go through `h`
+   * (formRing sets it on every rank of the world or on none, before init resolves). Groups made
+   * by newGroup stay flat.
+   */
+  useHierarchy(h: Hierarchy): void {
+    this.hierarchy = h;
   }
 
   /** Group rank -> world rank. */
@@ -102,6 +114,9 @@ export class RingGroup {
     }
     const d = descriptor('allreduce', { dtype: dt.code, count: x.length, name, op, compression });
     const buf = inPlace ? x : x.slice();
+    if (this.hierarchy?.fits(x.byteLength)) {
+      return this.hierarchy.allreduce(buf, { dtype: dt, op, compression, codec, name }, (c) => this.comm.run(d, c)) as Promise<T>;
+    }
     const coll = eagerFits(x.byteLength, this.size, this.comm.chunkBytes)
       ? new EagerAllreduce(buf, dt, op)
       : new RingAllreduce(buf, dt, op, this.rank, this.size, false, codec);

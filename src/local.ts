@@ -10,7 +10,7 @@ import { Fabric } from './process-group.js';
 import type { Link } from './transport/link.js';
 import { randomBytes } from 'node:crypto';
 
-export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger' | 'busyPollUs' | 'busyPollBackoff' | 'sharedMemory' | 'stallWarningMs' | 'earlyBytes'> {
+export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger' | 'busyPollUs' | 'busyPollBackoff' | 'sharedMemory' | 'stallWarningMs' | 'earlyBytes' | 'hierarchical'> {
   /** 'memory' (default): in-process links; 'ws': real WebSockets on 127.0.0.1, port 0. */
   transport?: 'memory' | 'ws';
 }

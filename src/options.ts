@@ -74,7 +74,19 @@ export interface InitOptions {
    * run collectives concurrently (Promise.all) that others run one at a time, on large tensors.
    */
   earlyBytes?: number;
+  /**
+   * All-reduces of at least HIERARCHICAL_MIN_BYTES (1 MiB) across hosts: reduce-scatter among the
+   * ranks of each host, an all-reduce of each shard between hosts (one ring per local rank, all at
+   * once), all-gather on each host. 'auto' (the default) uses it when the ranks span >= 2 hosts
+   * with the same number (>= 2) of ranks each; true as well, but warns (rank 0, once) when the
+   * layout does not allow it; false never. Every rank must have the same setting
+   * (RINGREDUCE_HIERARCHICAL=auto|1|0, ringrun --hierarchical[=auto|on|off]).
+   */
+  hierarchical?: 'auto' | boolean;
 }
+
+/** The hierarchical setting, resolved: as it is published in the rank record and compared. */
+export type HierarchicalMode = 'auto' | 'on' | 'off';
 
 /** PEM texts of a TLS identity and the CA to trust. */
 export interface TlsPem {
@@ -109,6 +121,7 @@ export interface ResolvedOptions {
   busyPollBackoff: boolean;
   sharedMemory: boolean;
   earlyBytes: number;
+  hierarchical: HierarchicalMode;
 }
 
 export const DEFAULTS = {
@@ -197,6 +210,10 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
   const iface = o.iface ?? t.iface;
   if (iface !== undefined && (typeof iface !== 'string' || iface === '')) throw new RingInvalidArgError('options.iface must be a non-empty string');
   const tls = o.tls !== undefined ? checkTls(o.tls) : t.tlsFiles ? loadTls(t.tlsFiles) : undefined;
+  const hierarchical = o.hierarchical ?? t.hierarchical ?? 'auto';
+  if (hierarchical !== 'auto' && typeof hierarchical !== 'boolean') {
+    throw new RingInvalidArgError(`options.hierarchical must be 'auto', true or false, got ${JSON.stringify(hierarchical)}`);
+  }
   return {
     rank: d.rank,
     size: d.size,
@@ -222,6 +239,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     busyPollBackoff: bool('busyPollBackoff', o.busyPollBackoff ?? t.busyPollBackoff ?? true),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
+    hierarchical: hierarchical === 'auto' ? 'auto' : hierarchical ? 'on' : 'off',
   };
 }
 

@@ -1,4 +1,7 @@
 import { Communicator, type CommunicatorOptions } from './collectives/communicator.js';
+import { descriptor } from './collectives/descriptor.js';
+import { Hierarchy } from './collectives/hierarchical.js';
+import { RingBarrier } from './collectives/barrier.js';
 import { RingInvalidArgError, type RingError } from './errors.js';
 import { PointToPoint } from './p2p/engine.js';
 import type { Mesh } from './transport/mesh.js';
@@ -68,4 +71,23 @@ export async function groupCommunicator(fabric: Fabric, id: string, members: num
   const left = members[(index - 1 + m) % m];
   const [rightLink, leftLink] = await Promise.all([fabric.mesh.connect(right, channel), fabric.mesh.accept(left, channel, o.startTimeoutMs)]);
   return new Communicator(index, m, leftLink, rightLink, o);
+}
+
+/**
+ * The two rings of the hierarchical all-reduce (collectives/hierarchical.ts), made once at init by
+ * every rank of a layout that allows it (rendezvous/hosts.ts): the host ring of `host` (this
+ * rank's host, by world rank) and the cross-host ring of `cross` (the ranks of this rank's local
+ * index, by host), each on a channel of its own and proved by a barrier. Closed with the world
+ * (the fabric adopts them).
+ */
+export async function hierarchyFor(fabric: Fabric, rank: number, size: number, host: number[], cross: number[]): Promise<Hierarchy> {
+  const ring = async (id: string, members: number[]) => {
+    const comm = await groupCommunicator(fabric, id, members, members.indexOf(rank));
+    await comm.run(descriptor('barrier', { name: `ringreduce:${id}` }), new RingBarrier());
+    return { comm, members };
+  };
+  const [h, c] = await Promise.all([ring('hier.host', host), ring('hier.cross', cross)]);
+  const hierarchy = new Hierarchy(rank, size, h, c);
+  fabric.adopt(hierarchy);
+  return hierarchy;
 }

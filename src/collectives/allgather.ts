@@ -18,7 +18,17 @@ export class RingAllgather implements Collective<NumericArray> {
   private got = 0;
   private readonly nextChunk: Int32Array;
 
-  constructor(private readonly input: NumericArray, private readonly dtype: DTypeInfo, private readonly size: number) {
+  /**
+   * `into`, if given, receives the result when it has exactly the result's length (the
+   * hierarchical all-reduce gathers a buffer's segments back into it, `input` being this rank's
+   * segment of it in place); otherwise the result is a new array.
+   */
+  constructor(
+    private readonly input: NumericArray,
+    private readonly dtype: DTypeInfo,
+    private readonly size: number,
+    private readonly into?: NumericArray,
+  ) {
     this.nextChunk = new Int32Array(Math.max(0, size - 1));
   }
 
@@ -47,8 +57,11 @@ export class RingAllgather implements Collective<NumericArray> {
         field: 'count',
       });
     }
-    const out = new this.dtype.ctor(offset);
-    out.set(this.input, this.blocks[ctx.rank].offset);
+    const out = this.into?.length === offset ? this.into : new this.dtype.ctor(offset);
+    const at = this.blocks[ctx.rank].offset;
+    // Already in place (`into` holds `input`): a copy onto itself would cost a pass over it.
+    const inPlace = this.input.buffer === out.buffer && this.input.byteOffset === out.byteOffset + at * this.dtype.bytes;
+    if (!inPlace) out.set(this.input, at);
     this.out = out;
     this.expected = 0;
     for (let hop = 0; hop < this.size - 1; hop++) {

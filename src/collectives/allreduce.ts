@@ -23,7 +23,7 @@ export class RingAllreduce implements Collective<NumericArray> {
 
   /** `buf` is the working buffer: the caller's array (in place) or a copy of it. */
   constructor(
-    private readonly buf: NumericArray,
+    protected readonly buf: NumericArray,
     private readonly dtype: DTypeInfo,
     private readonly op: ReduceOp,
     private readonly rank: number,

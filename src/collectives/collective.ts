@@ -1,3 +1,4 @@
+import type { RingError } from '../errors.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { OpDescriptor } from './descriptor.js';
 
@@ -34,6 +35,15 @@ export interface OpContext extends RingPlace {
   readonly descriptors: readonly (OpDescriptor | undefined)[];
   /** Every rank's inline payload (see Collective.inline), indexed by rank, like `descriptors`. */
   readonly inline: readonly (Uint8Array | undefined)[];
+  /**
+   * For a collective whose data moves on other communicators once every rank has agreed here
+   * (hierarchical.ts): called once, from onTable. The operation then completes only when the
+   * returned function is called — with nothing when the work elsewhere is done, or with the error
+   * that ends it; `fatal` (the other communicator broke) fails this ring too, so that every rank
+   * learns it. Meanwhile this operation has no deadline of its own: the operations it runs
+   * elsewhere have theirs, and their failure is what the function reports.
+   */
+  elsewhere(): (error?: RingError, fatal?: boolean) => void;
 }
 
 /** A rank whose contribution cannot be used (the communicator makes it a protocol error). */

@@ -189,6 +189,17 @@ export class Communicator {
       inline: st.table.inline,
       send: (step, chunk, payload, codec = 0, scale = 1) => sends.enqueue(st, { seq, step, chunk, codec, scale }, payload),
       sendFilled: (step, chunk, bytes, codec, fill) => sends.enqueue(st, { seq, step, chunk, codec, scale: 1 }, { bytes, fill }),
+      elsewhere: () => {
+        st.elsewhere = true;
+        st.deadline = 0;
+        return (error, fatal) => {
+          if (!st.elsewhere) return;
+          st.elsewhere = false;
+          if (!error) this.maybeComplete(st);
+          else if (fatal) this.fatal(error);
+          else this.settle(st, error);
+        };
+      },
     };
     const done = new Promise<T>((resolve, reject) => {
       st.resolve = resolve as (v: unknown) => void;
@@ -345,7 +356,7 @@ export class Communicator {
   }
 
   private maybeComplete(st: OpState): void {
-    if (st.resolve && st.table.checked && st.coll!.received && st.pendingSends === 0 && !this.broken) {
+    if (st.resolve && st.table.checked && st.coll!.received && st.pendingSends === 0 && !st.elsewhere && !this.broken) {
       this.settle(st, undefined);
     }
   }

@@ -46,6 +46,8 @@ export interface LaunchConfig {
   tls?: { cert: string; key: string; ca?: string };
   /** CPU binding of each host's ranks (--bind-to, see bind.ts); default 'slice'. */
   bindTo?: BindTo;
+  /** The hierarchical all-reduce across hosts (--hierarchical[=auto|on|off]; RINGREDUCE_HIERARCHICAL in ranks). */
+  hierarchical?: 'auto' | 'on' | 'off';
 }
 
 export type ParsedArgs = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: LaunchConfig };
@@ -160,6 +162,22 @@ function interfaceName(v: string, name: string): string {
   return v;
 }
 
+/**
+ * Options whose value is optional: --option=value, or --option followed by one of its values (any
+ * other word starts the command).
+ */
+const OPTIONAL_VALUES: ReadonlyMap<string, readonly string[]> = new Map([['--hierarchical', ['auto', 'on', 'off']]]);
+const optionalValueOptions: ReadonlyMap<string, (d: Draft, value: string | undefined, name: string) => void> = new Map([
+  [
+    '--hierarchical',
+    (d: Draft, v: string | undefined, name: string) => {
+      const modes = ['auto', 'on', 'off'] as const;
+      if (v !== undefined && !modes.includes(v as (typeof modes)[number])) throw new UsageError(`${name} takes auto, on or off (e.g. ${name}=off), got '${v}'`, name);
+      d.hierarchical = (v ?? 'on') as (typeof modes)[number];
+    },
+  ],
+]);
+
 /** Options without a value; returning a result ends parsing (help and version win over the rest). */
 const flagOptions: ReadonlyMap<string, (d: Draft) => ParsedArgs | void> = new Map<string, (d: Draft) => ParsedArgs | void>([
   ['--tag-output', (d) => void (d.tagOutput = true)],
@@ -201,6 +219,12 @@ export function parseArgs(
     const name = eq === -1 ? arg : arg.slice(0, eq);
     const inline = eq === -1 ? undefined : arg.slice(eq + 1);
 
+    const optional = optionalValueOptions.get(name);
+    if (optional) {
+      const next = inline === undefined && OPTIONAL_VALUES.get(name)!.includes(argv[i + 1]) ? argv[++i] : undefined;
+      optional(d, inline ?? next, name);
+      continue;
+    }
     const flag = flagOptions.get(name);
     if (flag) {
       if (inline !== undefined) throw new UsageError(`${name} takes no value, got '${arg}'`, name);
@@ -254,6 +278,7 @@ export function parseArgs(
   if (d.iface !== undefined) config.iface = d.iface;
   if (d.verbose) config.verbose = true;
   if (d.bindTo !== undefined) config.bindTo = d.bindTo;
+  if (d.hierarchical !== undefined) config.hierarchical = d.hierarchical;
   if (d.tlsCert !== undefined && d.tlsKey !== undefined) {
     // Absolute, so they mean the same file on every host (like the working directory).
     config.tls = { cert: resolve(d.tlsCert), key: resolve(d.tlsKey) };
@@ -315,6 +340,15 @@ Options (a value may also be given as --option=value):
                         disjoint shares of the CPUs ringrun may use (taskset),
                         as mpirun binds; unbound when a host has more ranks
                         than CPUs. none: leave placement to the OS
+  --hierarchical[=auto|on|off]
+                        the hierarchical all-reduce across hosts (inputs of
+                        1 MiB and more: reduce-scatter on each host, an
+                        all-reduce of each shard between hosts, all-gather on
+                        each host). auto (the default): when every host runs
+                        the same number (>= 2) of ranks; on (--hierarchical
+                        alone): the same, with a warning when the layout does
+                        not allow it; off: always the flat ring
+                        (RINGREDUCE_HIERARCHICAL=auto|1|0 in ranks)
   --                    end of options: what follows is the command
   -h, --help            print this help and exit
   -V, --version         print the version and the active kernel backend

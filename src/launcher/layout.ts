@@ -110,11 +110,12 @@ export function loadTls(config: Pick<LaunchConfig, 'tls'>): TlsConfig | undefine
 }
 
 /** Variables ringrun sets for its options, on top of -x. */
-export function jobExports(config: Pick<LaunchConfig, 'exports' | 'iface' | 'verbose' | 'tls'>): Map<string, string> {
-  const { exports, iface, verbose, tls } = config;
+export function jobExports(config: Pick<LaunchConfig, 'exports' | 'iface' | 'verbose' | 'tls' | 'hierarchical'>): Map<string, string> {
+  const { exports, iface, verbose, tls, hierarchical } = config;
   const all = new Map(exports);
   if (iface) all.set('RINGREDUCE_IFACE', iface);
   if (verbose) all.set('RINGREDUCE_VERBOSE', '1');
+  if (hierarchical) all.set('RINGREDUCE_HIERARCHICAL', hierarchical === 'auto' ? 'auto' : hierarchical === 'on' ? '1' : '0');
   if (tls) {
     all.set('RINGREDUCE_TLS_CERT', tls.cert);
     all.set('RINGREDUCE_TLS_KEY', tls.key);

@@ -4,9 +4,9 @@ import { Communicator } from '../collectives/communicator.js';
 import { mod } from '../collectives/schedule.js';
 import { RingError, RingMismatchError, RingPeerLostError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { RingGroup } from '../group.js';
-import type { ResolvedOptions } from '../options.js';
+import type { HierarchicalMode, ResolvedOptions } from '../options.js';
 import { peerText, peerValue } from '../peer-text.js';
-import { Fabric } from '../process-group.js';
+import { Fabric, hierarchyFor } from '../process-group.js';
 import type { Link } from '../transport/link.js';
 import { LinkMesh } from '../transport/mesh.js';
 import { shmAvailable, takeReserveWarning } from '../transport/shm/region.js';
@@ -17,6 +17,8 @@ import { formatHost } from '../transport/ws/socket.js';
 import { WsTransport } from '../transport/ws/transport.js';
 import { chooseAddress, isLoopback, machineKey, pidSpace } from './address.js';
 import { FileStore } from './file-store.js';
+import { describeHosts, hostLayout, subRings, type HostLayout } from './hosts.js';
+import { HIERARCHICAL_MIN_BYTES } from '../collectives/hierarchical.js';
 import { startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
 /** What each rank publishes in the store. */
@@ -35,6 +37,11 @@ export interface RankRecord {
   pids?: string;
   /** The link protocol this rank speaks (PROTOCOL); absent from versions before it was recorded. */
   protocol?: number;
+  /**
+   * Its hierarchical all-reduce setting: every rank must come to the same decision with it (see
+   * agreeOnLayout). Absent from versions without it.
+   */
+  hierarchical?: HierarchicalMode;
 }
 
 /**
@@ -46,6 +53,7 @@ export interface RankRecord {
 export const PROTOCOL = 3;
 
 const HANDSHAKE_MS = 10_000;
+const HIERARCHICAL_MODES: readonly HierarchicalMode[] = ['auto', 'on', 'off'];
 
 function storeListenHost(host: string): string {
   // Listen exactly where MASTER_ADDR points when it is an address; a name may resolve to an
@@ -138,6 +146,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       tls: o.tls !== undefined,
       protocol: PROTOCOL,
       pids: pidSpace(),
+      hierarchical: o.hierarchical,
     };
     await store.set(`${keyPrefix}/${rank}`, me);
     const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
@@ -155,6 +164,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     table = table.map((t, r) => checkRecord(rank, r, t));
     checkTable(rank, table);
     checkReachable(rank, table);
+    const layout = agreeOnLayout(rank, table);
     // A peer's pid means something here only inside the same pid namespace of the same boot;
     // shared memory only with ranks of the same host key (boot id and network namespace).
     mesh.setAddresses(
@@ -198,6 +208,19 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
         op: 'init',
       });
     });
+    // The host and cross-host rings, on every rank or none (the layout is the same everywhere).
+    if (layout.hierarchical) {
+      const { local, cross } = subRings(layout, rank);
+      const h = await withDeadline(hierarchyFor(fabric, rank, size, local, cross), deadline, () =>
+        new RingTimeoutError(`rank ${rank}: the host and cross-host rings of the hierarchical all-reduce did not form within the start timeout (${o.startTimeoutMs / 1000} s)`, {
+          rank,
+          ranks: [...local, ...cross].filter((r) => r !== rank),
+          op: 'init',
+        }),
+      );
+      group.useHierarchy(h);
+    }
+    if (keyPrefix === 'ring' && rank === 0) sayLayout(o, layout, m);
     // Every rank has read the table: this rank's entry is no longer needed (a file store deletes it).
     await store.release([`${keyPrefix}/${rank}`]);
     store.close();
@@ -252,6 +275,24 @@ async function linkSharedMemory(o: ResolvedOptions, mesh: LinkMesh, leftLink: Li
   if (say && full) o.logger.warn(`rank ${o.rank}: ${full}: payloads from this rank to ranks on this host go through sockets`);
 }
 
+/**
+ * Rank 0 says what all-reduces across hosts will do: with --verbose the decision, and with
+ * `hierarchical: true` a warning when the layout does not allow it.
+ */
+function sayLayout(o: ResolvedOptions, layout: HostLayout, mesh: LinkMesh): void {
+  if (layout.hierarchical) {
+    if (!o.verbose) return;
+    const peer = layout.hosts[0][1];
+    const why = mesh.noSharedMemory(peer) ?? shmAvailable();
+    const links = why ? `sockets: ${why}` : 'shared memory';
+    o.logger.info(`rank 0: hierarchical all-reduce: ${layout.hosts.length} hosts x ${layout.perHost} ranks (local links: ${links}; inputs of ${HIERARCHICAL_MIN_BYTES >> 20} MiB and more)`);
+  } else if (o.hierarchical === 'on' && o.size > 1) {
+    o.logger.warn(`rank 0: hierarchical all-reduce requested, but the ranks run on ${describeHosts(layout.hosts)} (it needs >= 2 hosts with the same number >= 2 of ranks each): all-reduces use the flat ring`);
+  } else if (o.verbose) {
+    o.logger.info(`rank 0: flat ring: ${layout.reason}`);
+  }
+}
+
 /** Started by a launcher without a store of its own, rank 0 hosts it: if it never came up, say so. */
 function storeUnreachable(o: ResolvedOptions, where: { host: string; port: number }, e: Error): Error {
   if (!(e instanceof RingRendezvousError) || o.hostStore || o.source === 'ringrun' || o.source === 'options') return e;
@@ -299,6 +340,10 @@ export function checkRecord(rank: number, r: number, t: unknown): RankRecord {
   };
   if (x.pids !== undefined) rec.pids = str('pids', 256);
   if (x.protocol !== undefined) rec.protocol = int('protocol', 0, 2 ** 31 - 1);
+  if (x.hierarchical !== undefined) {
+    if (!HIERARCHICAL_MODES.includes(x.hierarchical as HierarchicalMode)) throw bad(`hierarchical ${peerValue(x.hierarchical)}`);
+    rec.hierarchical = x.hierarchical as HierarchicalMode;
+  }
   return rec;
 }
 
@@ -323,6 +368,33 @@ export function checkTable(rank: number, table: RankRecord[]): void {
       });
     }
   }
+}
+
+/**
+ * The host layout and whether it takes the hierarchical all-reduce (hosts.ts). Every rank must
+ * come to the same answer, since the host and cross-host rings are set up by all ranks or none:
+ * each rank's setting is in its record (absent: a version without the hierarchical all-reduce,
+ * which never sets them up), so every rank works out every rank's answer, and ranks whose answers
+ * differ (say 'auto' and false on a layout that allows it) refuse to form the ring, naming them.
+ * Settings that differ but agree on this layout ('auto' and true) are fine.
+ */
+export function agreeOnLayout(rank: number, table: RankRecord[]): HostLayout {
+  const machines = table.map((t) => t.machine);
+  const answers = table.map((t) => hostLayout(machines, t.hierarchical ?? 'off'));
+  const groups = new Map<string, number[]>();
+  table.forEach((t, r) => {
+    const v = `${t.hierarchical ?? 'a version without it'} (${answers[r].hierarchical ? 'hierarchical' : 'flat ring'})`;
+    groups.set(v, [...(groups.get(v) ?? []), r]);
+  });
+  if (answers.some((a) => a.hierarchical !== answers[0].hierarchical)) {
+    const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v}`);
+    throw new RingMismatchError(`rank ${rank}: ranks disagree on the hierarchical all-reduce (options.hierarchical, RINGREDUCE_HIERARCHICAL) (${parts.join('; ')})`, {
+      rank,
+      op: 'init',
+      field: 'hierarchical',
+    });
+  }
+  return answers[rank];
 }
 
 /**

@@ -27,6 +27,8 @@ export interface OpState {
   stallWarned?: boolean;
   resolve?: (v: unknown) => void;
   reject?: (e: Error) => void;
+  /** Its collective works on other communicators and has not said it is done (OpContext.elsewhere). */
+  elsewhere?: boolean;
 }
 
 /**
