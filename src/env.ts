@@ -58,6 +58,8 @@ export interface EnvTuning {
   sharedMemory?: boolean;
   /** RINGREDUCE_EARLY_BYTES: bytes of frames a rank holds for operations it has not started. */
   earlyBytes?: number;
+  /** RINGREDUCE_SMALL_OPS: the route of small operations (see collectives/comm/direct-route.ts). */
+  smallOps?: SmallOps;
   /** RINGREDUCE_IFACE: advertise this interface's address. */
   iface?: string;
   /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
@@ -74,6 +76,20 @@ function flag(env: Env, name: string): boolean | undefined {
   if (['1', 'true', 'yes', 'on'].includes(s)) return true;
   if (['0', 'false', 'no', 'off'].includes(s)) return false;
   throw new RingInvalidArgError(`environment variable ${name} must be 1 or 0 (true/false), got '${v}'`);
+}
+
+/** Which route small operations take: around the ring, straight to other ranks, or chosen by the layout. */
+export type SmallOps = 'ring' | 'direct' | 'auto';
+export const SMALL_OPS: readonly SmallOps[] = ['ring', 'direct', 'auto'];
+
+function smallOps(env: Env): SmallOps | undefined {
+  const v = env.RINGREDUCE_SMALL_OPS;
+  if (v === undefined || v === '') return undefined;
+  const s = v.trim().toLowerCase();
+  if (!(SMALL_OPS as readonly string[]).includes(s)) {
+    throw new RingInvalidArgError(`environment variable RINGREDUCE_SMALL_OPS must be ring, direct or auto, got '${v}'`);
+  }
+  return s as SmallOps;
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -270,6 +286,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     busyPollUs: int(env, 'RINGREDUCE_BUSY_POLL_US', 0),
     sharedMemory: flag(env, 'RINGREDUCE_SHM'),
     earlyBytes: int(env, 'RINGREDUCE_EARLY_BYTES', 0),
+    smallOps: smallOps(env),
     iface: env.RINGREDUCE_IFACE || undefined,
     tlsFiles: tlsFiles(env),
     verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',

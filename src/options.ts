@@ -1,6 +1,6 @@
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
-import { discover, parseStoreAddress, tuning, type Discovered, type Env, type StoreAddress } from './env.js';
+import { discover, parseStoreAddress, SMALL_OPS, tuning, type Discovered, type Env, type SmallOps, type StoreAddress } from './env.js';
 import { RingInvalidArgError } from './errors.js';
 import { stderrLogger, type Logger } from './logger.js';
 
@@ -68,6 +68,15 @@ export interface InitOptions {
    * run collectives concurrently (Promise.all) that others run one at a time, on large tensors.
    */
   earlyBytes?: number;
+  /**
+   * The route of small operations (barrier, all-reduce of inputs up to 16 KiB, all-to-all's
+   * agreement): 'ring' (N-1 hops around the ring), 'direct' (ceil(log8 N) rounds over links
+   * straight to other ranks), 'auto' (direct when N >= 3 and the ranks span more than one host).
+   * Every rank must use the same. Default 'auto' (RINGREDUCE_SMALL_OPS).
+   */
+  smallOps?: SmallOps;
+  /** @internal The direct route's radix (tests: several rounds with few ranks). Default 8. */
+  smallOpsRadix?: number;
 }
 
 /** PEM texts of a TLS identity and the CA to trust. */
@@ -102,6 +111,8 @@ export interface ResolvedOptions {
   busyPollUs: number;
   sharedMemory: boolean;
   earlyBytes: number;
+  smallOps: SmallOps;
+  smallOpsRadix: number;
 }
 
 export const DEFAULTS = {
@@ -113,6 +124,8 @@ export const DEFAULTS = {
   stallWarningMs: 60_000,
   sharedMemory: true,
   earlyBytes: 64 << 20,
+  smallOps: 'auto' as SmallOps,
+  smallOpsRadix: 8,
 };
 
 /**
@@ -214,7 +227,14 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
+    smallOps: smallOpsOption(o.smallOps ?? t.smallOps ?? DEFAULTS.smallOps),
+    smallOpsRadix: positiveInt('smallOpsRadix', o.smallOpsRadix ?? DEFAULTS.smallOpsRadix, 2),
   };
+}
+
+function smallOpsOption(v: unknown): SmallOps {
+  if (!(SMALL_OPS as readonly unknown[]).includes(v)) throw new RingInvalidArgError(`options.smallOps must be 'ring', 'direct' or 'auto', got ${JSON.stringify(v)}`);
+  return v as SmallOps;
 }
 
 function checkTls(t: TlsPem): TlsPem {

@@ -27,6 +27,8 @@ export interface OpState {
   stallWarned?: boolean;
   resolve?: (v: unknown) => void;
   reject?: (e: Error) => void;
+  /** Set when it runs here on the direct route (see direct-route.ts): rounds sent, and whether it joined the ring. */
+  direct?: { rounds: number; joined: boolean };
 }
 
 /**
