@@ -125,6 +125,8 @@ export const DEFAULTS = {
   sharedMemory: true,
   earlyBytes: 64 << 20,
   smallOps: 'auto' as SmallOps,
+  // The direct route's radix: up to 8 ranks exchange in one round (every rank straight to every
+  // other); beyond, log8 N rounds, so a rank links to 14 x rounds peers at most, not N-1.
   smallOpsRadix: 8,
 };
 
