@@ -32,6 +32,18 @@ async function groups(n: number, transport: 'memory' | 'ws', radix: number, extr
 
 const directSent = (g: RingGroup) => (g as unknown as { comm: { directSent: number | undefined } }).comm.directSent;
 
+/** Counts the descriptors `g` sends around the ring from now on. */
+function ringDescriptors(g: RingGroup): () => number {
+  const link = (g as unknown as { comm: { rightLink: { sendControl(m: { t: string }, done?: unknown): void } } }).comm.rightLink;
+  let n = 0;
+  const send = link.sendControl.bind(link);
+  link.sendControl = (m, done) => {
+    if (m.t === 'desc') n++;
+    send(m, done);
+  };
+  return () => n;
+}
+
 async function checkAllreduce(gs: RingGroup[], ctor: any, op: (typeof OPS)[number], count: number) {
   const ins = gs.map((g) => input(ctor, op, g.rank, count));
   const outs = await withDeadline(Promise.all(gs.map((g, r) => g.allreduce(ins[r], { op }))), 10_000, `${ctor.name} ${op} ${count}`);
@@ -63,15 +75,25 @@ describe.each(['memory', 'ws'] as const)('direct route over %s links', (transpor
   describe.each([8, 2])('radix %i', (radix) => {
     it.each(sizes(transport))('N=%i: exact, bit-identical all-reduces of every op and dtype, and barriers, without ring descriptors', async (n) => {
       const gs = await groups(n, transport, radix);
+      const ring = gs.map(ringDescriptors);
       for (const op of OPS) await checkAllreduce(gs, Float32Array, op, 7);
       await checkAllreduce(gs, Int32Array, 'sum', 1);
       await checkAllreduce(gs, Float64Array, 'average', 3);
       // The largest input that rides inline (16 KiB).
       await checkAllreduce(gs, Float32Array, 'sum', 4096);
       await withDeadline(Promise.all(gs.map((g) => g.barrier())), 10_000, 'barrier');
-      // Each rank sent its blocks over direct links: (N-1) per operation in all, whatever the rounds.
+      // All-to-all: counts may differ between ranks (its agreement is frameless everywhere).
+      const a2a = await withDeadline(Promise.all(gs.map((g) => g.alltoall(Int32Array.from({ length: n * (g.rank + 1) }, (_, i) => i)))), 10_000, 'alltoall');
+      // Rank j sends j+1 elements to each rank: rank r gets [r(j+1), (r+1)(j+1)) of j's 0, 1, 2, ...
+      for (const [r, t] of a2a.entries()) {
+        expect(Array.from(t.splits)).toEqual(Array.from({ length: n }, (_, j) => j + 1));
+        expect(Array.from(t.data)).toEqual(Array.from({ length: n }, (_, j) => Array.from({ length: j + 1 }, (_, i) => r * (j + 1) + i)).flat());
+      }
+      // Each rank sent its blocks over direct links: (N-1) blocks per operation in all, whatever
+      // the rounds; around the ring, nothing.
       const sent = gs.map(directSent);
-      expect(sent.reduce((a, b) => a! + b!, 0)).toBe((5 + 4) * n * (n - 1) + (transport === 'ws' ? n * (n - 1) : 0));
+      expect(sent.reduce((a, b) => a! + b!, 0)).toBe((5 + 5) * n * (n - 1) + (transport === 'ws' ? n * (n - 1) : 0));
+      expect(ring.map((c) => c())).toEqual(gs.map(() => 0));
     });
   });
 

@@ -3,7 +3,7 @@ import { RingProtocolError } from '../../errors.js';
 import type { Link, LinkHandlers } from '../../transport/link.js';
 import type { DescMsg, LinkControlMessage } from '../../transport/messages.js';
 import type { Mesh } from '../../transport/mesh.js';
-import { sameDescriptor, type OpDescriptor } from '../descriptor.js';
+import { firstDifference, type OpDescriptor } from '../descriptor.js';
 import { mod } from '../schedule.js';
 import { disseminationPeers, disseminationRounds, expectedFrom, inRun, roundSends, runNeeded, type BlockRun } from './dissemination.js';
 import type { OpState } from './op-table.js';
@@ -134,13 +134,15 @@ export class DirectRoute {
 
   /**
    * Whether `st`, running here on the direct route, must join the ring (see the file comment):
-   * `d` (absent: every descriptor in so far) came around the ring or differs from this rank's.
+   * `d` (absent: every descriptor in so far) came around the ring or differs from this rank's in a
+   * field the ranks must agree on (an all-to-all's counts may differ: every rank's is frameless).
    */
   mustJoin(st: OpState, d?: OpDescriptor, via?: 'ring' | 'direct'): boolean {
     const own = st.desc;
     if (!st.direct || st.direct.joined || !own) return false;
-    if (d) return via === 'ring' || !sameDescriptor(d, own);
-    return st.table.ringSeen || st.table.descs.some((x) => x !== undefined && !sameDescriptor(x, own));
+    const unlike = (x: OpDescriptor | undefined) => x !== undefined && firstDifference(own, x) !== undefined;
+    if (d) return via === 'ring' || unlike(d);
+    return st.table.ringSeen || st.table.descs.some(unlike);
   }
 
   private sendRun(st: OpState, run: BlockRun): void {
