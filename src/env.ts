@@ -61,6 +61,8 @@ export interface EnvTuning {
   sharedMemory?: boolean;
   /** RINGREDUCE_EARLY_BYTES: bytes of frames a rank holds for operations it has not started. */
   earlyBytes?: number;
+  /** RINGREDUCE_SMALL_OPS: the route of small operations (see collectives/comm/direct-route.ts). */
+  smallOps?: SmallOps;
   /** RINGREDUCE_IFACE: advertise this interface's address. */
   iface?: string;
   /** RINGREDUCE_TLS_CERT / _KEY / _CA: PEM file paths for wss:// links and store. */
@@ -89,6 +91,20 @@ function autoOrFlag(env: Env, name: string): 'auto' | boolean | undefined {
   } catch {
     throw new RingInvalidArgError(`environment variable ${name} must be auto, 1 or 0 (true/false), got '${env[name]}'`);
   }
+}
+
+/** Which route small operations take: around the ring, straight to other ranks, or chosen by the layout. */
+export type SmallOps = 'ring' | 'direct' | 'auto';
+export const SMALL_OPS: readonly SmallOps[] = ['ring', 'direct', 'auto'];
+
+function smallOps(env: Env): SmallOps | undefined {
+  const v = env.RINGREDUCE_SMALL_OPS;
+  if (v === undefined || v === '') return undefined;
+  const s = v.trim().toLowerCase();
+  if (!(SMALL_OPS as readonly string[]).includes(s)) {
+    throw new RingInvalidArgError(`environment variable RINGREDUCE_SMALL_OPS must be ring, direct or auto, got '${v}'`);
+  }
+  return s as SmallOps;
 }
 
 function int(env: Env, name: string, min: number): number | undefined {
@@ -286,6 +302,7 @@ export function tuning(env: Env = process.env): EnvTuning {
     busyPollBackoff: flag(env, 'RINGREDUCE_BUSY_POLL_BACKOFF'),
     sharedMemory: flag(env, 'RINGREDUCE_SHM'),
     earlyBytes: int(env, 'RINGREDUCE_EARLY_BYTES', 0),
+    smallOps: smallOps(env),
     iface: env.RINGREDUCE_IFACE || undefined,
     tlsFiles: tlsFiles(env),
     verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',

@@ -7,10 +7,11 @@ import { startStoreServer } from './rendezvous/store.js';
 import { memoryLinkPair, memoryTransports } from './transport/memory.js';
 import { LinkMesh } from './transport/mesh.js';
 import { Fabric } from './process-group.js';
+import { meshLinks, smallOpsRoute } from './collectives/comm/direct-route.js';
 import type { Link } from './transport/link.js';
 import { randomBytes } from 'node:crypto';
 
-export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger' | 'busyPollUs' | 'busyPollBackoff' | 'sharedMemory' | 'stallWarningMs' | 'earlyBytes' | 'hierarchical'> {
+export interface LocalGroupsOptions extends Pick<InitOptions, 'chunkBytes' | 'maxInflight' | 'timeoutMs' | 'startTimeoutMs' | 'logger' | 'busyPollUs' | 'busyPollBackoff' | 'sharedMemory' | 'stallWarningMs' | 'earlyBytes' | 'hierarchical' | 'smallOps' | 'smallOpsRadix'> {
   /** 'memory' (default): in-process links; 'ws': real WebSockets on 127.0.0.1, port 0. */
   transport?: 'memory' | 'ws';
 }
@@ -55,8 +56,10 @@ export async function createLocalGroups(n: number, options: LocalGroupsOptions =
   const meshes = transports.map((t, r) => new LinkMesh(r, n, t, o));
   const listeners = await Promise.all(transports.map((t, r) => t.listen(meshes[r])));
   for (const mesh of meshes) mesh.setAddresses(listeners.map((l) => l.address));
+  // In-process ranks share one host: 'auto' keeps the ring (see smallOpsRoute).
+  const direct = smallOpsRoute(o.smallOps, n, 1) === 'direct';
   return Array.from({ length: n }, (_, r) => {
-    const comm = new Communicator(r, n, lefts[r], rights[r], o);
+    const comm = new Communicator(r, n, lefts[r], rights[r], o, direct ? { links: meshLinks(meshes[r]), radix: o.smallOpsRadix } : undefined);
     const fabric = new Fabric(meshes[r], o, () => comm.error);
     return new RingGroup(comm, { localRank: r, localSize: n, fabric, onShutdown: () => fabric.shutdown() });
   });

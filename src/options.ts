@@ -1,6 +1,6 @@
 import { cpus } from 'node:os';
 import { readFileSync } from 'node:fs';
-import { discover, parseStoreAddress, tuning, type Discovered, type Env, type StoreAddress } from './env.js';
+import { discover, parseStoreAddress, SMALL_OPS, tuning, type Discovered, type Env, type SmallOps, type StoreAddress } from './env.js';
 import { RingInvalidArgError } from './errors.js';
 import { stderrLogger, type Logger } from './logger.js';
 
@@ -83,6 +83,15 @@ export interface InitOptions {
    * (RINGREDUCE_HIERARCHICAL=auto|1|0, ringrun --hierarchical[=auto|on|off]).
    */
   hierarchical?: 'auto' | boolean;
+  /**
+   * The route of small operations (barrier, all-reduce of inputs up to 16 KiB, all-to-all's
+   * agreement): 'ring' (N-1 hops around the ring), 'direct' (ceil(log8 N) rounds over links
+   * straight to other ranks), 'auto' (direct when N >= 3 and the ranks span more than one host).
+   * Every rank must use the same. Default 'auto' (RINGREDUCE_SMALL_OPS).
+   */
+  smallOps?: SmallOps;
+  /** @internal The direct route's radix (tests: several rounds with few ranks). Default 8. */
+  smallOpsRadix?: number;
 }
 
 /** The hierarchical setting, resolved: as it is published in the rank record and compared. */
@@ -122,6 +131,8 @@ export interface ResolvedOptions {
   sharedMemory: boolean;
   earlyBytes: number;
   hierarchical: HierarchicalMode;
+  smallOps: SmallOps;
+  smallOpsRadix: number;
 }
 
 export const DEFAULTS = {
@@ -133,6 +144,10 @@ export const DEFAULTS = {
   stallWarningMs: 60_000,
   sharedMemory: true,
   earlyBytes: 64 << 20,
+  smallOps: 'auto' as SmallOps,
+  // The direct route's radix: up to 8 ranks exchange in one round (every rank straight to every
+  // other); beyond, log8 N rounds, so a rank links to 14 x rounds peers at most, not N-1.
+  smallOpsRadix: 8,
 };
 
 /**
@@ -240,7 +255,14 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
     hierarchical: hierarchical === 'auto' ? 'auto' : hierarchical ? 'on' : 'off',
+    smallOps: smallOpsOption(o.smallOps ?? t.smallOps ?? DEFAULTS.smallOps),
+    smallOpsRadix: positiveInt('smallOpsRadix', o.smallOpsRadix ?? DEFAULTS.smallOpsRadix, 2),
   };
+}
+
+function smallOpsOption(v: unknown): SmallOps {
+  if (!(SMALL_OPS as readonly unknown[]).includes(v)) throw new RingInvalidArgError(`options.smallOps must be 'ring', 'direct' or 'auto', got ${JSON.stringify(v)}`);
+  return v as SmallOps;
 }
 
 function checkTls(t: TlsPem): TlsPem {

@@ -30,6 +30,7 @@ export function offsets(splits: ArrayLike<number>): number[] {
  */
 export class AlltoallAgreement implements Collective<AlltoallPlan> {
   readonly needsTable = true;
+  readonly frameless = true;
   received = false;
   private plan: AlltoallPlan | undefined;
 

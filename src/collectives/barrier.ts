@@ -7,6 +7,7 @@ import type { Collective } from './collective.js';
  */
 export class RingBarrier implements Collective<void> {
   readonly needsTable = false;
+  readonly frameless = true;
   readonly received = true;
   start(): void {}
   onData(): string {

@@ -60,6 +60,12 @@ export interface Collective<T> {
    */
   readonly needsTable: boolean;
   /**
+   * True if it never sends or receives data frames: all it needs is every rank's descriptor (a
+   * barrier, a small all-reduce whose inputs ride inline). Such an operation may take the
+   * communicator's direct route (comm/direct-route.ts) instead of the ring's N-1 hops.
+   */
+  readonly frameless?: boolean;
+  /**
    * Bytes to carry inside this rank's descriptor, which visits every rank anyway: a small
    * operation then needs no data frames at all. Called once, before start().
    */

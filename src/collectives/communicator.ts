@@ -3,13 +3,14 @@ import { dtypeByCode } from '../dtypes.js';
 import { wireBytesPerElement } from '../compression/registry.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
-import type { LinkControlMessage } from '../transport/messages.js';
+import type { DescMsg, LinkControlMessage } from '../transport/messages.js';
 import type { DataHeader } from '../transport/wire.js';
 import type { Collective } from './collective.js';
 import { label, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 import { BusyPoller } from '../transport/busy-poll.js';
-import { checkDescriptorMessage, SEQ_WINDOW } from './comm/agreement.js';
+import { checkDescriptorMessage, SEQ_WINDOW, type Via } from './comm/agreement.js';
+import { DirectRoute, type DirectLinks } from './comm/direct-route.js';
 import { abortError, Liveness } from './comm/liveness.js';
 import { heldBound, OpTable, type OpState } from './comm/op-table.js';
 import { SendQueue } from './comm/send-queue.js';
@@ -69,6 +70,8 @@ export class Communicator {
   private readonly liveness: Liveness;
   private readonly poller: BusyPoller;
   private readonly earlyFlow: EarlyFlow;
+  /** Small operations' route straight to other ranks (comm/direct-route.ts), where it is used. */
+  private readonly direct: DirectRoute | undefined;
   private broken: RingError | undefined;
   private closing = false;
   private readonly byes = new Set<number>();
@@ -79,6 +82,8 @@ export class Communicator {
     private readonly leftLink: Link | undefined,
     private readonly rightLink: Link | undefined,
     private readonly options: CommunicatorOptions,
+    /** Links for the direct route of small operations, and its radix; absent: the ring only. */
+    direct?: { links: DirectLinks; radix: number },
   ) {
     this.left = mod(rank - 1, size);
     this.right = mod(rank + 1, size);
@@ -89,6 +94,7 @@ export class Communicator {
       (f) => {
         if (leftLink) f(leftLink);
         if (rightLink) f(rightLink);
+        this.direct?.each(f);
       },
       options,
       () => this.ops.active,
@@ -104,16 +110,7 @@ export class Communicator {
     };
     this.earlyFlow = new EarlyFlow(leftLink, this.ops, options.earlyBytes ?? EARLY_BYTES, (what) => this.fatal(this.protocolError(this.left, what)));
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
-    // Every handler runs under try/catch: see handlerFailed.
-    const guard =
-      <A extends unknown[]>(peer: number, f: (...a: A) => void) =>
-      (...a: A) => {
-        try {
-          f(...a);
-        } catch (e) {
-          this.handlerFailed(peer, e);
-        }
-      };
+    const guard = this.guard;
     leftLink?.setHandlers({
       data: guard(this.left, (h: DataHeader, p: Uint8Array, pin?: () => () => void) => this.onData(h, p, pin)),
       control: guard(this.left, (m: LinkControlMessage) => this.onControl(m, 'left')),
@@ -127,7 +124,42 @@ export class Communicator {
     leftLink?.unref();
     rightLink?.unref();
     this.liveness.start(leftLink);
+    const poller = this.poller;
+    this.direct =
+      direct && size > 1
+        ? new DirectRoute(
+            {
+              rank,
+              size,
+              descriptor: (m, sender) => this.onDirectDescriptor(m, sender),
+              protocol: (peer, what) => this.fatal(this.protocolError(peer, what)),
+              lost: (peer, how, quietIfIdle) => this.liveness.peerLost(peer, 'direct', how, { quietIfIdle }),
+              flushed: (st) => {
+                this.ops.sent(st);
+                this.maybeComplete(st);
+              },
+              progress: () => this.poller.progress(),
+              get polling() {
+                return poller.polling;
+              },
+              guard,
+            },
+            direct.links,
+            direct.radix,
+          )
+        : undefined;
   }
+
+  /** Every handler runs under try/catch: see handlerFailed. */
+  private readonly guard =
+    <A extends unknown[]>(peer: number, f: (...a: A) => void) =>
+    (...a: A) => {
+      try {
+        f(...a);
+      } catch (e) {
+        this.handlerFailed(peer, e);
+      }
+    };
 
   /** Bytes per data frame; every rank has the same (checked at rendezvous). */
   get chunkBytes(): number {
@@ -147,6 +179,11 @@ export class Communicator {
   /** Bytes of frames that arrived before they could be applied and were copied (diagnostics, tests). */
   get earlyCopiedBytes(): number {
     return this.ops.earlyCopied;
+  }
+
+  /** Descriptors this rank has sent on direct links (diagnostics, tests); undefined without a direct route. */
+  get directSent(): number | undefined {
+    return this.direct?.sent;
   }
 
   /** Bytes held now for operations not started here, and how often reading from the left paused (diagnostics, tests). */
@@ -210,7 +247,10 @@ export class Communicator {
     this.liveness.watch(st);
     const p = coll.inline?.();
     st.table.add(this.rank, desc, p);
-    if (this.size > 1) this.sends.sendTracked(st, p ? { t: 'desc', seq, origin: this.rank, d: desc, p } : { t: 'desc', seq, origin: this.rank, d: desc });
+    if (this.direct && coll.frameless) {
+      this.direct.start(st);
+      if (this.direct.mustJoin(st)) this.joinRing(st);
+    } else if (this.size > 1) this.sendOwn(st);
     coll.start(st.ctx);
     this.check(st);
     // It needs the left's frames: reading from the left goes on (see EarlyFlow).
@@ -255,6 +295,42 @@ export class Communicator {
     }
   }
 
+  /** This rank's descriptor of `st`, to the right (with its inline input). */
+  private sendOwn(st: OpState): void {
+    const p = st.table.inline[this.rank];
+    const m: DescMsg = { t: 'desc', seq: st.seq, origin: this.rank, d: st.desc! };
+    if (p) m.p = p;
+    this.sends.sendTracked(st, m);
+  }
+
+  /** `st` runs here on the direct route, but some rank takes the ring: see comm/direct-route.ts. */
+  private joinRing(st: OpState): void {
+    st.direct!.joined = true;
+    this.sendOwn(st);
+  }
+
+  /** A descriptor arrived by `via` from `sender` (checked): into the table, on to the next round, and on. */
+  private accept(st: OpState, origin: number, d: OpDescriptor, p: Uint8Array | undefined, via: Via, sender: number): void {
+    const differs = st.table.add(origin, d, p, via);
+    if (differs) return this.fatal(this.protocolError(sender, differs));
+    this.liveness.seen(origin, st.seq, d);
+    if (st.direct) {
+      if (this.direct!.mustJoin(st, d, via)) this.joinRing(st);
+      this.direct!.advance(st);
+    }
+    this.check(st);
+  }
+
+  private onDirectDescriptor(m: DescMsg, sender: number): void {
+    const checked = checkDescriptorMessage(m, sender, '(direct link)', this.size, this.rank, this.ops.nextSeq);
+    if ('problem' in checked && checked.malformed && this.closing) return;
+    if ('problem' in checked) return this.fatal(this.protocolError(sender, checked.problem));
+    if (this.broken || this.ops.isPast(m.seq)) return;
+    const st = this.ops.state(m.seq);
+    if (st.table.came(m.origin, 'direct')) return this.fatal(this.protocolError(sender, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
+    this.accept(st, m.origin, checked.d, m.p, 'direct', sender);
+  }
+
   private onDescriptor(m: Extract<LinkControlMessage, { t: 'desc' }>, from: 'left' | 'right'): void {
     const sender = from === 'left' ? this.left : this.right;
     const checked = checkDescriptorMessage(m, sender, `(${from} neighbour)`, this.size, this.rank, this.ops.nextSeq);
@@ -266,7 +342,7 @@ export class Communicator {
     // Forward first: the other ranks need every descriptor even if this rank has failed the op.
     const past = this.ops.isPast(m.seq) || this.broken !== undefined;
     // But not a duplicate: the next rank would blame this one for it.
-    if (!past && this.ops.get(m.seq)?.table.descs[m.origin]) {
+    if (!past && this.ops.get(m.seq)?.table.came(m.origin, 'ring')) {
       return this.fatal(this.protocolError(this.left, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
     }
     if (m.origin !== this.right) {
@@ -274,10 +350,7 @@ export class Communicator {
       else this.sends.sendTracked(this.ops.state(m.seq), m);
     }
     if (past) return;
-    const st = this.ops.state(m.seq);
-    st.table.add(m.origin, d, m.p);
-    this.liveness.seen(m.origin, m.seq, d);
-    this.check(st);
+    this.accept(this.ops.state(m.seq), m.origin, d, m.p, 'ring', this.left);
   }
 
   private onData(h: DataHeader, payload: Uint8Array, pin?: () => () => void): void {
@@ -289,7 +362,7 @@ export class Communicator {
     const st = this.ops.state(h.seq);
     const table = st.table;
     // The left sends its descriptor before any data of an operation, on the same ordered link.
-    if (!table.descs[this.left]) {
+    if (!table.came(this.left, 'ring')) {
       return this.fatal(this.protocolError(this.left, `sent data for #${h.seq} before its descriptor`));
     }
     // Failed here already (e.g. a mismatch elsewhere in the ring): its data is not wanted.
@@ -438,11 +511,13 @@ export class Communicator {
     this.sends.stop();
     this.leftLink?.close();
     this.rightLink?.close();
+    this.direct?.close();
   }
 
   private setRef(on: boolean): void {
     for (const l of [this.leftLink, this.rightLink]) if (on) l?.ref();
     else l?.unref();
+    this.direct?.ref(on);
   }
 
   /** Says goodbye to both neighbours and closes the links. Pending operations reject. */
@@ -453,13 +528,13 @@ export class Communicator {
     const err = new RingShutdownError(`rank ${this.rank}: shutdown() called while the operation was pending`);
     for (const st of [...this.ops.values()]) if (st.resolve) this.settle(st, err);
     if (!this.broken && this.size > 1) {
-      await Promise.all(
-        [this.leftLink!, this.rightLink!].map(
-          (l) => new Promise<void>((res) => l.sendControl({ t: 'bye', rank: this.rank }, () => res())),
-        ),
-      );
+      await Promise.all([
+        ...[this.leftLink!, this.rightLink!].map((l) => new Promise<void>((res) => l.sendControl({ t: 'bye', rank: this.rank }, () => res()))),
+        this.direct?.bye(),
+      ]);
     }
     this.leftLink?.close();
     this.rightLink?.close();
+    this.direct?.close();
   }
 }

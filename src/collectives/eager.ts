@@ -28,6 +28,7 @@ export function eagerFits(bytes: number, size: number, chunkBytes: number): bool
  */
 export class EagerAllreduce implements Collective<NumericArray> {
   readonly needsTable = true;
+  readonly frameless = true;
   received = false;
   private readonly mine: Uint8Array;
 

@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { Communicator } from '../collectives/communicator.js';
+import { meshLinks, smallOpsRoute } from '../collectives/comm/direct-route.js';
+import { SMALL_OPS, type SmallOps } from '../env.js';
 import { mod } from '../collectives/schedule.js';
 import { RingError, RingMismatchError, RingPeerLostError, RingProtocolError, RingRendezvousError, RingTimeoutError } from '../errors.js';
 import { RingGroup } from '../group.js';
@@ -42,15 +44,18 @@ export interface RankRecord {
    * agreeOnLayout). Absent from versions without it.
    */
   hierarchical?: HierarchicalMode;
+  /** Its RINGREDUCE_SMALL_OPS setting (absent: 'auto'): every rank must agree. */
+  smallOps?: SmallOps;
 }
 
 /**
  * The link protocol: bumped whenever what travels between ranks changes shape, so that ranks of
  * different ringreduce versions refuse to form a ring instead of misreading each other (2: the
  * shared-memory regions gained their mailboxes, which moved the slots; 3: links to any rank on
- * named channels, and the point-to-point messages).
+ * named channels, and the point-to-point messages; 4: descriptors of small operations also travel
+ * on direct links, channel 'direct').
  */
-export const PROTOCOL = 3;
+export const PROTOCOL = 4;
 
 const HANDSHAKE_MS = 10_000;
 const HIERARCHICAL_MODES: readonly HierarchicalMode[] = ['auto', 'on', 'off'];
@@ -147,6 +152,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
       protocol: PROTOCOL,
       pids: pidSpace(),
       hierarchical: o.hierarchical,
+      smallOps: o.smallOps,
     };
     await store.set(`${keyPrefix}/${rank}`, me);
     const keys = Array.from({ length: size }, (_, r) => `${keyPrefix}/${r}`);
@@ -183,7 +189,13 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     ]);
     const [m, l] = [mesh, listener];
     await linkSharedMemory(o, m, leftLink, rightLink, deadline, keyPrefix);
-    const comm = new Communicator(rank, size, leftLink, rightLink, o);
+    const hosts = new Set(table.map((t) => t.machine)).size;
+    const route = smallOpsRoute(o.smallOps, size, hosts);
+    if (o.verbose && rank === 0 && keyPrefix === 'ring') {
+      o.logger.info(`rank 0: small operations go ${route === 'direct' ? 'over direct links' : 'around the ring'} (RINGREDUCE_SMALL_OPS=${o.smallOps}, ${size} ranks on ${hosts} host${hosts > 1 ? 's' : ''})`);
+    }
+    const direct = route === 'direct' ? { links: meshLinks(m), radix: o.smallOpsRadix } : undefined;
+    const comm = new Communicator(rank, size, leftLink, rightLink, o, direct);
     const fabric = new Fabric(m, o, () => comm.error);
     const group = new RingGroup(comm, {
       localRank: o.localRank,
@@ -344,13 +356,18 @@ export function checkRecord(rank: number, r: number, t: unknown): RankRecord {
     if (!HIERARCHICAL_MODES.includes(x.hierarchical as HierarchicalMode)) throw bad(`hierarchical ${peerValue(x.hierarchical)}`);
     rec.hierarchical = x.hierarchical as HierarchicalMode;
   }
+  if (x.smallOps !== undefined) {
+    if (!(SMALL_OPS as readonly unknown[]).includes(x.smallOps)) throw bad(`smallOps ${peerValue(x.smallOps)}`);
+    rec.smallOps = x.smallOps as SmallOps;
+  }
   return rec;
 }
 
 export function checkTable(rank: number, table: RankRecord[]): void {
-  for (const field of ['protocol', 'size', 'chunkBytes', 'tls'] as const) {
-    const groups = new Map<number | boolean | undefined, number[]>();
-    table.forEach((t, r) => groups.set(t[field], [...(groups.get(t[field]) ?? []), r]));
+  for (const field of ['protocol', 'size', 'chunkBytes', 'tls', 'smallOps'] as const) {
+    const groups = new Map<number | boolean | string | undefined, number[]>();
+    const value = (t: RankRecord) => (field === 'smallOps' ? (t.smallOps ?? 'auto') : t[field]);
+    table.forEach((t, r) => groups.set(value(t), [...(groups.get(value(t)) ?? []), r]));
     if (groups.size > 1) {
       const parts = [...groups].map(([v, rs]) => `rank${rs.length > 1 ? 's' : ''} ${rs.join(',')}: ${v ?? 'older than 2'}`);
       const what =
@@ -360,7 +377,9 @@ export function checkTable(rank: number, table: RankRecord[]): void {
             ? 'TLS (RINGREDUCE_TLS_CERT/_KEY)'
             : field === 'protocol'
               ? 'the link protocol, i.e. run different ringreduce versions (install the same one everywhere)'
-              : 'chunkBytes';
+              : field === 'smallOps'
+                ? "small operations' route (RINGREDUCE_SMALL_OPS / options.smallOps)"
+                : 'chunkBytes';
       throw new RingMismatchError(`rank ${rank}: ranks disagree on ${what} (${parts.join('; ')})`, {
         rank,
         op: 'init',

@@ -17,8 +17,12 @@ import type { Acceptor, PeerAddress, Transport } from './transport.js';
 export interface Mesh {
   readonly rank: number;
   readonly size: number;
-  /** A new link to `peer` on `channel`, opened by this rank (the sending side). */
-  connect(peer: number, channel: string): Promise<Link>;
+  /**
+   * A new link to `peer` on `channel`, opened by this rank (the sending side). `slots`: the shared
+   * memory it offers (default maxInflight slots of chunkBytes; a link that carries only control
+   * messages needs just the region's mailboxes, so one small slot).
+   */
+  connect(peer: number, channel: string, slots?: SlotShape): Promise<Link>;
   /** The link `peer` opens to this rank on `channel`: at once if it already arrived, else when it does. */
   accept(peer: number, channel: string, timeoutMs: number): Promise<Link>;
   /** Every link any peer opens on `channel` goes to `handler` (instead of waiting for accept()). */
@@ -27,6 +31,12 @@ export interface Mesh {
   pidOf?(peer: number): number | undefined;
   /** Closes every link of the mesh; later calls reject. */
   close(): Promise<void>;
+}
+
+/** Shared-memory slots a link offers: how many, of how many bytes. */
+export interface SlotShape {
+  count: number;
+  bytes: number;
 }
 
 /** Channel names travel in the connection's URL and its MAC: short, plain. */
@@ -245,12 +255,12 @@ export class LinkMesh implements Mesh, Acceptor {
     }
   }
 
-  async connect(peer: number, channel: string): Promise<Link> {
+  async connect(peer: number, channel: string, slots: SlotShape = { count: this.o.maxInflight, bytes: this.o.chunkBytes }): Promise<Link> {
     const deadline = Date.now() + this.o.startTimeoutMs;
     const link = await this.open(peer, channel, deadline);
     if (link.offerSharedMemory) {
       const off = this.noSharedMemory(peer);
-      const why = await link.offerSharedMemory(off === undefined, this.o.maxInflight, this.o.chunkBytes, Math.max(1000, deadline - Date.now()));
+      const why = await link.offerSharedMemory(off === undefined, slots.count, slots.bytes, Math.max(1000, deadline - Date.now()));
       this.sayPath(peer, `${channel} link to`, off ?? why);
     }
     const full = takeReserveWarning();

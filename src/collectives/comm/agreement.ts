@@ -3,6 +3,13 @@ import type { LinkControlMessage } from '../../transport/messages.js';
 import { firstDifference, mismatchError, sameDescriptor, validateDescriptor, validateInline, type OpDescriptor } from '../descriptor.js';
 
 /**
+ * How a descriptor reached this rank: around the ring, or on a direct link (see direct-route.ts).
+ * A rank's descriptor may come both ways when ranks take different routes for one operation.
+ */
+export type Via = 'ring' | 'direct';
+const VIA_BIT = { ring: 1, direct: 2 } as const;
+
+/**
  * One operation's table of descriptors, one per rank, as they arrive around the ring, and how far
  * the agreement checks have got.
  *
@@ -15,6 +22,8 @@ export class DescriptorTable {
   /** Every rank's descriptor and inline payload (see Collective.inline), indexed by rank. */
   readonly descs: (OpDescriptor | undefined)[];
   readonly inline: (Uint8Array | undefined)[];
+  /** Per rank, the routes its descriptor came by (VIA_BIT; both for this rank's own). */
+  private readonly via: Uint8Array;
   private count = 0;
   /** The left neighbour's descriptor matched ours: its data may be applied. */
   leftChecked = false;
@@ -26,13 +35,34 @@ export class DescriptorTable {
   constructor(size: number) {
     this.descs = new Array(size).fill(undefined);
     this.inline = new Array(size).fill(undefined);
+    this.via = new Uint8Array(size);
   }
 
-  add(rank: number, d: OpDescriptor, p: Uint8Array | undefined): void {
+  /**
+   * Rank `rank`'s descriptor, arrived by `via` (absent: this rank's own). A second copy that came
+   * the other way must be the same (an honest rank sends one descriptor): the problem, if not.
+   */
+  add(rank: number, d: OpDescriptor, p: Uint8Array | undefined, via?: Via): string | undefined {
+    const first = this.descs[rank];
+    this.via[rank] |= via ? VIA_BIT[via] : VIA_BIT.ring | VIA_BIT.direct;
+    if (via === 'ring') this.ringSeen = true;
+    if (first) {
+      const same = sameDescriptor(first, d) && (p === undefined ? this.inline[rank] === undefined : this.inline[rank] !== undefined && Buffer.from(p).equals(this.inline[rank]!));
+      return same ? undefined : `sent a descriptor of rank ${rank} that differs from the one that came the other way`;
+    }
     this.descs[rank] = d;
     this.inline[rank] = p;
     this.count++;
+    return undefined;
   }
+
+  /** Whether rank `rank`'s descriptor came by `via`. */
+  came(rank: number, via: Via): boolean {
+    return (this.via[rank] & VIA_BIT[via]) !== 0;
+  }
+
+  /** Some other rank's descriptor came around the ring: someone takes the ring's route. */
+  ringSeen = false;
 
   /**
    * Compares the left neighbour's descriptor with ours, once, when both are in. True if it has

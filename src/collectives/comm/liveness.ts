@@ -176,7 +176,7 @@ export class Liveness {
   }
 
   /** The ring is broken at `peer`: fails everything, naming it and the first pending operation. */
-  peerLost(peer: number, side: 'left' | 'right', how: string, opts: { quietIfIdle?: boolean } = {}, graced = false): void {
+  peerLost(peer: number, side: 'left' | 'right' | 'direct', how: string, opts: { quietIfIdle?: boolean } = {}, graced = false): void {
     const host = this.host;
     if (host.closing() || host.broken() || this.lossPending) return;
     const pending = this.ops.running();
@@ -193,7 +193,7 @@ export class Liveness {
     const labels = pending.map((s) => label(s.desc!, s.seq));
     const during = labels.length ? ` while ${labels.join(', ')} ${labels.length > 1 ? 'were' : 'was'} pending` : '';
     host.fatal(
-      new RingPeerLostError(`rank ${host.rank}: rank ${peer} (${side} neighbour) ${how}${during}`, {
+      new RingPeerLostError(`rank ${host.rank}: rank ${peer} (${side === 'direct' ? 'direct link' : `${side} neighbour`}) ${how}${during}`, {
         rank: host.rank,
         ranks: [peer],
         op: pending[0]?.desc!.kind,

@@ -29,6 +29,8 @@ export interface OpState {
   reject?: (e: Error) => void;
   /** Its collective works on other communicators and has not said it is done (OpContext.elsewhere). */
   elsewhere?: boolean;
+  /** Set when it runs here on the direct route (see direct-route.ts): rounds sent, and whether it joined the ring. */
+  direct?: { rounds: number; joined: boolean };
 }
 
 /**
