@@ -178,6 +178,12 @@ describe('errors, raised on every rank', () => {
     errs.forEach((e, k) => expect(e, r.stdout).toBe(`RING_ERR_INVALID_ARG rank ${k}: pipeline: 3 stages but the model has only 2 layer(s): a stage needs at least one layer`));
   });
 
+  it('a Dropout layer on a stage that is not the last (its forward pass runs twice): RING_ERR_INVALID_ARG naming it', async () => {
+    const r = await ranks(2, { DROPOUT: '1', STAGES: '[2]' });
+    const errs = errorsOf(r.stdout, 2);
+    errs.forEach((e, k) => expect(e, r.stdout).toMatch(new RegExp(`^RING_ERR_INVALID_ARG rank ${k}: pipeline: layer 'drop' \\(Dropout\\) is on stage 0, not the last: `)));
+  });
+
   it('a stage that dies (kill -9 in step 3): every other stage fails fast with RING_ERR_PEER_LOST naming it', async () => {
     const r = await ranks(3, { STAGES: '[1,3]', DIE_RANK: '1', DIE_STEP: '2', TRAP_SIGTERM: '1' }, ['--grace', '20']);
     expect(r.stderr).toMatch(/ringrun: rank 1 \(pid \d+\) was killed by signal SIGKILL/);

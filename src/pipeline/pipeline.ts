@@ -137,6 +137,17 @@ export class Pipeline {
   }
   private cutsKnown: Built | undefined;
 
+  /**
+   * This rank's stage since the pipeline was built: training steps, the time their schedules took
+   * (forward and backward passes with their transfers, not the update), and the part of it spent
+   * waiting for other stages. waitMs / stepMs is the stage's measured bubble (plus transfer time).
+   */
+  stats(): { stage: number; stages: number; steps: number; stepMs: number; waitMs: number } {
+    const b = this.cutsKnown;
+    if (!b) return { stage: -1, stages: 0, steps: 0, stepMs: 0, waitMs: 0 };
+    return { stage: b.comm.rank, stages: b.comm.size, ...b.runner.timing };
+  }
+
   /** Agrees on the model and options with the other ranks, cuts the model and keeps this rank's layers. Idempotent. */
   build(): Promise<void> {
     this.built ??= this.setup().then((b) => (this.cutsKnown = b));

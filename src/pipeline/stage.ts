@@ -54,6 +54,8 @@ const prod = (s: number[]) => s.reduce((a, b) => a * b, 1);
 export class StageRunner {
   /** The stage's trainable variables, in layer order. */
   readonly vars: TfCore.Variable[];
+  /** Training steps run, their time, and the part of it spent waiting for other stages. */
+  readonly timing = { steps: 0, stepMs: 0, waitMs: 0 };
   private readonly last: boolean;
 
   constructor(private readonly s: StageSpec) {
@@ -107,9 +109,19 @@ export class StageRunner {
         }
       });
     };
+    const t0 = performance.now();
+    let waitMs = 0;
+    const wait = async <T>(w: Promise<T>): Promise<T> => {
+      const w0 = performance.now();
+      try {
+        return await w;
+      } finally {
+        waitMs += performance.now() - w0;
+      }
+    };
     const input = async (mb: number): Promise<Tensor> => {
       if (stage === 0) return tf.slice(p.x!, offsets[mb], p.sizes[mb]);
-      const buf = await t.take(stage - 1, mb, 'act', inLen(mb));
+      const buf = await wait(t.take(stage - 1, mb, 'act', inLen(mb)));
       return tf.tensor(buf, [p.sizes[mb], ...this.s.inShape], 'float32');
     };
     try {
@@ -153,7 +165,7 @@ export class StageRunner {
             true,
           ));
         } else {
-          const dy = tf.tensor(await t.take(stage + 1, mb, 'grad', outLen(mb)), [p.sizes[mb], ...this.s.outShape], 'float32');
+          const dy = tf.tensor(await wait(t.take(stage + 1, mb, 'grad', outLen(mb))), [p.sizes[mb], ...this.s.outShape], 'float32');
           ({ value, grads: gs } = tf.engine().gradients(() => this.apply(x, true), wrt, dy, true));
           dy.dispose();
         }
@@ -171,11 +183,14 @@ export class StageRunner {
         }
         tf.dispose([value, x, ...(pred ? [pred] : []), ...(y ? [y] : [])]);
       }
-      await t.finish();
+      await wait(t.finish());
     } catch (e) {
       tf.dispose([...inputs.values(), ...grads.values()]);
       throw e;
     }
+    this.timing.steps++;
+    this.timing.stepMs += performance.now() - t0;
+    this.timing.waitMs += waitMs;
     return { grads, stats };
   }
 
