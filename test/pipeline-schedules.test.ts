@@ -106,6 +106,9 @@ describe('cut and micro-batches', () => {
     expect(balance([5], 1)).toEqual([]);
     expect(balance([0, 0, 0], 3)).toEqual([1, 2]);
     expect(() => balance([1, 2], 3)).toThrow(RangeError);
+    // The last stage's own costs (there, no second forward pass).
+    expect(balance([4, 4, 4, 4], 2)).toEqual([2]); // 8 | 8
+    expect(balance([4, 4, 4, 4], 2, [2, 2, 2, 2])).toEqual([1]); // 4 | 6, not 8 | 4
     // Against brute force on random costs.
     let seed = 3;
     const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);

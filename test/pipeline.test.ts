@@ -97,7 +97,7 @@ describe('equivalence with one process (SGD, batch 12, 5 steps)', () => {
     const cutLines = r.stdout.split('\n').filter((l) => l.includes('ringreduce: pipeline of'));
     expect(cutLines, r.stdout).toHaveLength(1);
     expect(cutLines[0]).toMatch(new RegExp(`^\\[1,0\\]<stdout>:ringreduce: pipeline of ${np} stage\\(s\\), ${schedule}, ${micro} micro-batches, cut \\[`));
-    if (stages === 'auto') expect(cutLines[0]).toMatch(/\(auto, by ms forward\+backward, measured: [\d., ]+\)/);
+    if (stages === 'auto') expect(cutLines[0]).toMatch(/\(auto, by measured ms forward\+backward \(forward\): [\d., ()]+\)/);
   });
 
   it('2 x 2 data x pipeline (pipelineGroups): each pipeline on its shard, gradients averaged per stage; a loss function and verbose output', async () => {

@@ -26,20 +26,27 @@ export function cutProblem(cuts: readonly number[], layers: number, stages: numb
 
 /**
  * The contiguous split of `costs` into `parts` non-empty runs that minimises the largest run's
- * sum (ties: the earliest cuts), as cut points. Dynamic programming over (parts, layers): fine for
- * the few hundred layers a model has.
+ * sum (ties: the earliest cuts), as cut points. `lastCosts` (default: `costs`) are what a layer
+ * costs on the last stage, which does not run its forward pass twice (see stage.ts). Dynamic
+ * programming over (parts, layers): fine for the few hundred layers a model has.
  */
-export function balance(costs: readonly number[], parts: number): number[] {
+export function balance(costs: readonly number[], parts: number, lastCosts: readonly number[] = costs): number[] {
   const n = costs.length;
   if (parts < 1 || parts > n) throw new RangeError(`cannot split ${n} layers into ${parts} stages`);
-  const prefix = [0];
-  for (const c of costs) prefix.push(prefix.at(-1)! + Math.max(0, c));
-  const sum = (a: number, b: number) => prefix[b] - prefix[a];
+  const prefixOf = (cs: readonly number[]) => {
+    const p = [0];
+    for (const c of cs) p.push(p.at(-1)! + Math.max(0, c));
+    return p;
+  };
+  const prefix = prefixOf(costs);
+  const lastPrefix = prefixOf(lastCosts);
+  let k = 0;
+  const sum = (a: number, b: number) => (k === parts ? lastPrefix[b] - lastPrefix[a] : prefix[b] - prefix[a]);
   // best[k][j]: the smallest largest-run over layers [0, j) in k runs; from[k][j]: where run k starts.
   const best = Array.from({ length: parts + 1 }, () => new Array<number>(n + 1).fill(Infinity));
   const from = Array.from({ length: parts + 1 }, () => new Array<number>(n + 1).fill(0));
   best[0][0] = 0;
-  for (let k = 1; k <= parts; k++) {
+  for (k = 1; k <= parts; k++) {
     for (let j = k; j <= n - (parts - k); j++) {
       for (let i = k - 1; i < j; i++) {
         const v = Math.max(best[k - 1][i], sum(i, j));

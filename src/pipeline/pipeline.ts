@@ -197,11 +197,17 @@ export class Pipeline {
       how = 'one stage';
     } else {
       // Rank 0 times every layer (or counts parameters), and everyone cuts from its numbers.
-      const local = comm.rank === 0 ? this.layerCosts(tf, layers) : new Float64Array(layers.length + 1);
+      const L = layers.length;
+      const local = comm.rank === 0 ? this.layerCosts(tf, layers) : new Float64Array(2 * L + 1);
       const costs = await comm.broadcast(local, 0, 'ringreduce:pipeline:costs');
-      cuts = balance(Array.from(costs.subarray(1)), S);
-      const unit = costs[0] === 1 ? 'ms forward+backward, measured' : 'parameters (timing failed)';
-      how = `auto, by ${unit}: ${Array.from(costs.subarray(1), (c) => (costs[0] === 1 ? c.toFixed(2) : String(c))).join(', ')}`;
+      const fb = Array.from(costs.subarray(1, L + 1));
+      const f = Array.from(costs.subarray(L + 1));
+      // Stages but the last run each forward pass twice (re-materialisation): they pay fb + f.
+      cuts = balance(fb.map((c, i) => c + f[i]), S, fb);
+      how =
+        costs[0] === 1
+          ? `auto, by measured ms forward+backward (forward): ${fb.map((c, i) => `${c.toFixed(2)} (${f[i].toFixed(2)})`).join(', ')}`
+          : `auto, by parameters (timing failed): ${fb.join(', ')}`;
     }
     if (replicas) cuts = Array.from(await replicas.broadcast(Int32Array.from(cuts), 0, 'ringreduce:pipeline:cuts'));
     const ranges = stageRanges(cuts, layers.length);
@@ -245,26 +251,34 @@ export class Pipeline {
     return { comm, replicas, runner, cuts, owned, last: comm.rank === S - 1, model };
   }
 
-  /** [1, ms per layer] from timing each layer's forward+backward on a small batch, or [0, parameters per layer]. */
+  /**
+   * [1, ms forward+backward per layer..., ms forward per layer...] from timing each layer on a
+   * small batch, or [0, parameters per layer..., zeros...] if that fails.
+   */
   private layerCosts(tf: typeof TfCore, layers: Layer[]): Float64Array {
-    const out = new Float64Array(layers.length + 1);
-    const time = (l: Layer, x: Tensor) => {
-      const vars = l.trainableWeights.map((w) => w.read());
+    const L = layers.length;
+    const out = new Float64Array(2 * L + 1);
+    const time = (f: () => void) => {
       const t0 = performance.now();
-      tf.tidy(() => {
-        const { value, grads } = tf.engine().gradients(() => tf.sum(l.apply(x, { training: true }) as Tensor), [x, ...vars], undefined, true);
-        value.dataSync();
-        grads.forEach((g) => g?.dataSync());
-      });
+      tf.tidy(f);
       return performance.now() - t0;
     };
+    const backward = (l: Layer, x: Tensor) => () => {
+      const vars = l.trainableWeights.map((w) => w.read());
+      const { value, grads } = tf.engine().gradients(() => tf.sum(l.apply(x, { training: true }) as Tensor), [x, ...vars], undefined, true);
+      value.dataSync();
+      grads.forEach((g) => g?.dataSync());
+    };
+    const forward = (l: Layer, x: Tensor) => () => void (l.apply(x, { training: true }) as Tensor).dataSync();
     try {
       const inShape = (this.model.inputs[0].shape as number[]).slice(1);
       // Twice through the model: the first pass warms up every kernel, the second is kept (best of 3).
       for (let pass = 0; pass < 2; pass++) {
         let x = tf.randomUniform([TIMING_ROWS, ...inShape], 0, 1, 'float32', 7);
         layers.forEach((l, i) => {
-          out[i + 1] = pass === 0 ? time(l, x) : Math.min(time(l, x), time(l, x), time(l, x));
+          const best = (f: () => void) => (pass === 0 ? time(f) : Math.min(time(f), time(f), time(f)));
+          out[i + 1] = best(backward(l, x));
+          out[L + i + 1] = best(forward(l, x));
           const next = tf.tidy(() => l.apply(x, { training: false }) as Tensor);
           x.dispose();
           x = next;
@@ -273,7 +287,7 @@ export class Pipeline {
       }
       out[0] = 1;
     } catch {
-      out[0] = 0;
+      out.fill(0);
       layers.forEach((l, i) => (out[i + 1] = l.countParams()));
     }
     return out;
