@@ -2,8 +2,8 @@
 // Pipeline parallelism against one process and against data parallelism, on the same MLP and the
 // same global batch: examples/s for 1 process (model.fit), 2 data-parallel ranks
 // (DistributedOptimizer, half the batch each) and 2 pipeline stages at each number of
-// micro-batches M, with each stage's measured idle fraction (time waiting for the other stage,
-// over its steps' time: pipe.stats()) against the bubble of a balanced pipeline, (S-1)/(M+S-1).
+// micro-batches M, with each stage's measured idle fraction (1 - its compute time over the wall
+// time, from pipe.stats()) against the bubble of a balanced pipeline, (S-1)/(M+S-1).
 //
 //   node bench/pipeline.mjs [--micro 1,2,4,8,16] [--batch 128] [--steps 20] ...
 //   node bench/pipeline.mjs --help
@@ -154,7 +154,11 @@ async function worker(kind) {
     await pipe.fit(xs, ys, { batchSize: per, epochs: 1, shuffle: false, verbose: 0, callbacks: [timer] });
     const sec = (performance.now() - t0) / 1000;
     const end = pipe.stats();
-    const idle = (end.waitMs - mark.waitMs) / (end.stepMs - mark.stepMs);
+    // Idle: the part of the wall time this stage did not compute (its schedule's time minus its
+    // waits). The wall time, not the schedules' own time: between steps a stage also waits (the
+    // update, the logs from the last stage) and a stage that starts its step late waits less in it.
+    const busy = end.stepMs - end.waitMs - (mark.stepMs - mark.waitMs);
+    const idle = 1 - busy / (sec * 1000);
     console.log(`BENCH ${JSON.stringify({ stage: end.stage, idle, micro, ...(rr.rank() === 0 ? { rate: (steps * batch) / sec } : {}) })}`);
   } else {
     const opt = kind === 'dp' ? new rr.DistributedOptimizer(tf.train.sgd(0.01)) : tf.train.sgd(0.01);

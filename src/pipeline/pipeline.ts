@@ -140,7 +140,8 @@ export class Pipeline {
   /**
    * This rank's stage since the pipeline was built: training steps, the time their schedules took
    * (forward and backward passes with their transfers, not the update), and the part of it spent
-   * waiting for other stages. waitMs / stepMs is the stage's measured bubble (plus transfer time).
+   * waiting for other stages; stepMs - waitMs is its compute. Over a stretch of training,
+   * 1 - (compute / wall time) is the stage's idle fraction, the measured bubble (bench/pipeline.mjs).
    */
   stats(): { stage: number; stages: number; steps: number; stepMs: number; waitMs: number } {
     const b = this.cutsKnown;
