@@ -356,7 +356,8 @@ describe("the README's commands", () => {
       } else {
         const p = parseArgs(args, {}, readFile);
         expect(p.kind, c.text).toMatch(/^(run|help|version)$/);
-        if (p.kind === 'run' && c.text in CANNOT_RUN) expect([p.config.command, ...p.config.args], c.text).toEqual(['node', 'train.js']);
+        // The multi-host lines start a user's train.js; the repository's own examples that take minutes are named as they are.
+        if (p.kind === 'run' && c.text in CANNOT_RUN && !c.text.includes(' examples/')) expect([p.config.command, ...p.config.args], c.text).toEqual(['node', 'train.js']);
       }
       parsed++;
     }
