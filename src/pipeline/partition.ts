@@ -83,3 +83,19 @@ export function batches(n: number, batchSize: number): Array<[number, number]> {
   for (let s = 0; s < n; s += batchSize) out.push([s, Math.min(batchSize, n - s)]);
   return out;
 }
+
+/** A seeded Fisher-Yates shuffle (mulberry32), the same on every stage. */
+export function permute(a: Int32Array, seed: number): void {
+  let s = seed >>> 0;
+  const rand = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+}

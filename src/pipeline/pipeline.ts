@@ -7,7 +7,8 @@ import { needLayers, needTf } from '../tfjs/tf.js';
 import { agree, type LayerDesc } from './agreement.js';
 import { groupComm, MAX_MICRO_BATCHES, worldComm, type StageComm } from './comm.js';
 import { LOSSES, METRICS, lossFn, metricFn, type LossOrMetricFn } from './loss.js';
-import { balance, batches, cutProblem, microBatchSizes, stageRanges } from './partition.js';
+import { batches, cutProblem, microBatchSizes, permute, stageRanges } from './partition.js';
+import { chooseCuts } from './cut.js';
 import { SCHEDULES, type ScheduleKind } from './schedules.js';
 import { StageRunner } from './stage.js';
 
@@ -58,8 +59,6 @@ export interface PipelinePredictArgs {
 
 /** Layers whose training forward draws randomness or updates state: a second (re-materialised) forward would differ. */
 const TRAINING_ONLY = new Set(['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
-/** Rows per micro-batch when 'auto' times the layers. */
-const TIMING_ROWS = 16;
 
 const bad = (what: string) => new RingInvalidArgError(`pipeline: ${what}`, { op: 'pipeline' });
 const isInt = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
@@ -188,28 +187,9 @@ export class Pipeline {
     await agree(comm, 'pipeline', { error, model, options, call: {} });
     if (replicas) await agree(replicas, 'pipeline replicas', { model, options: { ...options, stage: comm.rank, stages: S }, call: {} });
 
-    let cuts: number[];
-    let how: string;
-    if (this.o.stages !== 'auto') {
-      cuts = this.o.stages;
-      how = 'given';
-    } else if (S === 1) {
-      cuts = [];
-      how = 'one stage';
-    } else {
-      // Rank 0 times every layer (or counts parameters), and everyone cuts from its numbers.
-      const L = layers.length;
-      const local = comm.rank === 0 ? this.layerCosts(tf, layers) : new Float64Array(2 * L + 1);
-      const costs = await comm.broadcast(local, 0, 'ringreduce:pipeline:costs');
-      const fb = Array.from(costs.subarray(1, L + 1));
-      const f = Array.from(costs.subarray(L + 1));
-      // Stages but the last run each forward pass twice (re-materialisation): they pay fb + f.
-      cuts = balance(fb.map((c, i) => c + f[i]), S, fb);
-      how =
-        costs[0] === 1
-          ? `auto, by measured ms forward+backward (forward): ${fb.map((c, i) => `${c.toFixed(2)} (${f[i].toFixed(2)})`).join(', ')}`
-          : `auto, by parameters (timing failed): ${fb.join(', ')}`;
-    }
+    const chosen = await chooseCuts(tf, this.model, this.o.stages, comm);
+    const how = chosen.how;
+    let cuts = chosen.cuts;
     if (replicas) cuts = Array.from(await replicas.broadcast(Int32Array.from(cuts), 0, 'ringreduce:pipeline:cuts'));
     const ranges = stageRanges(cuts, layers.length);
     // Checked from agreed facts only, so that every rank raises it alike.
@@ -250,48 +230,6 @@ export class Pipeline {
     const outShape = (layers[b - 1].outputShape as number[]).slice(1);
     const runner = new StageRunner({ tf, layers: owned, stage: comm.rank, stages: S, comm, inShape, outShape });
     return { comm, replicas, runner, cuts, owned, last: comm.rank === S - 1, model };
-  }
-
-  /**
-   * [1, ms forward+backward per layer..., ms forward per layer...] from timing each layer on a
-   * small batch, or [0, parameters per layer..., zeros...] if that fails.
-   */
-  private layerCosts(tf: typeof TfCore, layers: Layer[]): Float64Array {
-    const L = layers.length;
-    const out = new Float64Array(2 * L + 1);
-    const time = (f: () => void) => {
-      const t0 = performance.now();
-      tf.tidy(f);
-      return performance.now() - t0;
-    };
-    const backward = (l: Layer, x: Tensor) => () => {
-      const vars = l.trainableWeights.map((w) => w.read());
-      const { value, grads } = tf.engine().gradients(() => tf.sum(l.apply(x, { training: true }) as Tensor), [x, ...vars], undefined, true);
-      value.dataSync();
-      grads.forEach((g) => g?.dataSync());
-    };
-    const forward = (l: Layer, x: Tensor) => () => void (l.apply(x, { training: true }) as Tensor).dataSync();
-    try {
-      const inShape = (this.model.inputs[0].shape as number[]).slice(1);
-      // Twice through the model: the first pass warms up every kernel, the second is kept (best of 3).
-      for (let pass = 0; pass < 2; pass++) {
-        let x = tf.randomUniform([TIMING_ROWS, ...inShape], 0, 1, 'float32', 7);
-        layers.forEach((l, i) => {
-          const best = (f: () => void) => (pass === 0 ? time(f) : Math.min(time(f), time(f), time(f)));
-          out[i + 1] = best(backward(l, x));
-          out[L + i + 1] = best(forward(l, x));
-          const next = tf.tidy(() => l.apply(x, { training: false }) as Tensor);
-          x.dispose();
-          x = next;
-        });
-        x.dispose();
-      }
-      out[0] = 1;
-    } catch {
-      out.fill(0);
-      layers.forEach((l, i) => (out[i + 1] = l.countParams()));
-    }
-    return out;
   }
 
   /** Turns a lost peer or a timeout into the same error naming the stage it was. */
@@ -448,22 +386,6 @@ export class Pipeline {
     } catch (e) {
       throw this.named(e, b);
     }
-  }
-}
-
-/** A seeded Fisher-Yates shuffle (mulberry32), the same on every stage. */
-function permute(a: Int32Array, seed: number): void {
-  let s = seed >>> 0;
-  const rand = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [a[i], a[j]] = [a[j], a[i]];
   }
 }
 
