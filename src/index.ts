@@ -59,3 +59,7 @@ export type { LearningRateWarmupOptions } from './tfjs/callbacks.js';
 export { broadcastVariables, broadcastOptimizerState } from './tfjs/variables.js';
 export { shard } from './tfjs/data.js';
 export type { ShardOptions } from './tfjs/data.js';
+export { pipeline, Pipeline } from './pipeline/pipeline.js';
+export type { PipelineOptions, PipelineFitArgs, PipelinePredictArgs } from './pipeline/pipeline.js';
+export { pipelineGroups } from './pipeline/groups.js';
+export type { PipelineGroups } from './pipeline/groups.js';

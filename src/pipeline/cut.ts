@@ -1,0 +1,76 @@
+import type * as TfCore from '@tensorflow/tfjs-core';
+import type * as TfLayers from '@tensorflow/tfjs-layers';
+import type { StageComm } from './comm.js';
+import { balance } from './partition.js';
+
+type Tensor = TfCore.Tensor;
+type Layer = TfLayers.layers.Layer;
+
+/** Rows of the batch on which 'auto' times the layers. */
+const TIMING_ROWS = 16;
+
+/**
+ * Where to cut: the given cut points, or ('auto') rank 0's timing of every layer, broadcast so
+ * that every rank cuts alike. A layer costs forward+backward+forward on a stage that
+ * re-materialises its forward pass (all but the last) and forward+backward on the last.
+ * Returns the cuts and how they were chosen, for the line rank 0 prints.
+ */
+export async function chooseCuts(tf: typeof TfCore, model: TfLayers.Sequential, stages: 'auto' | number[], comm: StageComm): Promise<{ cuts: number[]; how: string }> {
+  if (stages !== 'auto') return { cuts: stages, how: 'given' };
+  if (comm.size === 1) return { cuts: [], how: 'one stage' };
+  const layers = model.layers;
+  const L = layers.length;
+  const local = comm.rank === 0 ? layerCosts(tf, model) : new Float64Array(2 * L + 1);
+  const costs = await comm.broadcast(local, 0, 'ringreduce:pipeline:costs');
+  const fb = Array.from(costs.subarray(1, L + 1));
+  const f = Array.from(costs.subarray(L + 1));
+  const cuts = balance(fb.map((c, i) => c + f[i]), comm.size, fb);
+  const how =
+    costs[0] === 1
+      ? `auto, by measured ms forward+backward (forward): ${fb.map((c, i) => `${c.toFixed(2)} (${f[i].toFixed(2)})`).join(', ')}`
+      : `auto, by parameters (timing failed): ${fb.join(', ')}`;
+  return { cuts, how };
+}
+
+/**
+ * [1, ms forward+backward per layer..., ms forward per layer...] from timing each layer on a
+ * small batch, or [0, parameters per layer..., zeros...] if that fails (e.g. an integer input).
+ */
+export function layerCosts(tf: typeof TfCore, model: TfLayers.Sequential): Float64Array {
+  const layers = model.layers;
+  const L = layers.length;
+  const out = new Float64Array(2 * L + 1);
+  const time = (f: () => void) => {
+    const t0 = performance.now();
+    tf.tidy(f);
+    return performance.now() - t0;
+  };
+  const backward = (l: Layer, x: Tensor) => () => {
+    const vars = l.trainableWeights.map((w) => w.read());
+    const { value, grads } = tf.engine().gradients(() => tf.sum(l.apply(x, { training: true }) as Tensor), [x, ...vars], undefined, true);
+    value.dataSync();
+    grads.forEach((g) => g?.dataSync());
+  };
+  const forward = (l: Layer, x: Tensor) => () => void (l.apply(x, { training: true }) as Tensor).dataSync();
+  try {
+    const inShape = (model.inputs[0].shape as number[]).slice(1);
+    // Twice through the model: the first pass warms up every kernel, the second is kept (best of 3).
+    for (let pass = 0; pass < 2; pass++) {
+      let x = tf.randomUniform([TIMING_ROWS, ...inShape], 0, 1, 'float32', 7);
+      layers.forEach((l, i) => {
+        const best = (f: () => void) => (pass === 0 ? time(f) : Math.min(time(f), time(f), time(f)));
+        out[i + 1] = best(backward(l, x));
+        out[L + i + 1] = best(forward(l, x));
+        const next = tf.tidy(() => l.apply(x, { training: false }) as Tensor);
+        x.dispose();
+        x = next;
+      });
+      x.dispose();
+    }
+    out[0] = 1;
+  } catch {
+    out.fill(0);
+    layers.forEach((l, i) => (out[i + 1] = l.countParams()));
+  }
+  return out;
+}
