@@ -79,6 +79,24 @@ describe('a holder of the job token, as rank 2 of a live ring', () => {
   });
 });
 
+describe('a process that ran late is not judged by its own late timer', () => {
+  it('3 ranks in one process, timeoutMs 160, its event loop blocked 600 ms mid-operation: exact results, no timeout', async () => {
+    const groups = await createLocalGroups(3, { transport: 'ws', timeoutMs: 160 });
+    try {
+      for (let round = 0; round < 3; round++) {
+        const pending = Promise.all(groups.map((g) => g.allreduce(new Float32Array(16).fill(g.rank + 1))));
+        // Every rank's operation is pending and none can progress: the whole process is stalled,
+        // as on a machine that gives it no CPU, well past the operations' deadline.
+        const until = Date.now() + 600;
+        while (Date.now() < until);
+        for (const y of await pending) expect([...y]).toEqual(new Array(16).fill(6));
+      }
+    } finally {
+      await Promise.all(groups.map((g) => g.shutdown()));
+    }
+  });
+});
+
 describe('the heartbeat bound leaves real rings alone', () => {
   it('3 ranks beating every 20 ms (timeoutMs 160) for 3 s, then exact results', async () => {
     const groups = await createLocalGroups(3, { transport: 'ws', timeoutMs: 160 });

@@ -210,7 +210,14 @@ export class Liveness {
     let next = Infinity;
     for (const st of this.ops.values()) {
       if (!st.resolve || st.deadline === 0) continue;
-      if (st.deadline <= now) {
+      if (st.deadline <= now && now - st.deadline > this.beatMs && this.host.size > 1) {
+        // This timer ran late: this process had no CPU or its event loop was blocked, and so had
+        // its operation. What arrived meanwhile has not been read yet; the verdict waits until
+        // the process has run for GRACE_BEATS intervals (a neighbour's own deadline judges a rank
+        // that stays stalled).
+        st.deadline = now + GRACE_BEATS * this.beatMs;
+        next = Math.min(next, st.deadline);
+      } else if (st.deadline <= now) {
         const expiry = st.deadline;
         st.deadline = 0;
         this.onTimeout(st, expiry);
