@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ringrunBin, root, runNode } from './helpers/run.js';
+import { relErr, taggedResults } from './helpers/results.js';
 
 /**
  * Pipeline parallelism must not change the math (issue 16): SGD on a fixed global batch of 12 for
@@ -27,23 +28,7 @@ interface Result {
   initialLoss?: number;
 }
 
-function parse(stdout: string): Result[] {
-  return stdout
-    .split('\n')
-    .filter((l) => l.includes('RESULT '))
-    .map((l) => JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as Result)
-    .sort((a, b) => a.rank - b.rank);
-}
-
-function relErr(a: number[], b: number[]): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    norm = Math.max(norm, Math.abs(b[i]));
-  }
-  return diff / norm;
-}
+const parse = (stdout: string): Result[] => taggedResults<Result>(stdout, 'RESULT');
 
 async function ranks(np: number, env: Record<string, string>, extra: string[] = []) {
   const r = await runNode([ringrunBin, '-np', String(np), ...extra, 'node', fixture], { ...BASE, PIPE: '1', ...env }, 90_000);

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ringrunBin, root, runNode } from './helpers/run.js';
+import { relErr, taggedResults } from './helpers/results.js';
 
 /**
  * Data parallelism must not change the math: SGD on a global batch B, one process with batch B
@@ -20,23 +21,7 @@ interface Result {
   numTensors: number[];
 }
 
-function parse(stdout: string): Result[] {
-  return stdout
-    .split('\n')
-    .filter((l) => l.includes('WEIGHTS '))
-    .map((l) => JSON.parse(l.slice(l.indexOf('WEIGHTS ') + 8)) as Result)
-    .sort((a, b) => a.rank - b.rank);
-}
-
-function relErr(a: number[], b: number[]): number {
-  let diff = 0;
-  let norm = 0;
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    norm = Math.max(norm, Math.abs(b[i]));
-  }
-  return diff / norm;
-}
+const parse = (stdout: string): Result[] => taggedResults<Result>(stdout, 'WEIGHTS');
 
 describe.each(['fit', 'async'])('DistributedOptimizer equivalence through %s', (mode) => {
   let single: Result;
