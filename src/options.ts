@@ -54,10 +54,12 @@ export interface InitOptions {
   busyPollUs?: number;
   /**
    * Polling stops for a while (20 ms, doubling up to 2 s) when the rank keeps waiting for a CPU
-   * while it polls (a crowded machine: the rank it polls for needs that core). Default true;
-   * false keeps polling regardless, for ranks bound to cores of their own (RINGREDUCE_BUSY_POLL_BACKOFF=0).
+   * while it polls (a crowded machine: the rank it polls for needs that core). Default false
+   * (RINGREDUCE_BUSY_POLL_BACKOFF=1 turns it on): measured on a 2-core VM it helped 4 emulated
+   * hosts on 2 cores (a 4-byte all-reduce 588 us against 688 us) but slowed 2 ranks bound to a
+   * core each 4x (108 us against 25 us), whose own V8 threads show as run-queue time.
    */
-  busyPollBackoff?: boolean;
+    busyPollBackoff?: boolean;
   /**
    * Payloads to a neighbour on the same host go through shared memory (a /dev/shm mapping made by
    * the native addon) instead of the socket; the WebSocket still carries headers and control.
@@ -251,7 +253,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
-    busyPollBackoff: bool('busyPollBackoff', o.busyPollBackoff ?? t.busyPollBackoff ?? true),
+    busyPollBackoff: bool('busyPollBackoff', o.busyPollBackoff ?? t.busyPollBackoff ?? false),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),
     hierarchical: hierarchical === 'auto' ? 'auto' : hierarchical ? 'on' : 'off',

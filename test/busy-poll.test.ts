@@ -103,7 +103,7 @@ describe('BusyPoller', () => {
     const { l, calls } = link();
     const clock = new FakeClock();
     const crowd = new Contention(clock);
-    const p = new BusyPoller((f) => f(l), { busyPollUs: 60_000_000 }, () => 1, crowd);
+    const p = new BusyPoller((f) => f(l), { busyPollUs: 60_000_000, busyPollBackoff: true }, () => 1, crowd);
     p.progress();
     // Every poll turn the thread "waited" as long as it polled: fully contended.
     const started = performance.now();
@@ -125,7 +125,7 @@ describe('BusyPoller', () => {
     await until(() => !p.polling);
   });
 
-  it('busyPollBackoff false: polls on through contention', async () => {
+  it('busyPollBackoff false (the default): polls on through contention', async () => {
     const clock = new FakeClock();
     const crowd = new Contention(clock);
     let pending = 1;
@@ -146,7 +146,7 @@ describe('BusyPoller', () => {
     const { l } = link();
     const crowd = new Contention(new FakeClock());
     let pending = 1;
-    const p = new BusyPoller((f) => f(l), { busyPollUs: 60_000_000 }, () => pending, crowd);
+    const p = new BusyPoller((f) => f(l), { busyPollUs: 60_000_000, busyPollBackoff: true }, () => pending, crowd);
     p.progress();
     const t0 = performance.now();
     await until(() => performance.now() - t0 > 30);

@@ -97,6 +97,7 @@ describe('environment discovery', () => {
     expect(() => tuning({ RINGREDUCE_TIMEOUT: 'soon' })).toThrow(/RINGREDUCE_TIMEOUT must be a number of seconds/);
     expect(tuning({ RINGREDUCE_BUSY_POLL_US: '200' }).busyPollUs).toBe(200);
     expect(tuning({ RINGREDUCE_BUSY_POLL_BACKOFF: '0' }).busyPollBackoff).toBe(false);
+    expect(tuning({ RINGREDUCE_BUSY_POLL_BACKOFF: '1' }).busyPollBackoff).toBe(true);
     expect(tuning({}).busyPollBackoff).toBeUndefined();
     expect(() => tuning({ RINGREDUCE_BUSY_POLL_BACKOFF: 'sometimes' })).toThrow(/RINGREDUCE_BUSY_POLL_BACKOFF must be 1 or 0/);
     expect(tuning({ RINGREDUCE_SHM: '0' }).sharedMemory).toBe(false);
@@ -152,10 +153,10 @@ describe('multi-host environment', () => {
     const env = { RANK: '1', WORLD_SIZE: '2', RINGREDUCE_STORE: 'file:///tmp/rr-x', RINGREDUCE_IFACE: 'eth9' };
     expect(resolveOptions({}, env)).toMatchObject({ store: { dir: '/tmp/rr-x' }, hostStore: false, iface: 'eth9' });
     expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {})).toMatchObject({ store: { dir: '/tmp/rr-y' }, hostStore: false });
-    // busyPollBackoff: on by default; the option wins over the environment.
-    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {}).busyPollBackoff).toBe(true);
-    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, { RINGREDUCE_BUSY_POLL_BACKOFF: '0' }).busyPollBackoff).toBe(false);
-    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', busyPollBackoff: true }, { RINGREDUCE_BUSY_POLL_BACKOFF: '0' }).busyPollBackoff).toBe(true);
+    // busyPollBackoff: off by default; the option wins over the environment.
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {}).busyPollBackoff).toBe(false);
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, { RINGREDUCE_BUSY_POLL_BACKOFF: '1' }).busyPollBackoff).toBe(true);
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', busyPollBackoff: false }, { RINGREDUCE_BUSY_POLL_BACKOFF: '1' }).busyPollBackoff).toBe(false);
     expect(() => resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', busyPollBackoff: 'no' as never }, {})).toThrow(/busyPollBackoff/);
     expect(() => resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', hostStore: true }, {})).toThrow(/hostStore cannot be true with a file:\/\/ store/);
     expect(() => resolveOptions({}, { RINGREDUCE_TLS_CERT: '/nonexistent/c.pem', RINGREDUCE_TLS_KEY: '/nonexistent/k.pem' })).toThrow(

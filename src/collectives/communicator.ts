@@ -31,7 +31,7 @@ export interface CommunicatorOptions {
    * microseconds after the last message arrived; 0 = never. See comm/busy-poll.ts.
    */
   busyPollUs?: number;
-  /** Stop polling for a while when the thread waits for a CPU while polling (default true). See busy-poll.ts. */
+  /** Stop polling for a while when the thread waits for a CPU while polling (default false). See busy-poll.ts. */
   busyPollBackoff?: boolean;
   /**
    * Warn (once per operation, through `logger`) when an operation has waited this long, naming

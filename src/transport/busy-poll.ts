@@ -94,7 +94,7 @@ export class BusyPoller {
     private readonly links: (f: (l: Link) => void) => void,
     /**
      * Polls for up to busyPollUs after the last message; 0 = never. Read each time: it may change.
-     * busyPollBackoff false: polling goes on even when the thread is crowded (see Contention).
+     * busyPollBackoff true: polling stops for a while when the thread is crowded (see Contention).
      */
     private readonly options: { readonly busyPollUs?: number; readonly busyPollBackoff?: boolean },
     /** How many operations are pending: polling stops at none. */
@@ -113,7 +113,7 @@ export class BusyPoller {
     if (limit <= 0 || this.pending() === 0) return;
     const now = performance.now();
     this.lastProgress = now;
-    if (this.on || (this.options.busyPollBackoff !== false && !this.crowd.allows(now))) return;
+    if (this.on || (this.options.busyPollBackoff === true && !this.crowd.allows(now))) return;
     this.on = true;
     this.startedAt = now;
     this.since = 0;
@@ -128,7 +128,7 @@ export class BusyPoller {
 
   /** Measures polling past its first SAMPLE_AFTER_MS; false when the thread turned out crowded. */
   private measure(now: number, ending: boolean): boolean {
-    if (this.options.busyPollBackoff === false) return true;
+    if (this.options.busyPollBackoff !== true) return true;
     if (this.since === 0) {
       if (ending || now - this.startedAt < SAMPLE_AFTER_MS) return true;
       const w = this.crowd.clock.read();
