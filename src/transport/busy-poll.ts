@@ -99,7 +99,8 @@ export class BusyPoller {
     private readonly options: { readonly busyPollUs?: number; readonly busyPollBackoff?: boolean },
     /** How many operations are pending: polling stops at none. */
     private readonly pending: () => number,
-    private readonly crowd: Contention = contention(),
+    /** This thread's Contention unless given (tests); made on first use, so without busyPollBackoff no /proc file is opened. */
+    private readonly given?: Contention,
   ) {}
 
   /** Whether the loop is polling now (tests). */
@@ -124,6 +125,10 @@ export class BusyPoller {
   /** The ring has failed: polling ends at its next turn. */
   stop(): void {
     this.stopped = true;
+  }
+
+  private get crowd(): Contention {
+    return this.given ?? contention();
   }
 
   /** Measures polling past its first SAMPLE_AFTER_MS; false when the thread turned out crowded. */
