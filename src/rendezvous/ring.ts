@@ -189,7 +189,7 @@ export async function formRing(o: ResolvedOptions, keyPrefix = 'ring'): Promise<
     ]);
     const [m, l] = [mesh, listener];
     await linkSharedMemory(o, m, leftLink, rightLink, deadline, keyPrefix);
-    const hosts = new Set(table.map((t) => t.machine)).size;
+    const hosts = layout.hosts.length;
     const route = smallOpsRoute(o.smallOps, size, hosts);
     if (o.verbose && rank === 0 && keyPrefix === 'ring') {
       o.logger.info(`rank 0: small operations go ${route === 'direct' ? 'over direct links' : 'around the ring'} (RINGREDUCE_SMALL_OPS=${o.smallOps}, ${size} ranks on ${hosts} host${hosts > 1 ? 's' : ''})`);
