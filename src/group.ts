@@ -94,6 +94,10 @@ export class RingGroup {
   get rank(): number {
     return this.comm.rank;
   }
+  /** @internal What names this group across processes: its id and its members' world ranks. */
+  get scope(): { id: string; members: number[] } {
+    return { id: this.id, members: this.members ? this.members.slice() : Array.from({ length: this.size }, (_, r) => r) };
+  }
   get size(): number {
     return this.comm.size;
   }
@@ -231,8 +235,20 @@ export class RingGroup {
     await this.barrier({ name: newGroupName(members) });
     const index = members.indexOf(this.rank);
     if (index < 0) return null;
-    const worldMembers = members.map((r) => this.world(r));
-    const fabric = members.length > 1 ? this.fabricFor('newGroup') : this.fabric;
+    const g = await this.memberGroup(id, members.map((r) => this.world(r)));
+    return new ProcessGroup(g, members);
+  }
+
+  /**
+   * @internal The group of the listed world ranks, made by its members only (no barrier of this
+   * group's ranks): newGroup's second half, and how the comm worker mirrors a process set on its
+   * own links when a DistributedOptimizer first reduces over it (engine/worker.ts). `id` names
+   * the group's channel: equal on every member, distinct from every other group of this fabric.
+   */
+  async memberGroup(id: string, worldMembers: number[]): Promise<RingGroup> {
+    const index = worldMembers.indexOf(this.world(this.rank));
+    if (index < 0) throw new RingInvalidArgError(`rank ${this.rank}: group ${id}: this rank is not one of its members [${worldMembers.join(', ')}]`, { rank: this.rank });
+    const fabric = worldMembers.length > 1 ? this.fabricFor('newGroup') : this.fabric;
     const comm = fabric
       ? await groupCommunicator(fabric, id, worldMembers, index)
       : new Communicator(0, 1, undefined, undefined, { chunkBytes: this.comm.chunkBytes, maxInflight: 1, timeoutMs: 0, logger: silentLogger });
@@ -246,7 +262,7 @@ export class RingGroup {
     });
     fabric?.adopt(g);
     await g.barrier({ name: `ringreduce:group ${id}` });
-    return new ProcessGroup(g, members);
+    return g;
   }
 
   /** Resolves once every rank has called barrier(). */
@@ -278,6 +294,10 @@ export class ProcessGroup {
   }
   size(): number {
     return this.g.size;
+  }
+  /** @internal The group's id and its members' world ranks (see RingGroup.scope). */
+  get scope(): { id: string; members: number[] } {
+    return this.g.scope;
   }
   /** The members' ranks in the parent's numbering, by group rank. */
   ranks(): number[] {

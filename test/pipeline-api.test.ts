@@ -54,6 +54,32 @@ describe('options are checked when the pipeline is made, naming the option', () 
     expect(e?.message).toMatch(message);
   });
 
+  it('a DistributedOptimizer as the stages\' optimizer: over a process set only, and not with the shorthand', async () => {
+    const code = (f: () => unknown) => {
+      try {
+        f();
+      } catch (err) {
+        return `${(err as rr.RingError).code} ${(err as Error).message}`;
+      }
+      return 'no error';
+    };
+    const world = new rr.DistributedOptimizer(tf.train.sgd(0.1));
+    expect(code(() => rr.pipeline(mlp(), { ...base(), optimizer: world } as never))).toMatch(
+      /^RING_ERR_INVALID_ARG pipeline: options.optimizer is a DistributedOptimizer over the world, but a pipeline's stages hold different layers: give it \{ group: replicas \}/,
+    );
+    const replicas = (await rr.newGroup([0]))!;
+    const overSet = new rr.DistributedOptimizer(tf.train.sgd(0.1), { group: replicas });
+    expect(code(() => rr.pipeline(mlp(), { ...base(), optimizer: overSet, compression: 'fp16' } as never))).toMatch(
+      /^RING_ERR_INVALID_ARG pipeline: options.replicas and options.compression are a shorthand .* give it \{ group: replicas, compression \} instead/,
+    );
+    // Over a set of one it trains (no comm worker: the update is the inner optimizer's own).
+    const { x, y } = data();
+    const pipe = rr.pipeline(mlp(), { ...base(), optimizer: overSet, stages: [] } as never);
+    const h = await pipe.fit(x, y, { batchSize: 8, epochs: 1, verbose: 0 });
+    expect(h.history.loss[0]).toBeGreaterThan(0);
+    tf.dispose([x, y]);
+  });
+
   it('the model must be a tf.Sequential', () => {
     const input = tf.input({ shape: [4] });
     const functional = tf.model({ inputs: input, outputs: tf.layers.dense({ units: 2 }).apply(input) as tf.SymbolicTensor });

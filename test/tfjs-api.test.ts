@@ -18,6 +18,8 @@ describe('DistributedOptimizer', () => {
       const opt = new rr.DistributedOptimizer(inner);
       expect(opt instanceof tf.Optimizer).toBe(true);
       expect(opt instanceof rr.DistributedOptimizer).toBe(true);
+      // tf.Optimizer's Symbol.hasInstance is a duck type: the plain optimizer must not pass as ours.
+      expect(inner instanceof rr.DistributedOptimizer).toBe(false);
       expect(opt.inner).toBe(inner);
       const v = tf.variable(tf.tensor1d([1, 2, 3]));
       opt.minimize(() => v.square().sum() as tf.Scalar, false, [v]);
@@ -107,6 +109,9 @@ describe('DistributedOptimizer', () => {
     expect(bad({ gradientPredivideFactor: -1 })).toThrow(/gradientPredivideFactor must be a positive number/);
     expect(bad({ compression: 'zip' })).toThrow(/options.compression must be 'none', 'fp16' or 'bf16'/);
     expect(bad({ compression: 'fp16' })).not.toThrow();
+    // newGroup gives non-members null: constructing the optimizer there is the mistake this names.
+    expect(bad({ group: null })).toThrow(/options.group must be a ProcessGroup from newGroup\(\) \(only its members construct the optimizer; newGroup gives the others null\), got null/);
+    expect(bad({ group: { ranks: () => [0] } })).toThrow(/options.group must be a ProcessGroup from newGroup\(\).*got object/);
     expect(() => new rr.DistributedOptimizer({} as never)).toThrow(/must be a tfjs optimizer/);
     try {
       bad({ op: 'max' })();

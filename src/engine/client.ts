@@ -17,6 +17,8 @@ export interface GroupOptions {
   compression: string;
   prescale: number;
   postscale: number;
+  /** Reduce over this process set (ProcessGroup.scope) instead of the world. */
+  scope?: { id: string; members: number[] };
 }
 
 /** The compiled worker next to this module; under vitest (TypeScript sources) the built one. */
@@ -108,11 +110,12 @@ export class Engine {
       entries.push({ name: t.name, shape: t.shape, offset: offset * 4, count: t.data.length });
       offset += t.data.length;
     }
-    const meta: GroupMeta = { tensors: sorted.map((t) => ({ name: t.name, shape: t.shape })), ...o };
+    const { scope, ...reduction } = o;
+    const meta: GroupMeta = { tensors: sorted.map((t) => ({ name: t.name, shape: t.shape })), ...reduction };
     const control = new SharedArrayBuffer(4);
     const id = this.nextId++;
     this.worker.ref();
-    this.worker.postMessage({ type: 'group', id, buffer, control, entries, meta, sync } satisfies ToWorker);
+    this.worker.postMessage({ type: 'group', id, buffer, control, entries, meta, sync, scope } satisfies ToWorker);
     const results = new Map(entries.map((e) => [e.name, new Float32Array(buffer, e.offset, e.count)]));
     return { id, control: new Int32Array(control), results: tensors.map((t) => results.get(t.name)!) };
   }

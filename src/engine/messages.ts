@@ -32,6 +32,8 @@ export type ToWorker =
       meta: GroupMeta;
       /** Reply on the sync port (the main thread is blocked in Atomics.wait). */
       sync: boolean;
+      /** The process set to reduce over (its id and members' world ranks); absent: the world. */
+      scope?: { id: string; members: number[] };
     }
   | { type: 'shutdown' };
 

@@ -82,14 +82,14 @@ function describe(field: string, byRank: Map<string, number[]>): string {
   return [...byRank].map(([v, ranks]) => `rank${ranks.length > 1 ? 's' : ''} ${ranks.join(',')}: ${peerText(v)}`).join('; ') + ` (${field})`;
 }
 
-/** Explains how the groups `gs` (one per rank) differ. */
-function difference(gs: GroupMeta[]): { message: string; field: string; ranks: number[] } {
+/** Explains how the groups `gs` (one per rank) differ; ranks named by `rankOf` (see decide). */
+function difference(gs: GroupMeta[], rankOf: (r: number) => number): { message: string; field: string; ranks: number[] } {
   const names = new Set(gs.flatMap((g) => g.tensors.map((t) => t.name)));
   for (const name of [...names].sort()) {
     const has = gs.map((g) => g.tensors.find((t) => t.name === name));
-    const missing = has.map((t, r) => (t ? -1 : r)).filter((r) => r >= 0);
+    const missing = has.map((t, r) => (t ? -1 : rankOf(r))).filter((r) => r >= 0);
     if (missing.length) {
-      const present = has.map((t, r) => (t ? r : -1)).filter((r) => r >= 0);
+      const present = has.map((t, r) => (t ? rankOf(r) : -1)).filter((r) => r >= 0);
       return {
         field: 'tensors',
         ranks: present.length <= missing.length ? present : missing, // the minority: the ranks with the odd one out
@@ -97,20 +97,24 @@ function difference(gs: GroupMeta[]): { message: string; field: string; ranks: n
       };
     }
     const shapes = new Map<string, number[]>();
-    has.forEach((t, r) => shapes.set(shapeStr(t!.shape), [...(shapes.get(shapeStr(t!.shape)) ?? []), r]));
+    has.forEach((t, r) => shapes.set(shapeStr(t!.shape), [...(shapes.get(shapeStr(t!.shape)) ?? []), rankOf(r)]));
     if (shapes.size > 1) {
       return { field: 'shape', ranks: [...shapes.values()].slice(1).flat(), message: `tensor '${peerText(name)}' has different shapes: ${describe('shape', shapes)}` };
     }
   }
   for (const field of ['op', 'compression', 'prescale', 'postscale'] as const) {
     const vals = new Map<string, number[]>();
-    gs.forEach((g, r) => vals.set(String(g[field]), [...(vals.get(String(g[field])) ?? []), r]));
+    gs.forEach((g, r) => vals.set(String(g[field]), [...(vals.get(String(g[field])) ?? []), rankOf(r)]));
     if (vals.size > 1) return { field, ranks: [...vals.values()].slice(1).flat(), message: `ranks disagree on ${describe(field, vals)}` };
   }
   return { field: 'unknown', ranks: [], message: 'groups differ' };
 }
 
-export function decide(lists: GroupMeta[][]): Decision {
+/**
+ * `lists[r]` is rank r's pending list, r in the reducing set's own numbering; messages and
+ * `errors[].ranks` name ranks by `rankOf(r)` (a process set's members by their world rank).
+ */
+export function decide(lists: GroupMeta[][], rankOf: (r: number) => number = (r) => r): Decision {
   const n = lists.length;
   const consumed = lists.map(() => new Set<number>());
   const keys = lists.map((l) => l.map(groupKey));
@@ -127,7 +131,7 @@ export function decide(lists: GroupMeta[][]): Decision {
     if (indices.some((j) => j < 0)) return;
     indices.forEach((j, r) => consumed[r].add(j));
     if (indices.every((j, r) => keys[r][j] === keys[0][i])) decision.matched.push(indices);
-    else decision.errors.push({ indices, ...difference(indices.map((j, r) => lists[r][j])) });
+    else decision.errors.push({ indices, ...difference(indices.map((j, r) => lists[r][j]), rankOf) });
   });
   return decision;
 }

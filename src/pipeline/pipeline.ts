@@ -3,6 +3,7 @@ import type * as TfLayers from '@tensorflow/tfjs-layers';
 import { COMPRESSIONS, isCompression, type Compression } from '../compression/registry.js';
 import { deserializeError, RingError, RingInvalidArgError } from '../errors.js';
 import type { ProcessGroup } from '../group.js';
+import { DistributedOptimizer } from '../tfjs/optimizer.js';
 import { needLayers, needTf } from '../tfjs/tf.js';
 import { agree, type LayerDesc } from './agreement.js';
 import { groupComm, MAX_MICRO_BATCHES, worldComm, type StageComm } from './comm.js';
@@ -25,7 +26,12 @@ export interface PipelineOptions {
   microBatches?: number;
   /** '1f1b' (default, PipeDream-Flush: bounded activation memory) or 'gpipe'. */
   schedule?: ScheduleKind;
-  /** The optimizer each stage applies to its own weights (e.g. tf.train.adam(1e-3)). */
+  /**
+   * The optimizer each stage applies to its own weights (e.g. tf.train.adam(1e-3)). Data x
+   * pipeline: a DistributedOptimizer over this stage's replicas (`{ group: replicas }`, see
+   * pipelineGroups), which averages the stage's gradients with the same stage of the other
+   * pipelines through the comm worker, compression included.
+   */
   optimizer: TfCore.Optimizer;
   /** A loss model.compile knows by name (see LOSSES), or (yTrue, yPred) => per-example losses. */
   loss: string | LossOrMetricFn;
@@ -33,9 +39,13 @@ export interface PipelineOptions {
   metrics?: string[];
   /** The ranks of this pipeline, one stage per rank in group order (default: the world). */
   group?: ProcessGroup;
-  /** Data x pipeline: this stage's counterparts in the other pipelines; gradients are averaged over them before each update. */
+  /**
+   * Data x pipeline, shorthand: this stage's counterparts in the other pipelines. The optimizer is
+   * then wrapped in `new DistributedOptimizer(optimizer, { group: replicas, compression })`.
+   * Not with an optimizer that is a DistributedOptimizer already (its group says it).
+   */
   replicas?: ProcessGroup;
-  /** Wire compression of that average: 'none' (default), 'fp16', 'bf16'. */
+  /** Wire compression of the replicas' average with the `replicas` shorthand: 'none' (default), 'fp16', 'bf16'. */
   compression?: Compression;
 }
 
@@ -118,7 +128,21 @@ export class Pipeline {
       const g = options[k] as unknown;
       if (g !== undefined && (g === null || typeof (g as ProcessGroup).ranks !== 'function')) throw bad(`options.${k} must be a ProcessGroup (from newGroup), got ${String(g)}`);
     }
-    this.o = { stages, microBatches, schedule, optimizer: options.optimizer, loss, metrics, compression, group: options.group, replicas: options.replicas };
+    let optimizer = options.optimizer;
+    let replicas = options.replicas;
+    if (optimizer instanceof DistributedOptimizer) {
+      if (replicas || options.compression !== undefined) {
+        throw bad('options.replicas and options.compression are a shorthand for wrapping a plain optimizer; this one is a DistributedOptimizer already: give it { group: replicas, compression } instead');
+      }
+      // Over the world it would try to average different layers' gradients across stages.
+      if (!optimizer.group) {
+        throw bad("options.optimizer is a DistributedOptimizer over the world, but a pipeline's stages hold different layers: give it { group: replicas } (see pipelineGroups), or pass the plain optimizer");
+      }
+      replicas = optimizer.group;
+    } else if (replicas) {
+      optimizer = new DistributedOptimizer(optimizer, { group: replicas, compression, name: 'ringreduce:pipeline/' });
+    }
+    this.o = { stages, microBatches, schedule, optimizer, loss, metrics, compression, group: options.group, replicas };
   }
 
   /** Names of the layers this rank owns (after build(), fit() or predict(); at once when the cut points are given). */
@@ -336,24 +360,12 @@ export class Pipeline {
     const { grads, stats } = await b.runner.trainStep({ round, schedule: this.o.schedule, sizes, x, y, loss, metrics });
     try {
       const vars = b.runner.vars.filter((v) => grads.has(v.name));
-      if (b.replicas && b.replicas.size > 1 && vars.length > 0) {
-        const sizesOf = vars.map((v) => v.size);
-        const flat = new Float32Array(sizesOf.reduce((p, q) => p + q, 0));
-        let o = 0;
-        for (const v of vars) {
-          flat.set(grads.get(v.name)!.dataSync() as Float32Array, o);
-          o += v.size;
-        }
-        await b.replicas.allreduce(flat, { op: 'average', inPlace: true, compression: this.o.compression, name: 'ringreduce:pipeline:grads' });
-        o = 0;
-        for (const v of vars) {
-          const g = tf.tensor(flat.subarray(o, o + v.size), v.shape, 'float32');
-          grads.get(v.name)!.dispose();
-          grads.set(v.name, g);
-          o += v.size;
-        }
-      }
-      if (vars.length > 0) this.o.optimizer.applyGradients(Object.fromEntries(vars.map((v) => [v.name, grads.get(v.name)!])));
+      const update = Object.fromEntries(vars.map((v) => [v.name, grads.get(v.name)!]));
+      // With replicas, a DistributedOptimizer over them: the comm worker averages, then it applies.
+      // (Every replica of a stage has the same variables: all of them skip a stage without any.)
+      const opt = this.o.optimizer;
+      if (vars.length > 0 && opt instanceof DistributedOptimizer) await opt.applyGradientsAsync(update);
+      else if (vars.length > 0) opt.applyGradients(update);
     } finally {
       tf.dispose([...grads.values()]);
     }

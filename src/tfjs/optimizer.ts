@@ -2,6 +2,7 @@ import type * as TfCore from '@tensorflow/tfjs-core';
 import { engine, size as worldSize } from '../api.js';
 import type { GroupOptions, NamedData } from '../engine/client.js';
 import { RingInvalidArgError } from '../errors.js';
+import { ProcessGroup } from '../group.js';
 import { needTf } from './tf.js';
 
 type Tensor = TfCore.Tensor;
@@ -21,11 +22,20 @@ export interface DistributedOptimizerOptions {
   gradientPredivideFactor?: number;
   /** Prefix of the tensor names used to match gradients across ranks (default: 'opt<k>/', k = construction order). */
   name?: string;
+  /**
+   * Reduce over this process set (from newGroup) instead of the world, as Horovod's
+   * `process_set`: only its members construct the optimizer, and 'average' divides by its size.
+   * Data x pipeline parallelism uses it to average a stage's gradients with the same stage of the
+   * other pipelines (see pipelineGroups).
+   */
+  group?: ProcessGroup;
 }
 
 /** The tfjs Optimizer interface that DistributedOptimizer implements (and wraps). */
 export interface DistributedOptimizer extends TfCore.Optimizer {
   readonly inner: TfCore.Optimizer;
+  /** The process set the gradients are reduced over (undefined: the world). */
+  readonly group: ProcessGroup | undefined;
   applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void>;
   minimizeAsync(f: () => TfCore.Scalar, returnCost?: boolean, varList?: TfCore.Variable[]): Promise<TfCore.Scalar | null>;
 }
@@ -52,7 +62,14 @@ function check(options: DistributedOptimizerOptions) {
     throw new RingInvalidArgError(`DistributedOptimizer: options.gradientPredivideFactor must be a positive number, got ${f}`);
   }
   if (options.name !== undefined && typeof options.name !== 'string') throw new RingInvalidArgError('DistributedOptimizer: options.name must be a string');
-  return { op, compression, k, f, averageAggregated: options.averageAggregatedGradients === true };
+  if (options.group !== undefined && !(options.group instanceof ProcessGroup)) {
+    // newGroup gives non-members null: the usual way to get here is constructing it on every rank.
+    throw new RingInvalidArgError(
+      `DistributedOptimizer: options.group must be a ProcessGroup from newGroup() (only its members construct the optimizer; newGroup gives the others null), got ${options.group === null ? 'null' : typeof options.group}`,
+      { op: 'DistributedOptimizer' },
+    );
+  }
+  return { op, compression, k, f, averageAggregated: options.averageAggregatedGradients === true, group: options.group };
 }
 
 /**
@@ -65,6 +82,7 @@ function define(): Impl {
   class DistributedOptimizerImpl extends tf.Optimizer implements DistributedOptimizer {
     static className = 'DistributedOptimizer';
     readonly inner: TfCore.Optimizer;
+    readonly group: ProcessGroup | undefined;
     private readonly o: ReturnType<typeof check>;
     private readonly prefix: string;
     private readonly options: DistributedOptimizerOptions;
@@ -79,6 +97,7 @@ function define(): Impl {
       this.inner = inner;
       this.options = options;
       this.o = check(options);
+      this.group = this.o.group;
       this.prefix = options.name ?? `opt${instances++}/`;
     }
 
@@ -115,10 +134,21 @@ function define(): Impl {
 
     private request(l: NamedTensor[]): { data: NamedData[]; opts: GroupOptions } {
       const data = l.map((g) => ({ name: this.prefix + g.name, shape: g.tensor.shape, data: g.tensor.dataSync() as Float32Array }));
-      if (this.o.f === 1) return { data, opts: { op: this.o.op, compression: this.o.compression, prescale: 1, postscale: 1 } };
+      const scope = this.group?.scope;
+      if (this.o.f === 1) return { data, opts: { op: this.o.op, compression: this.o.compression, prescale: 1, postscale: 1, scope } };
       // Horovod's gradient_predivide_factor: sum of (g / f), then * f / N for average, * f for sum.
-      const post = this.o.op === 'average' ? this.o.f / worldSize() : this.o.f;
-      return { data, opts: { op: 'sum', compression: this.o.compression, prescale: 1 / this.o.f, postscale: post } };
+      const post = this.o.op === 'average' ? this.o.f / this.ranks() : this.o.f;
+      return { data, opts: { op: 'sum', compression: this.o.compression, prescale: 1 / this.o.f, postscale: post, scope } };
+    }
+
+    private ranks(): number {
+      return this.group ? this.group.size() : worldSize();
+    }
+
+    /** The comm worker, unless the gradients stay on this rank (a world or process set of one). */
+    private engine(fn: string) {
+      const eng = engine(fn);
+      return this.ranks() === 1 ? undefined : eng;
     }
 
     private apply(l: NamedTensor[], reduced: Float32Array[], owned: boolean): void {
@@ -147,14 +177,14 @@ function define(): Impl {
     applyGradients(variableGradients: NamedTensorMap | NamedTensor[]): void {
       const s = this.step(variableGradients);
       if (!s) return;
-      const eng = engine('DistributedOptimizer.applyGradients');
+      const eng = this.engine('DistributedOptimizer.applyGradients');
       this.apply(s.l, eng ? eng.reduceSync(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }
 
     async applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void> {
       const s = this.step(variableGradients);
       if (!s) return;
-      const eng = engine('DistributedOptimizer.applyGradientsAsync');
+      const eng = this.engine('DistributedOptimizer.applyGradientsAsync');
       this.apply(s.l, eng ? await eng.reduce(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }
 
@@ -185,9 +215,11 @@ function define(): Impl {
       return this.inner.iterations;
     }
     getConfig(): TfCore.serialization.ConfigDict {
+      // A process set belongs to a running job: a saved config cannot carry it.
+      const { group: _group, ...options } = this.options;
       return {
         inner: { className: this.inner.getClassName(), config: this.inner.getConfig() },
-        options: { ...this.options } as TfCore.serialization.ConfigDict,
+        options: options as TfCore.serialization.ConfigDict,
       };
     }
     static override fromConfig<T extends TfCore.serialization.Serializable>(
@@ -223,6 +255,8 @@ export const DistributedOptimizer = function DistributedOptimizer(
   return new impl(inner, options);
 } as unknown as Impl;
 
+// By prototype chain: `x instanceof impl` would be tf.Optimizer's own Symbol.hasInstance (a duck
+// type that every tfjs optimizer passes), inherited by the subclass.
 Object.defineProperty(DistributedOptimizer, Symbol.hasInstance, {
-  value: (x: unknown) => impl !== undefined && x instanceof impl,
+  value: (x: unknown) => impl !== undefined && typeof x === 'object' && x !== null && Object.prototype.isPrototypeOf.call(impl.prototype, x),
 });
