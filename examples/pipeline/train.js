@@ -57,16 +57,18 @@ const fastConv = installFastConvGrad(tf);
 // Every rank builds the same model from the same seed: each keeps and trains its own stage's layers.
 const model = buildCnn(tf, seed);
 // One pipeline: the world. Several: pipelineGroups makes the pipelines and, per stage, the group of
-// its replicas in the other pipelines, whose gradients are averaged before every update.
+// its replicas in the other pipelines, whose gradients a DistributedOptimizer over them averages
+// before every update.
 const { group, replicas, pipeline: p } = pipelines > 1 ? await rr.pipelineGroups(size / pipelines) : { pipeline: 0 };
+const adam = tf.train.adam(num('lr', 0) * pipelines);
 const pipe = rr.pipeline(model, {
   stages: a.stages === 'auto' ? 'auto' : a.stages.split(',').map(Number),
   microBatches: num('micro-batches', 1),
   schedule: a.schedule,
-  optimizer: tf.train.adam(num('lr', 0) * pipelines),
+  optimizer: replicas ? new rr.DistributedOptimizer(adam, { group: replicas }) : adam,
   loss: 'categoricalCrossentropy',
   metrics: ['accuracy'],
-  ...(group ? { group, replicas } : {}),
+  ...(group ? { group } : {}),
 });
 
 // Every rank loads the same split (seeded shuffle); with several pipelines, each takes its shard.
