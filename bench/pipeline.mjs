@@ -2,8 +2,8 @@
 // Pipeline parallelism against one process and against data parallelism, on the same MLP and the
 // same global batch: examples/s for 1 process (model.fit), 2 data-parallel ranks
 // (DistributedOptimizer, half the batch each) and 2 pipeline stages at each number of
-// micro-batches M, with each stage's measured idle fraction (1 - its compute time over the wall
-// time, from pipe.stats()) against the bubble of a balanced pipeline, (S-1)/(M+S-1).
+// micro-batches M, with each stage's measured idle fraction (its time waiting for the other stage
+// over the wall time, from pipe.stats()) against the bubble of a balanced pipeline, (S-1)/(M+S-1).
 //
 //   node bench/pipeline.mjs [--micro 1,2,4,8,16] [--batch 128] [--steps 20] ...
 //   node bench/pipeline.mjs --help
@@ -27,7 +27,9 @@ Options:
   --steps N        timed steps per row (default 20)
   --warmup N       untimed steps first (default 3)
   --width N        hidden units per layer (default 256)
-  --layers N       dense layers, input 784 and output 10 (default 6)
+  --input N        input features (default: the width, so that every layer but the output one
+                   costs the same and a cut can balance the stages; 784 is MNIST's)
+  --layers N       dense layers, the last with 10 outputs (default 17)
   --schedule S     1f1b (default) or gpipe
   --stages CUTS    the pipeline's cut point (default: 'auto', measured)
   --json FILE      also write the settings and rows as JSON
@@ -40,7 +42,8 @@ const { values: a } = parseArgs({
     steps: { type: 'string', default: '20' },
     warmup: { type: 'string', default: '3' },
     width: { type: 'string', default: '256' },
-    layers: { type: 'string', default: '6' },
+    layers: { type: 'string', default: '17' },
+    input: { type: 'string' },
     schedule: { type: 'string', default: '1f1b' },
     stages: { type: 'string', default: 'auto' },
     json: { type: 'string' },
@@ -65,6 +68,8 @@ const steps = int('steps');
 const warmup = int('warmup');
 const width = int('width');
 const layers = int('layers');
+if (a.input === undefined) a.input = a.width;
+const input = int('input');
 const micros = a.micro.split(',').map(Number);
 if (!['1f1b', 'gpipe'].includes(a.schedule)) {
   console.error(`bench/pipeline.mjs: --schedule must be 1f1b or gpipe\n\n${USAGE}`);
@@ -83,7 +88,7 @@ else main();
 function main() {
   const rows = [];
   const run = (label, np, worker, extra = []) => {
-    const args = ['--worker', worker, '--batch', String(batch), '--steps', String(steps), '--warmup', String(warmup), '--width', String(width), '--layers', String(layers), '--schedule', a.schedule, '--stages', a.stages, ...extra];
+    const args = ['--worker', worker, '--batch', String(batch), '--steps', String(steps), '--warmup', String(warmup), '--width', String(width), '--input', String(input), '--layers', String(layers), '--schedule', a.schedule, '--stages', a.stages, ...extra];
     const cmd = np === 1 ? [process.execPath, [join(here, 'pipeline.mjs'), ...args]] : [process.execPath, [join(root, 'bin', 'ringrun.js'), '-np', String(np), 'node', join(here, 'pipeline.mjs'), ...args]];
     const r = spawnSync(cmd[0], cmd[1], { encoding: 'utf8', timeout: 600_000, env: { ...process.env, TF_CPP_MIN_LOG_LEVEL: '3' } });
     const found = (r.stdout ?? '').split('\n').filter((l) => l.includes('BENCH ')).map((l) => JSON.parse(l.slice(l.indexOf('BENCH ') + 6)));
@@ -95,12 +100,12 @@ function main() {
     rows.push(row);
     printRow(row);
   };
-  console.log(`# bench/pipeline.mjs: MLP 784-${Array(layers - 2).fill(width).join('-')}-10, global batch ${batch}, ${steps} timed steps after ${warmup}, ${a.schedule}, stages ${a.stages}`);
+  console.log(`# bench/pipeline.mjs: MLP ${input}-${Array(layers - 1).fill(width).join('-')}-10, global batch ${batch}, ${steps} timed steps after ${warmup}, ${a.schedule}, stages ${a.stages}`);
   console.log(`# ${'row'.padEnd(26)} ${'examples/s'.padStart(10)}  ${'idle stage 0 / 1'.padStart(17)}  ${'theory'.padStart(6)}  ${'ratio'.padStart(5)}`);
   run('1 process', 1, 'single');
   run('2 data-parallel ranks', 2, 'dp');
   for (const m of micros) run(`2 stages, M=${m}`, 2, 'pipe', ['--micro', String(m)]);
-  if (a.json) writeFileSync(a.json, JSON.stringify({ settings: { batch, steps, warmup, width, layers, schedule: a.schedule, stages: a.stages, micros }, rows }, null, 2));
+  if (a.json) writeFileSync(a.json, JSON.stringify({ settings: { batch, steps, warmup, width, input, layers, schedule: a.schedule, stages: a.stages, micros }, rows }, null, 2));
 }
 
 function printRow(row) {
@@ -127,14 +132,14 @@ async function worker(kind) {
     const m = tf.sequential();
     for (let l = 0; l < layers; l++) {
       const last = l === layers - 1;
-      m.add(tf.layers.dense({ units: last ? 10 : width, activation: last ? 'softmax' : 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: l + 1 }), ...(l === 0 ? { inputShape: [784] } : {}) }));
+      m.add(tf.layers.dense({ units: last ? 10 : width, activation: last ? 'softmax' : 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: l + 1 }), ...(l === 0 ? { inputShape: [input] } : {}) }));
     }
     return m;
   };
   const total = (warmup + steps) * batch;
   const per = kind === 'dp' ? batch / n : batch;
   const rows = kind === 'dp' ? total / n : total;
-  const xs = tf.randomUniform([rows, 784], 0, 1, 'float32', 1);
+  const xs = tf.randomUniform([rows, input], 0, 1, 'float32', 1);
   const ys = tf.oneHot(tf.randomUniform([rows], 0, 10, 'int32', 2), 10).toFloat();
   const model = build();
   let t0 = 0;
@@ -154,11 +159,11 @@ async function worker(kind) {
     await pipe.fit(xs, ys, { batchSize: per, epochs: 1, shuffle: false, verbose: 0, callbacks: [timer] });
     const sec = (performance.now() - t0) / 1000;
     const end = pipe.stats();
-    // Idle: the part of the wall time this stage did not compute (its schedule's time minus its
-    // waits). The wall time, not the schedules' own time: between steps a stage also waits (the
-    // update, the logs from the last stage) and a stage that starts its step late waits less in it.
-    const busy = end.stepMs - end.waitMs - (mark.stepMs - mark.waitMs);
-    const idle = 1 - busy / (sec * 1000);
+    // Idle: the part of the wall time this stage waited for the others, in its schedule's
+    // receives and in the step's closing exchange (the last stage's loss). The wall time, not the
+    // schedules' own time: a stage that finishes early waits at the step's end, not in it.
+    const waited = end.waitMs + end.syncMs - (mark.waitMs + mark.syncMs);
+    const idle = waited / (sec * 1000);
     console.log(`BENCH ${JSON.stringify({ stage: end.stage, idle, micro, ...(rr.rank() === 0 ? { rate: (steps * batch) / sec } : {}) })}`);
   } else {
     const opt = kind === 'dp' ? new rr.DistributedOptimizer(tf.train.sgd(0.01)) : tf.train.sgd(0.01);

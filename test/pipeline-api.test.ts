@@ -177,3 +177,25 @@ describe('a one-stage pipeline', () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 });
+
+describe("stages: 'auto' timing", () => {
+  it('identical layers get one cost (the mean of their timings); a layer that differs keeps its own', async () => {
+    const { layerCosts } = await import('../src/pipeline/cut.js');
+    const m = tf.sequential();
+    // Same class and shapes, different initializers and names: the same cost. The first layer
+    // (another input width) and the last (another output width) differ.
+    m.add(tf.layers.dense({ units: 16, inputShape: [8], kernelInitializer: tf.initializers.glorotUniform({ seed: 1 }) }));
+    for (let i = 0; i < 4; i++) m.add(tf.layers.dense({ units: 16, kernelInitializer: tf.initializers.glorotUniform({ seed: i + 2 }) }));
+    m.add(tf.layers.dense({ units: 3 }));
+    const c = layerCosts(tf as never, m as never);
+    const L = m.layers.length;
+    expect(c[0]).toBe(1); // timed, not counted
+    const fb = Array.from(c.subarray(1, L + 1));
+    const f = Array.from(c.subarray(L + 1));
+    for (const costs of [fb, f]) {
+      expect(new Set(costs.slice(1, 5)).size).toBe(1);
+      expect(costs.every((x) => x > 0)).toBe(true);
+    }
+    m.dispose();
+  });
+});

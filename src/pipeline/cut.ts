@@ -33,6 +33,31 @@ export async function chooseCuts(tf: typeof TfCore, model: TfLayers.Sequential, 
 }
 
 /**
+ * Identical layers (same class, configuration apart from the name and initializers, weight and
+ * output shapes) cost
+ * the same: each gets the mean of their timings, in both halves of `out`. A few milliseconds per
+ * layer vary by 2x from one timing to the next on a busy machine, and the cut between a stack of
+ * equal layers should not follow that noise.
+ */
+function evenOut(layers: Layer[], out: Float64Array): void {
+  const L = layers.length;
+  const kinds = new Map<string, number[]>();
+  layers.forEach((l, i) => {
+    // How a layer's weights start, are penalised or bounded does not change what a pass costs.
+    const config = Object.entries(l.getConfig()).filter(([k]) => k !== 'name' && !/(Initializer|Regularizer|Constraint)$/.test(k));
+    const key = JSON.stringify([l.getClassName(), config, l.inputSpec?.map((s) => s.shape) ?? null, l.weights.map((w) => w.shape), l.outputShape]);
+    kinds.set(key, [...(kinds.get(key) ?? []), i]);
+  });
+  for (const same of kinds.values()) {
+    if (same.length < 2) continue;
+    for (const half of [1, L + 1]) {
+      const mean = same.reduce((t, i) => t + out[half + i], 0) / same.length;
+      for (const i of same) out[half + i] = mean;
+    }
+  }
+}
+
+/**
  * [1, ms forward+backward per layer..., ms forward per layer...] from timing each layer on a
  * small batch, or [0, parameters per layer..., zeros...] if that fails (e.g. an integer input).
  */
@@ -68,6 +93,7 @@ export function layerCosts(tf: typeof TfCore, model: TfLayers.Sequential): Float
       x.dispose();
     }
     out[0] = 1;
+    evenOut(layers, out);
   } catch {
     out.fill(0);
     layers.forEach((l, i) => (out[i + 1] = l.countParams()));

@@ -162,13 +162,15 @@ export class Pipeline {
 
   /**
    * This rank's stage since the pipeline was built: training steps, the time their schedules took
-   * (forward and backward passes with their transfers, not the update), and the part of it spent
-   * waiting for other stages; stepMs - waitMs is its compute. Over a stretch of training,
-   * 1 - (compute / wall time) is the stage's idle fraction, the measured bubble (bench/pipeline.mjs).
+   * (forward and backward passes with their transfers, not the update), the part of it spent
+   * waiting for other stages (waitMs), and the time spent after the schedule in the step's closing
+   * exchange, where a stage that finished early waits for the last one's loss (syncMs). Over a
+   * stretch of training, (waitMs + syncMs) / wall time is the stage's idle fraction, the measured
+   * bubble (bench/pipeline.mjs); everything else, the update included, is work.
    */
-  stats(): { stage: number; stages: number; steps: number; stepMs: number; waitMs: number } {
+  stats(): { stage: number; stages: number; steps: number; stepMs: number; waitMs: number; syncMs: number } {
     const b = this.cutsKnown;
-    if (!b) return { stage: -1, stages: 0, steps: 0, stepMs: 0, waitMs: 0 };
+    if (!b) return { stage: -1, stages: 0, steps: 0, stepMs: 0, waitMs: 0, syncMs: 0 };
     return { stage: b.comm.rank, stages: b.comm.size, ...b.runner.timing };
   }
 
@@ -370,7 +372,9 @@ export class Pipeline {
       tf.dispose([...grads.values()]);
     }
     // The loss and metrics come from the last stage; with replicas, averaged over the pipelines.
+    const s0 = performance.now();
     let values = await b.comm.broadcast(Float64Array.from(stats ?? new Array<number>(nStats).fill(0)), b.comm.size - 1, 'ringreduce:pipeline:logs');
+    b.runner.timing.syncMs += performance.now() - s0;
     if (b.replicas && b.replicas.size > 1) values = await b.replicas.allreduce(values, { op: 'average', name: 'ringreduce:pipeline:logs' });
     return Array.from(values);
   }

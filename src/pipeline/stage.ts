@@ -64,7 +64,8 @@ export class StageRunner {
   /** The stage's trainable variables, in layer order. */
   readonly vars: TfCore.Variable[];
   /** Training steps run, their time, and the part of it spent waiting for other stages. */
-  readonly timing = { steps: 0, stepMs: 0, waitMs: 0 };
+  /** See Pipeline.stats (syncMs is counted there, around the step's closing exchange). */
+  readonly timing = { steps: 0, stepMs: 0, waitMs: 0, syncMs: 0 };
   private readonly last: boolean;
 
   constructor(private readonly s: StageSpec) {
