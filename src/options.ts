@@ -129,6 +129,8 @@ export interface ResolvedOptions {
   fusionBytes: number;
   stallWarningMs: number;
   busyPollUs: number;
+  /** busyPollUs was not configured: formRing may lower it once it knows every rank's machine. */
+  busyPollIsDefault: boolean;
   busyPollBackoff: boolean;
   sharedMemory: boolean;
   earlyBytes: number;
@@ -154,7 +156,9 @@ export const DEFAULTS = {
 
 /**
  * busyPollUs unless configured: poll for up to 1 ms when this host runs no more ranks than it has
- * CPUs, else never (a poller would take the core of a rank it waits for). With polling, messages
+ * CPUs, else never (a poller would take the core of a rank it waits for). Decided from the
+ * launcher's local size first, then again by formRing from the ranks on this machine's kernel,
+ * network namespaces included (see ranksOnMachine). With polling, messages
  * between ranks on one host go through shared memory without a system call (see Mailbox): a 4-byte
  * all-reduce of 2 ranks measured 60-90 us instead of 380-460 us.
  */
@@ -253,6 +257,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     fusionBytes: positiveInt('fusionBytes', o.fusionBytes ?? t.fusionBytes ?? DEFAULTS.fusionBytes, 0),
     stallWarningMs: positiveInt('stallWarningMs', o.stallWarningMs ?? t.stallWarningMs ?? DEFAULTS.stallWarningMs),
     busyPollUs: positiveInt('busyPollUs', o.busyPollUs ?? t.busyPollUs ?? defaultBusyPollUs(d.localSize), 0),
+    busyPollIsDefault: o.busyPollUs === undefined && t.busyPollUs === undefined,
     busyPollBackoff: bool('busyPollBackoff', o.busyPollBackoff ?? t.busyPollBackoff ?? false),
     sharedMemory: bool('sharedMemory', o.sharedMemory ?? t.sharedMemory ?? DEFAULTS.sharedMemory),
     earlyBytes: positiveInt('earlyBytes', o.earlyBytes ?? t.earlyBytes ?? Math.max(DEFAULTS.earlyBytes, chunkBytes), chunkBytes),

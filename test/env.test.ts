@@ -153,6 +153,10 @@ describe('multi-host environment', () => {
     const env = { RANK: '1', WORLD_SIZE: '2', RINGREDUCE_STORE: 'file:///tmp/rr-x', RINGREDUCE_IFACE: 'eth9' };
     expect(resolveOptions({}, env)).toMatchObject({ store: { dir: '/tmp/rr-x' }, hostStore: false, iface: 'eth9' });
     expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {})).toMatchObject({ store: { dir: '/tmp/rr-y' }, hostStore: false });
+    // busyPollUs: formRing may revise the default only (see ring.test's withPollingForMachine).
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {}).busyPollIsDefault).toBe(true);
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y', busyPollUs: 1000 }, {}).busyPollIsDefault).toBe(false);
+    expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, { RINGREDUCE_BUSY_POLL_US: '1000' }).busyPollIsDefault).toBe(false);
     // busyPollBackoff: off by default; the option wins over the environment.
     expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, {}).busyPollBackoff).toBe(false);
     expect(resolveOptions({ rank: 0, size: 2, store: 'file:///tmp/rr-y' }, { RINGREDUCE_BUSY_POLL_BACKOFF: '1' }).busyPollBackoff).toBe(true);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { cpus } from 'node:os';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HIERARCHICAL_MIN_BYTES, PIECE_BYTES, type Hierarchy } from '../src/collectives/hierarchical.js';
 import type { Communicator } from '../src/collectives/communicator.js';
@@ -7,9 +8,9 @@ import { RingError, RingPeerLostError } from '../src/errors.js';
 import type { RingGroup } from '../src/group.js';
 import { parseArgs } from '../src/launcher/args.js';
 import { jobExports } from '../src/launcher/layout.js';
-import { resolveOptions, type InitOptions } from '../src/options.js';
-import { describeHosts, hostLayout, subRings } from '../src/rendezvous/hosts.js';
-import { formRing } from '../src/rendezvous/ring.js';
+import { resolveOptions, type InitOptions, type ResolvedOptions } from '../src/options.js';
+import { describeHosts, hostLayout, ranksOnMachine, subRings } from '../src/rendezvous/hosts.js';
+import { formRing, withPollingForMachine } from '../src/rendezvous/ring.js';
 import { startStoreServer } from '../src/rendezvous/store.js';
 import { expected, firstDiff, input, sameBytes, withDeadline, type Op } from './helpers/reference.js';
 
@@ -119,6 +120,19 @@ describe('the layout decision (rendezvous/hosts.ts)', () => {
     expect(hostLayout(['a', 'a', 'a'], 'auto')).toMatchObject({ hierarchical: false, reason: '3 ranks on one host: no link between hosts to spare' });
     expect(hostLayout(['a', 'a', 'b', 'b'], 'off')).toMatchObject({ hierarchical: false, reason: 'hierarchical all-reduce is off (hierarchical: false, RINGREDUCE_HIERARCHICAL=0)' });
     expect(describeHosts([[0, 1], [2, 3]])).toBe('2 hosts x 2 ranks');
+  });
+
+  it('ranks on one machine: one boot id, whatever the network namespace; busy polling off by default beyond its CPUs', () => {
+    expect(ranksOnMachine(['k1 net:[1]', 'k1 net:[2]', 'k2 net:[1]', 'k1 net:[3]'], 0)).toBe(3);
+    expect(ranksOnMachine(['k1 net:[1]', 'k1 net:[2]', 'k2 net:[1]', 'k1 net:[3]'], 2)).toBe(1);
+    expect(ranksOnMachine(['host-a', 'host-b', 'host-a'], 2)).toBe(2); // no /proc: host names
+    const n = cpus().length;
+    const machines = (k: number) => Array.from({ length: k }, (_, r) => `boot net:[${r}]`); // k emulated hosts, one kernel
+    const o = { busyPollIsDefault: true, busyPollUs: 1000, localSize: 1, verbose: false } as ResolvedOptions;
+    expect(withPollingForMachine(o, machines(n + 1), 0).busyPollUs).toBe(0);
+    expect(withPollingForMachine(o, machines(n), 0).busyPollUs).toBe(1000);
+    // A configured value stays, whatever the machine.
+    expect(withPollingForMachine({ ...o, busyPollIsDefault: false }, machines(n + 1), 0).busyPollUs).toBe(1000);
   });
 });
 

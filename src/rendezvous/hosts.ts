@@ -33,6 +33,17 @@ export function hostsOf(machines: readonly string[]): number[][] {
   return [...byKey.values()];
 }
 
+/**
+ * How many ranks of the table run on the kernel (boot id) of rank `me`, whatever network namespace
+ * each is in: the ranks that share its CPUs. Emulated hosts (namespaces) are one machine here.
+ * A machine key without a boot id (no /proc: a host name) stands for itself.
+ */
+export function ranksOnMachine(machines: readonly string[], me: number): number {
+  const boot = (m: string) => m.split(' ')[0];
+  const mine = boot(machines[me]);
+  return machines.filter((m) => boot(m) === mine).length;
+}
+
 /** "2 hosts x 2 ranks", "2 hosts with 3, 1 ranks", "4 ranks on one host". */
 export function describeHosts(hosts: readonly number[][]): string {
   const counts = hosts.map((h) => h.length);
