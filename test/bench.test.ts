@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -283,5 +284,23 @@ describe('ringrun bench (real ranks)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toContain(message);
+  });
+});
+
+describe('bench/mesh-floor.mjs and bench/mesh_floor.py (the floors of a 4-byte all-reduce)', () => {
+  it('Node: runs N=2 and N=3, prints the time and CPU per operation; a bad N is a usage error', async () => {
+    for (const n of [2, 3]) {
+      const r = await runNode([join(root, 'bench', 'mesh-floor.mjs'), String(n), '200'], {}, 60_000);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^mesh floor \\(Node net\\), 4-byte all-reduce, N=${n}: \\d+\\.\\d us/op, \\d+\\.\\d us CPU per rank per op\\n$`));
+    }
+    const bad = await runNode([join(root, 'bench', 'mesh-floor.mjs'), '1'], {}, 30_000);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/usage: node bench\/mesh-floor.mjs N \[ITERS\]/);
+  });
+
+  it.skipIf(!existsSync('/usr/bin/python3'))('Python: N=3, the sum checked on every operation', () => {
+    const out = execFileSync('/usr/bin/python3', [join(root, 'bench', 'mesh_floor.py'), '3', '200'], { encoding: 'utf8', timeout: 60_000 });
+    expect(out).toMatch(/^mesh floor \(Python, blocking sockets\), 4-byte all-reduce, N=3: \d+\.\d us\/op\n$/);
   });
 });
