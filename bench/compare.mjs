@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Same sizes, same N, one run: ringreduce (none, fp16) vs Gloo (torch.distributed) vs Open MPI over TCP.
-//   node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000]
+//   node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000] [--ceiling]
 //   node bench/compare.mjs --hosts ADDR1,ADDR2 [--per-host K] [--rsh CMD] [--iface NAME] [--rr-env VAR=VALUE] ...
 // Gloo needs Debian's python3-torch, MPI needs openmpi-bin + python3-mpi4py; missing ones are skipped.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -13,7 +13,7 @@ import { OP_INFO, rowSizes } from '../dist/launcher/bench/ops.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const root = join(here, '..');
-const usage = `Usage: node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000] [--plot FILE] [--json FILE]
+const usage = `Usage: node bench/compare.mjs [--op allreduce|alltoall|sendrecv] [--np 2,4] [--sizes 4,16M,64M] [--iters 20] [--warmup 5] [--small-iters 1000] [--ceiling] [--plot FILE] [--json FILE]
        node bench/compare.mjs --hosts ADDR1,ADDR2,... [--per-host K] [--rsh CMD] [--iface NAME] [--rr-env VAR=VALUE] [other options as above, without --np]
 
 Runs, at the same sizes and N in one run, ringreduce (via ringrun bench, built in dist/) and
@@ -44,6 +44,12 @@ skipped with a note, and so is a ringreduce op that this build does not have.
                  measured ~120 us instead of ~65 us); a training job runs thousands of steps
   --rr-env VAR=VALUE  set VAR in ringreduce's ranks (not the baselines'), e.g. RINGREDUCE_SHM=0;
                  may be repeated; printed in the header
+  --ceiling      (allreduce) also run tcp-ring, bench/tcp_ring.py: a ring all-reduce in Python
+                 over plain TCP sockets (a sender and a receiver thread per rank, numpy adding,
+                 1 MiB chunks pipelined across the steps): what kernel TCP allows on these hosts,
+                 measured in the same run, with the ratios rr-none/tcp-ring and gloo/tcp-ring.
+                 Needs /usr/bin/python3 with numpy (python3-numpy); across hosts its ranks start
+                 as Gloo's do (below)
 
 Across hosts (allreduce and alltoall; N = hosts x --per-host, instead of --np): every library
 runs its ranks on the hosts given, through the same rsh command, and this script runs on the
@@ -54,15 +60,17 @@ paths on every host. bench/netns.mjs builds emulated hosts on one machine and ca
   --rsh CMD      how to run a command on another host (default "ssh -T -o BatchMode=yes"),
                  called as CMD HOST 'shell command': ringrun --rsh CMD, Open MPI's
                  --mca plm_rsh_agent CMD, and one CMD per Gloo rank (torch.distributed with
-                 RANK, WORLD_SIZE, MASTER_ADDR = the first host, MASTER_PORT)
-  --iface NAME   the interface joining the hosts: ringrun --iface, GLOO_SOCKET_IFNAME, and Open
-                 MPI's btl_tcp_if_include and oob_tcp_if_include
+                 RANK, WORLD_SIZE, MASTER_ADDR = the first host, MASTER_PORT; the same for
+                 tcp-ring's ranks with --ceiling)
+  --iface NAME   the interface joining the hosts: ringrun --iface, GLOO_SOCKET_IFNAME (and
+                 TCP_RING_IFNAME for tcp-ring), and Open MPI's btl_tcp_if_include and
+                 oob_tcp_if_include
   Ranks are not bound to cores across hosts (ringrun and mpirun --bind-to none, as Gloo): emulated
   hosts share one machine's cores, and a binding per host would put every host's rank 0 on CPU 0.
 `;
 let args;
 try {
-  ({ values: args } = parseArgs({ options: { hosts: { type: 'string' }, 'per-host': { type: 'string' }, rsh: { type: 'string' }, iface: { type: 'string' }, 'rr-env': { type: 'string', multiple: true }, op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, plot: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
+  ({ values: args } = parseArgs({ options: { hosts: { type: 'string' }, 'per-host': { type: 'string' }, rsh: { type: 'string' }, iface: { type: 'string' }, 'rr-env': { type: 'string', multiple: true }, op: { type: 'string' }, np: { type: 'string' }, sizes: { type: 'string' }, iters: { type: 'string' }, warmup: { type: 'string' }, 'small-iters': { type: 'string' }, ceiling: { type: 'boolean' }, plot: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
 } catch (e) {
   console.error(`compare: ${e.message}\n\n${usage}`);
   process.exit(2);
@@ -75,6 +83,7 @@ const bad = (what) => { console.error(`compare: ${what}`); process.exit(2); };
 const positive = (name, v) => (/^[0-9]+$/.test(v) && Number(v) > 0 ? Number(v) : bad(`--${name} must be a positive integer, got '${v}'`));
 const op = args.op ?? 'allreduce';
 if (!['allreduce', 'alltoall', 'sendrecv'].includes(op)) bad(`--op must be allreduce, alltoall or sendrecv, got '${op}'`);
+if (args.ceiling && op !== 'allreduce') bad(`--ceiling goes with --op allreduce (bench/tcp_ring.py is an all-reduce), not ${op}`);
 const hosts = args.hosts?.split(',').filter(Boolean);
 if (hosts) {
   if (args.np) bad('--np goes without --hosts: across hosts N is the number of hosts times --per-host');
@@ -104,11 +113,12 @@ const py = '/usr/bin/python3';
 const has = (cmd, a) => spawnSync(cmd, a, { stdio: 'ignore' }).status === 0;
 const haveTorch = has(py, ['-c', 'import torch.distributed']);
 const haveMpi = has('mpirun', ['--version']) && has(py, ['-c', 'import mpi4py, numpy']);
+const haveNumpy = args.ceiling && has(py, ['-c', 'import numpy']);
 
 const where = hosts ? `--hosts ${hosts.join(',')} --per-host ${perHost}` : `--np ${nps.join(',')}`;
-console.log(`# node bench/compare.mjs --op ${op} ${where} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup} --small-iters ${smallIters}`);
+console.log(`# node bench/compare.mjs --op ${op} ${where} --sizes ${args.sizes ?? '4,16M,64M'} --iters ${iters} --warmup ${warmup} --small-iters ${smallIters}${args.ceiling ? ' --ceiling' : ''}`);
 if (op === 'sendrecv') console.log('# baselines: memcpy and net, both 2 processes whatever N (bench/sendrecv-baselines.mjs)');
-else console.log(`# gloo: ${haveTorch ? 'yes' : 'skipped (apt-get install python3-torch)'}; mpi: ${haveMpi ? 'yes' : 'skipped (apt-get install openmpi-bin python3-mpi4py)'}`);
+else console.log(`# gloo: ${haveTorch ? 'yes' : 'skipped (apt-get install python3-torch)'}; mpi: ${haveMpi ? 'yes' : 'skipped (apt-get install openmpi-bin python3-mpi4py)'}${args.ceiling ? `; tcp-ring: ${haveNumpy ? 'yes (bench/tcp_ring.py, 1 stream per link, 1 MiB chunks)' : 'skipped (apt-get install python3-numpy)'}` : ''}`);
 if (hosts) console.log(`# across hosts: ${hosts.join(', ')} (${perHost} rank${perHost > 1 ? 's' : ''} each) via '${rsh}'${iface ? `, interface ${iface}` : ''}; ranks unbound (--bind-to none)`);
 if (Object.keys(rrEnv).length) console.log(`# ringreduce ranks with ${Object.entries(rrEnv).map(([k, v]) => `${k}=${v}`).join(' ')}`);
 const dir = mkdtempSync(join(tmpdir(), 'rr-compare-'));
@@ -178,13 +188,17 @@ function runAsync(argv, children) {
     });
   });
 }
-/** One Gloo rank per process, each started on its host through the rsh command; rank 0 prints the rows. */
-async function glooAcross(n, p, g) {
+/**
+ * One rank of a Python script per process (Gloo's bench/gloo_OP.py, or bench/tcp_ring.py), each
+ * started on its host through the rsh command and found through RANK, WORLD_SIZE, MASTER_ADDR and
+ * MASTER_PORT as torch.distributed does; ifaceVar names the interface to it. Rank 0 prints the rows.
+ */
+async function pythonAcross(script, ifaceVar, n, p, g) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const children = new Set();
   const ranks = Array.from({ length: n }, (_, r) => {
-    const vars = [...(iface ? [`GLOO_SOCKET_IFNAME=${shq(iface)}`] : []), `RANK=${r}`, `WORLD_SIZE=${n}`, `MASTER_ADDR=${shq(hosts[0])}`, `MASTER_PORT=${port}`];
-    const cmd = `cd ${shq(here)} && exec env ${vars.join(' ')} ${py} ${shq(join(here, `gloo_${op}.py`))} ${n} ${p.iters} ${p.warmup} ${g.join(' ')}`;
+    const vars = [...(iface ? [`${ifaceVar}=${shq(iface)}`] : []), `RANK=${r}`, `WORLD_SIZE=${n}`, `MASTER_ADDR=${shq(hosts[0])}`, `MASTER_PORT=${port}`];
+    const cmd = `cd ${shq(here)} && exec env ${vars.join(' ')} ${py} ${shq(join(here, script))} ${n} ${p.iters} ${p.warmup} ${g.join(' ')}`;
     return runAsync([...rsh.split(/\s+/).filter(Boolean), hosts[Math.floor(r / perHost)], cmd], children);
   });
   try {
@@ -195,8 +209,11 @@ async function glooAcross(n, p, g) {
     await Promise.allSettled(ranks);
   }
 }
-const gloo = (n) => each(sizesAt(n), async (p, g) => (hosts ? glooAcross(n, p, g)
-  : rows(execFileSync(py, [join(here, `gloo_${op}.py`), String(n), String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))));
+/** A Python baseline's rows: its ranks on the hosts, or all N here (the script starts them). */
+const python = (script, ifaceVar) => (n) => each(sizesAt(n), async (p, g) => (hosts ? pythonAcross(script, ifaceVar, n, p, g)
+  : rows(execFileSync(py, [join(here, script), String(n), String(p.iters), String(p.warmup), ...g.map(String)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))));
+const gloo = python(`gloo_${op}.py`, 'GLOO_SOCKET_IFNAME');
+const tcpRing = python('tcp_ring.py', 'TCP_RING_IFNAME');
 /** Across hosts: mpirun starts its daemons through the rsh command, each session directory under a base of this run's own. */
 const mpiAcross = () => {
   if (!hosts) return ['--oversubscribe'];
@@ -230,8 +247,10 @@ const COMPARISONS = {
       'rr-fp16': () => ringreduce(n, { compression: 'fp16' }),
       gloo: () => (haveTorch ? gloo(n) : {}),
       'mpi-tcp': () => (haveMpi ? mpi(n) : {}),
+      ...(args.ceiling ? { 'tcp-ring': () => (haveNumpy ? tcpRing(n) : {}) } : {}),
     }),
-    ratios: [['rr-none', 'gloo', 'busbw'], ['rr-none', 'mpi-tcp', 'busbw'], ['rr-fp16', 'gloo', 'busbw'], ['rr-none', 'gloo', 'time']],
+    ratios: [['rr-none', 'gloo', 'busbw'], ['rr-none', 'mpi-tcp', 'busbw'], ['rr-fp16', 'gloo', 'busbw'], ['rr-none', 'gloo', 'time'],
+      ...(args.ceiling ? [['rr-none', 'tcp-ring', 'busbw'], ['gloo', 'tcp-ring', 'busbw']] : [])],
   },
   alltoall: {
     series: (n) => ({ rr: () => ringreduce(n), gloo: () => (haveTorch ? gloo(n) : {}), 'mpi-tcp': () => (haveMpi ? mpi(n) : {}) }),

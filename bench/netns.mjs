@@ -19,7 +19,8 @@ const PREFIX = 'rrnb-'; // bench/rsh-netns.sh looks only at namespaces named so
 const IFACE = 'rrnb0'; // the same interface name on every emulated host (ringrun --iface, GLOO_SOCKET_IFNAME)
 
 const usage = `Usage: node bench/netns.mjs [--hosts K] [--per-host R] [--rate RATE] [--subnet A.B.C.0/24] [--keep]
-                           [compare.mjs options: --sizes, --iters, --warmup, --small-iters, --op, --plot, --json]
+                           [compare.mjs options: --sizes, --iters, --warmup, --small-iters, --op, --rr-env,
+                            --ceiling, --plot, --json]
        node bench/netns.mjs --down
 
 Builds K emulated hosts on this machine and runs bench/compare.mjs across them, so a multi-host
@@ -46,6 +47,7 @@ cores). The namespaces are removed on exit, also on errors and Ctrl-C, unless --
   -h, --help     this help
 Everything else goes to compare.mjs (see node bench/compare.mjs --help), e.g.
   node bench/netns.mjs --hosts 4 --sizes 4,64M --iters 10 --json rows.json --plot busbw.svg
+  node bench/netns.mjs --hosts 2 --sizes 64M --ceiling   (adds bench/tcp_ring.py's plain-TCP ring)
 `;
 
 const bad = (what) => {
