@@ -41,9 +41,10 @@ export interface PsClientOptions {
 }
 
 export interface StepInfo {
-  /** The step just done, and the staleness its update had (the most over the servers). */
+  /** The step just done, and the staleness and lag its update had (the most over the servers: see server.ts). */
   step: number;
   staleness: number;
+  lag: number;
 }
 
 interface Server {
@@ -68,6 +69,7 @@ export class PsClient {
   private waiting: Waiting | undefined;
   private readyStep = new Map<number, number>();
   private staleness = 0;
+  private lag = 0;
   private buffer: Float32Array | undefined;
   private nextSave = 1;
   private closing = false;
@@ -181,6 +183,7 @@ export class PsClient {
     else if (m.t === 'pulled') {
       if (m.step !== this.step) return void this.fail(this.bad(s, `'pulled' for step ${m.step} while step ${this.step} waits`));
       this.staleness = Math.max(this.staleness, m.staleness);
+      this.lag = Math.max(this.lag, m.lag);
     }
     if (!w || !w.left.delete(s.k)) return void this.fail(this.bad(s, `an unexpected '${m.t}'`));
     if (w.left.size === 0) {
@@ -260,13 +263,14 @@ export class PsClient {
     if (this.closing) throw new RingShutdownError(`rank ${this.o.rank}: the parameter-server client is closed`);
     this.buffer = buffer;
     this.staleness = 0;
+    this.lag = 0;
     const done = this.expect(`weights of step ${this.step}`);
     for (const s of this.servers) {
       for (const c of s.chunks) this.sendChunk(s, c, buffer, OP_PUSH, this.codec);
       s.link.sendControl({ t: 'pull', step: this.step });
     }
     await this.within(done, this.o.timeoutMs);
-    return { step: this.step++, staleness: this.staleness };
+    return { step: this.step++, staleness: this.staleness, lag: this.lag };
   }
 
   /** Every server writes its state to `dir` (on its own host); resolves to the manifests' paths. */

@@ -19,7 +19,8 @@ import type { DataHeader } from '../transport/wire.js';
  *   worker -> server  PUSH frames, one per chunk of step `step` (fp32, or the codec of hello), then
  *                     'pull'   {step}: all of step's chunks are pushed, send the weights when allowed
  *   server -> worker  WEIGHTS frames, one per chunk (fp32), then
- *                     'pulled' {step, staleness}: the staleness this step's update had, in steps
+ *                     'pulled' {step, staleness, lag}: the staleness this step's update had, in
+ *                              steps, and its lag in other workers' updates (server.ts)
  *   worker -> server  'save'   {id, dir}: write this server's state to dir; 'saved' {id, path} back
  *                     'bye'    the worker is done: it pushes nothing more
  *   server -> worker  'error'  a typed error for this worker (bad input, a mismatch, a lost worker
@@ -68,7 +69,7 @@ export interface ByeMsg { t: 'bye' }
 export type ToServer = HelloMsg | InitMsg | PullMsg | SaveMsg | ByeMsg;
 
 export interface ReadyMsg { t: 'ready'; step: number }
-export interface PulledMsg { t: 'pulled'; step: number; staleness: number }
+export interface PulledMsg { t: 'pulled'; step: number; staleness: number; lag: number }
 export interface SavedMsg { t: 'saved'; id: number; path: string }
 export interface ErrorMsg { t: 'error'; error: SerializedRingError }
 export type ToWorker = ReadyMsg | PulledMsg | SavedMsg | ErrorMsg;
@@ -158,8 +159,8 @@ export function validateToWorker(m: Record<string, unknown>, from: string): ToWo
       if (!isInt(m.step, 0, 2 ** 32 - 1)) throw bad(m, from, `step ${peerValue(m.step)}`);
       return { t: 'ready', step: m.step };
     case 'pulled':
-      if (!isInt(m.step, 0, 2 ** 32 - 1) || !isInt(m.staleness, 0, 2 ** 32 - 1)) throw bad(m, from, 'step / staleness');
-      return { t: 'pulled', step: m.step, staleness: m.staleness };
+      if (!isInt(m.step, 0, 2 ** 32 - 1) || !isInt(m.staleness, 0, 2 ** 32 - 1) || !isInt(m.lag)) throw bad(m, from, 'step / staleness / lag');
+      return { t: 'pulled', step: m.step, staleness: m.staleness, lag: m.lag };
     case 'saved':
       if (!isInt(m.id) || typeof m.path !== 'string') throw bad(m, from, 'id / path');
       return { t: 'saved', id: m.id, path: peerText(m.path, MAX_PATH) };

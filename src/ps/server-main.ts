@@ -60,7 +60,7 @@ async function main(): Promise<void> {
   const st = server.stats();
   if (st.updates > 0 || o.verbose) {
     logger.info(
-      `${name}: ${st.updates} updates, staleness max ${st.maxStaleness} mean ${st.meanStaleness.toFixed(2)} steps` +
+      `${name}: ${st.updates} updates, staleness max ${st.maxStaleness} mean ${st.meanStaleness.toFixed(2)} steps, lag max ${st.maxLag} mean ${st.meanLag.toFixed(2)} updates` +
         (st.lost.length ? `; lost worker${st.lost.length > 1 ? 's' : ''} ${st.lost.join(', ')}` : ''),
     );
   }

@@ -29,7 +29,10 @@ import { ChunkWeights } from './weights.js';
  * still in the job (a worker that has not connected yet counts with the clock it will start at).
  * The *staleness* of a worker's step s is s minus the server's clock when the worker last read
  * the weights: how many steps of the slowest worker the weights it computed on were missing
- * (0 in sync mode: every worker's step s-1 was applied before anyone read).
+ * (0 in sync mode: every worker's step s-1 was applied before anyone read). It is what the
+ * `staleness` bound of stale mode limits. Its *lag* is the other side: how many other workers'
+ * steps were applied here between the worker's read and its own update (0 in sync mode; a
+ * straggler's updates have the largest lag in async mode, a fast worker's the largest staleness).
  *
  * Modes.
  *   sync   each chunk's gradients of step s are summed over all workers and applied once, divided
@@ -50,6 +53,8 @@ export interface ServerStats {
   updates: number;
   maxStaleness: number;
   meanStaleness: number;
+  maxLag: number;
+  meanLag: number;
   /** Workers lost (link closed without goodbye), by rank. */
   lost: number[];
 }
@@ -62,10 +67,11 @@ interface Worker {
   step: number;
   /** Keys pushed for `step`. */
   pushed: Set<number>;
-  /** The server's clock when this worker last read the weights. */
+  /** The server's clock, and its count of applied worker steps, when this worker last read the weights. */
   readClock: number;
+  readUpdates: number;
   /** A pull waiting for its answer: the step it ended. */
-  waiting?: { step: number; staleness: number };
+  waiting?: { step: number; staleness: number; lag: number };
   left?: 'bye' | 'lost' | 'refused';
 }
 
@@ -103,7 +109,9 @@ export class ParameterServer {
   private sums = new Map<number, { acc: Float32Array; count: number }>();
   private applied = 0;
   private syncStep = 0;
-  private readonly stat = { updates: 0, max: 0, sum: 0 };
+  private readonly stat = { updates: 0, max: 0, sum: 0, maxLag: 0, sumLag: 0 };
+  /** Worker steps applied (sync: all of a step's at once, when it completes). */
+  private updatesDone = 0;
   private readonly lostRanks: number[] = [];
   private idle = false;
 
@@ -114,13 +122,13 @@ export class ParameterServer {
   }
 
   stats(): ServerStats {
-    const { updates, max, sum } = this.stat;
-    return { updates, maxStaleness: max, meanStaleness: updates ? sum / updates : 0, lost: [...this.lostRanks] };
+    const { updates, max, sum, maxLag, sumLag } = this.stat;
+    return { updates, maxStaleness: max, meanStaleness: updates ? sum / updates : 0, maxLag, meanLag: updates ? sumLag / updates : 0, lost: [...this.lostRanks] };
   }
 
   /** A worker's authenticated link (the transport's handshake named its rank). */
   attach(rank: number, link: Link): void {
-    const w: Worker = { rank, link, step: 0, pushed: new Set(), readClock: 0 };
+    const w: Worker = { rank, link, step: 0, pushed: new Set(), readClock: 0, readUpdates: 0 };
     const old = this.workers.get(rank);
     if (old && !old.left) {
       link.setHandlers({ data: () => {}, control: () => {}, validate: (m) => m, closed: () => {} });
@@ -257,6 +265,7 @@ export class ParameterServer {
   private welcome(w: Worker): void {
     w.step = this.startClock;
     w.readClock = this.startClock;
+    w.readUpdates = this.updatesDone;
     this.send(w, { t: 'ready', step: this.startClock });
   }
 
@@ -302,6 +311,7 @@ export class ParameterServer {
     if (++this.applied === j.chunks.size) {
       this.applied = 0;
       this.syncStep++;
+      this.updatesDone += j.size;
       this.answerPulls();
     }
   }
@@ -330,10 +340,14 @@ export class ParameterServer {
     if (step !== w.step) throw this.bad(w, `a pull for step ${step}; its next step is ${w.step}`, 'step');
     if (w.pushed.size !== j.chunks.size) throw this.bad(w, `a pull for step ${step} after pushing ${w.pushed.size} of the ${j.chunks.size} chunks this server holds`, 'pull');
     const staleness = Math.max(0, step - w.readClock);
+    const lag = this.updatesDone - w.readUpdates;
+    if (j.mode !== 'sync') this.updatesDone++;
     this.stat.updates++;
     this.stat.sum += staleness;
     this.stat.max = Math.max(this.stat.max, staleness);
-    w.waiting = { step, staleness };
+    this.stat.sumLag += lag;
+    this.stat.maxLag = Math.max(this.stat.maxLag, lag);
+    w.waiting = { step, staleness, lag };
     w.step = step + 1;
     w.pushed.clear();
     this.answerPulls();
@@ -364,8 +378,9 @@ export class ParameterServer {
         const v = this.weights!.read(key);
         w.link.sendData({ seq: key, step: j.mode === 'sync' ? this.syncStep : clock, chunk: OP_WEIGHTS, codec: 0, scale: 1 }, new Uint8Array(v.buffer, v.byteOffset, v.byteLength), () => {});
       }
-      this.send(w, { t: 'pulled', step: p.step, staleness: p.staleness });
+      this.send(w, { t: 'pulled', step: p.step, staleness: p.staleness, lag: p.lag });
       w.readClock = j.mode === 'sync' ? this.syncStep : clock;
+      w.readUpdates = this.updatesDone;
     }
   }
 

@@ -23,10 +23,14 @@ export interface ParameterServerOptions {
 export interface ParameterServerStats {
   mode: PsMode;
   servers: number;
-  /** Steps this worker pushed, and the staleness (in steps) their updates had: see docs/PARAMETER_SERVER.md. */
+  /** Steps this worker pushed. */
   updates: number;
+  /** Staleness of its updates, in steps: how far ahead of the slowest worker it ran (bounded by 'stale'). */
   maxStaleness: number;
   meanStaleness: number;
+  /** Lag of its updates: other workers' steps applied between its read of the weights and its update (a straggler's is large in async mode). */
+  maxLag: number;
+  meanLag: number;
 }
 
 type NamedTensor = { name: string; tensor: TfCore.Tensor };
@@ -54,7 +58,7 @@ export class ParameterServerPath {
   private shapes: number[][] = [];
   private sizes: number[] = [];
   private buffer: SharedArrayBuffer | undefined;
-  private readonly stat = { updates: 0, max: 0, sum: 0 };
+  private readonly stat = { updates: 0, max: 0, sum: 0, maxLag: 0, sumLag: 0 };
 
   constructor(
     private readonly tf: typeof TfCore,
@@ -125,7 +129,7 @@ export class ParameterServerPath {
   }
 
   /** The pulled weights, from the buffer into the variables. */
-  private unpack(info: { staleness: number } | undefined): void {
+  private unpack(info: { staleness: number; lag: number } | undefined): void {
     const all = new Float32Array(this.buffer!);
     let at = 0;
     const { tf } = this;
@@ -138,6 +142,8 @@ export class ParameterServerPath {
       this.stat.updates++;
       this.stat.sum += info.staleness;
       this.stat.max = Math.max(this.stat.max, info.staleness);
+      this.stat.sumLag += info.lag;
+      this.stat.maxLag = Math.max(this.stat.maxLag, info.lag);
     }
   }
 
@@ -159,7 +165,8 @@ export class ParameterServerPath {
   }
 
   stats(): ParameterServerStats {
-    const { updates, max, sum } = this.stat;
-    return { mode: this.o.mode, servers: parameterServers('parameterServerStats'), updates, maxStaleness: max, meanStaleness: updates ? sum / updates : 0 };
+    const { updates, max, sum, maxLag, sumLag } = this.stat;
+    const mean = (x: number) => (updates ? x / updates : 0);
+    return { mode: this.o.mode, servers: parameterServers('parameterServerStats'), updates, maxStaleness: max, meanStaleness: mean(sum), maxLag, meanLag: mean(sumLag) };
   }
 }
