@@ -187,8 +187,8 @@ export class Engine {
     return this.waitSync(id, control, 'parameter-server step')?.ps;
   }
 
-  async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined): Promise<StepInfo | undefined> {
-    const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup }));
+  async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, fetch = false): Promise<StepInfo | undefined> {
+    const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup, fetch }));
     return new Promise<StepInfo | undefined>((resolve, reject) => this.waiting.set(id, { resolve: (info) => resolve(info?.ps), reject }));
   }
 

@@ -43,6 +43,8 @@ export type ToWorker =
       buffer: SharedArrayBuffer;
       control: SharedArrayBuffer;
       sync: boolean;
+      /** Only fetch the current weights into `buffer` (no gradients pushed). */
+      fetch?: boolean;
       /** The first step: how to reach the servers, and the initial weights (rank 0's are the model's). */
       setup?: PsSetup & { initial: SharedArrayBuffer };
     }

@@ -273,6 +273,15 @@ export class PsClient {
     return { step: this.step++, staleness: this.staleness, lag: this.lag };
   }
 
+  /** The servers' current weights into `buffer`, without a step (a worker's start: see tfjs/optimizer.ts pullServerWeights). */
+  async fetch(buffer: Float32Array): Promise<void> {
+    if (this.failed) throw this.failed;
+    this.buffer = buffer;
+    const done = this.expect('current weights');
+    for (const s of this.servers) s.link.sendControl({ t: 'fetch' });
+    await this.within(done, this.o.timeoutMs);
+  }
+
   /** Every server writes its state to `dir` (on its own host); resolves to the manifests' paths. */
   async save(dir: string): Promise<void> {
     if (this.failed) throw this.failed;

@@ -21,6 +21,9 @@ import type { DataHeader } from '../transport/wire.js';
  *   server -> worker  WEIGHTS frames, one per chunk (fp32), then
  *                     'pulled' {step, staleness, lag}: the staleness this step's update had, in
  *                              steps, and its lag in other workers' updates (server.ts)
+ *   worker -> server  'fetch'  the current weights, without pushing (before the first step: a
+ *                              worker starts from the servers' weights); WEIGHTS frames and
+ *                              'fetched' {step} back
  *   worker -> server  'save'   {id, dir}: write this server's state to dir; 'saved' {id, path} back
  *                     'bye'    the worker is done: it pushes nothing more
  *   server -> worker  'error'  a typed error for this worker (bad input, a mismatch, a lost worker
@@ -65,14 +68,16 @@ export interface HelloMsg {
 export interface InitMsg { t: 'init'; className: string; config: Record<string, unknown> }
 export interface PullMsg { t: 'pull'; step: number }
 export interface SaveMsg { t: 'save'; id: number; dir: string }
+export interface FetchMsg { t: 'fetch' }
 export interface ByeMsg { t: 'bye' }
-export type ToServer = HelloMsg | InitMsg | PullMsg | SaveMsg | ByeMsg;
+export type ToServer = HelloMsg | InitMsg | PullMsg | SaveMsg | FetchMsg | ByeMsg;
 
 export interface ReadyMsg { t: 'ready'; step: number }
 export interface PulledMsg { t: 'pulled'; step: number; staleness: number; lag: number }
 export interface SavedMsg { t: 'saved'; id: number; path: string }
+export interface FetchedMsg { t: 'fetched'; step: number }
 export interface ErrorMsg { t: 'error'; error: SerializedRingError }
-export type ToWorker = ReadyMsg | PulledMsg | SavedMsg | ErrorMsg;
+export type ToWorker = ReadyMsg | PulledMsg | SavedMsg | FetchedMsg | ErrorMsg;
 
 /** What a server publishes in the rendezvous store. */
 export interface ServerRecord {
@@ -147,6 +152,8 @@ export function validateToServer(m: Record<string, unknown>, from: string): ToSe
       return { t: 'save', id: m.id, dir: m.dir };
     case 'bye':
       return { t: 'bye' };
+    case 'fetch':
+      return { t: 'fetch' };
     default:
       throw new RingProtocolError(`unexpected message ${peerValue(m.t)} from ${from} (parameter-server protocol)`);
   }
@@ -161,6 +168,9 @@ export function validateToWorker(m: Record<string, unknown>, from: string): ToWo
     case 'pulled':
       if (!isInt(m.step, 0, 2 ** 32 - 1) || !isInt(m.staleness, 0, 2 ** 32 - 1) || !isInt(m.lag)) throw bad(m, from, 'step / staleness / lag');
       return { t: 'pulled', step: m.step, staleness: m.staleness, lag: m.lag };
+    case 'fetched':
+      if (!isInt(m.step, 0, 2 ** 32 - 1)) throw bad(m, from, `step ${peerValue(m.step)}`);
+      return { t: 'fetched', step: m.step };
     case 'saved':
       if (!isInt(m.id) || typeof m.path !== 'string') throw bad(m, from, 'id / path');
       return { t: 'saved', id: m.id, path: peerText(m.path, MAX_PATH) };

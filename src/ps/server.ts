@@ -163,9 +163,12 @@ export class ParameterServer {
     if (w.left) return;
     w.left = 'refused';
     this.o.logger.warn(`${this.name}: refusing rank ${w.rank}: ${err.message}`);
-    w.link.sendControl({ t: 'error', error: serializeError(err) } satisfies ToWorker, () => w.link.close());
-    // The link is being closed by this side: its end is not news (see closed()).
-    if (known) this.left(w);
+    // Closed once the error has left (the link's end is then not news: see closed()); only then
+    // does the worker count as gone, or a server whose last worker this was would exit first.
+    w.link.sendControl({ t: 'error', error: serializeError(err) } satisfies ToWorker, () => {
+      w.link.close();
+      if (known) this.left(w);
+    });
   }
 
   private closed(w: Worker, error: Error | undefined): void {
@@ -191,6 +194,10 @@ export class ParameterServer {
         return this.pull(w, m.step);
       case 'save':
         return void this.save(w, m.id, m.dir);
+      case 'fetch':
+        if (!this.ready || !w.hello) throw this.bad(w, "a 'fetch' before the server was ready", 'fetch');
+        if (w.waiting || w.pushed.size > 0) throw this.bad(w, `a 'fetch' in the middle of step ${w.step}`, 'fetch');
+        return this.sendWeights(w, { t: 'fetched', step: w.step });
       case 'bye':
         w.left = 'bye';
         w.link.close();
@@ -374,14 +381,21 @@ export class ParameterServer {
       const may = j.mode === 'sync' ? this.syncStep > p.step : j.mode === 'async' || p.step + 1 - clock <= j.staleness;
       if (!may) continue;
       w.waiting = undefined;
-      for (const key of j.keys) {
-        const v = this.weights!.read(key);
-        w.link.sendData({ seq: key, step: j.mode === 'sync' ? this.syncStep : clock, chunk: OP_WEIGHTS, codec: 0, scale: 1 }, new Uint8Array(v.buffer, v.byteOffset, v.byteLength), () => {});
-      }
-      this.send(w, { t: 'pulled', step: p.step, staleness: p.staleness, lag: p.lag });
-      w.readClock = j.mode === 'sync' ? this.syncStep : clock;
-      w.readUpdates = this.updatesDone;
+      this.sendWeights(w, { t: 'pulled', step: p.step, staleness: p.staleness, lag: p.lag });
     }
+  }
+
+  /** Every chunk's current weights, then `last`: a read of the weights (the staleness of the worker's next update counts from here). */
+  private sendWeights(w: Worker, last: ToWorker): void {
+    const j = this.job!;
+    const clock = j.mode === 'sync' ? this.syncStep : this.clock();
+    for (const key of j.keys) {
+      const v = this.weights!.read(key);
+      w.link.sendData({ seq: key, step: clock, chunk: OP_WEIGHTS, codec: 0, scale: 1 }, new Uint8Array(v.buffer, v.byteOffset, v.byteLength), () => {});
+    }
+    this.send(w, last);
+    w.readClock = clock;
+    w.readUpdates = this.updatesDone;
   }
 
   /**

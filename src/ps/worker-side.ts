@@ -87,8 +87,23 @@ export class ParameterServerPath {
     return v;
   }
 
+  /**
+   * Starts from the servers' weights: links to them if this is the first call (rank 0 sending
+   * `variables`' values as the initial weights, unless they restore a checkpoint) and writes their
+   * current weights into `variables`. Call it before the first step, on every worker (the
+   * pullServerWeights callback does, for model.fit), or the first step's gradients of workers
+   * other than 0 are computed on their own initial weights.
+   */
+  async pull(variables: TfCore.Variable[]): Promise<void> {
+    const eng = this.engine('pullServerWeights');
+    const zeros = variables.map((v) => ({ name: v.name, tensor: v as TfCore.Tensor }));
+    const { buffer, setup } = this.pack(zeros, false);
+    await eng.psStep(buffer, setup, true);
+    this.unpack(undefined);
+  }
+
   /** The step's buffer with the gradients in it, and on the first step the set-up for the comm thread. */
-  private pack(l: NamedTensor[]): { buffer: SharedArrayBuffer; setup?: PsSetup & { initial: SharedArrayBuffer } } {
+  private pack(l: NamedTensor[], copy = true): { buffer: SharedArrayBuffer; setup?: PsSetup & { initial: SharedArrayBuffer } } {
     const sorted = [...l].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const first = this.names === undefined;
     if (first) {
@@ -104,7 +119,7 @@ export class ParameterServerPath {
     const all = new Float32Array(this.buffer!);
     let at = 0;
     for (const g of sorted) {
-      all.set(g.tensor.dataSync() as Float32Array, at);
+      if (copy) all.set(g.tensor.dataSync() as Float32Array, at);
       at += g.tensor.size;
     }
     if (!first) return { buffer: this.buffer! };

@@ -45,6 +45,12 @@ export interface DistributedOptimizer extends TfCore.Optimizer {
   readonly group: ProcessGroup | undefined;
   applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void>;
   minimizeAsync(f: () => TfCore.Scalar, returnCost?: boolean, varList?: TfCore.Variable[]): Promise<TfCore.Scalar | null>;
+  /**
+   * With parameterServer: these variables (default: every trainable one) take the servers' current
+   * weights (worker 0's initial ones, or a restored checkpoint's). Call it on every worker before
+   * the first step (rr.callbacks.pullServerWeights() does, for model.fit).
+   */
+  pullServerWeights(variables?: TfCore.Variable[]): Promise<void>;
   /** With parameterServer: every server writes its state (weights, optimizer state, step) to `dir` on its host. */
   saveServerState(dir: string): Promise<void>;
   /** With parameterServer: this worker's steps and the staleness their updates had. */
@@ -122,6 +128,11 @@ function define(): Impl {
     private needPs(fn: string): ParameterServerPath {
       if (!this.ps) throw new RingInvalidArgError(`DistributedOptimizer.${fn}: this optimizer has no options.parameterServer`);
       return this.ps;
+    }
+
+    pullServerWeights(variables?: TfCore.Variable[]): Promise<void> {
+      const vars = variables ?? Object.values(tf.engine().registeredVariables).filter((v) => v.trainable);
+      return this.needPs('pullServerWeights').pull(vars);
     }
 
     saveServerState(dir: string): Promise<void> {
