@@ -75,6 +75,12 @@ interface Worker {
   left?: 'bye' | 'lost' | 'refused';
 }
 
+/** What validate() makes of a message that fails its checks. */
+interface Malformed {
+  t: 'malformed';
+  error: RingError;
+}
+
 interface Job {
   size: number;
   mode: HelloMsg['mode'];
@@ -136,8 +142,20 @@ export class ParameterServer {
     }
     this.workers.set(rank, w);
     link.setHandlers({
-      validate: (m: Record<string, unknown>, from: string) => validateToServer(m, from),
-      control: (m: ToServer) => this.guard(w, () => this.control(w, m)),
+      // A malformed message is answered like any bad input (a typed error to its sender), not by
+      // the link closing under it without a word.
+      validate: (m: Record<string, unknown>, from: string): ToServer | Malformed => {
+        try {
+          return validateToServer(m, from);
+        } catch (e) {
+          return { t: 'malformed', error: e as RingError };
+        }
+      },
+      control: (m: ToServer | Malformed) =>
+        this.guard(w, () => {
+          if (m.t === 'malformed') throw m.error;
+          this.control(w, m);
+        }),
       data: (h: DataHeader, payload: Uint8Array) => this.guard(w, () => this.data(w, h, payload)),
       closed: (error: Error | undefined) => this.closed(w, error),
     });
@@ -162,6 +180,7 @@ export class ParameterServer {
   private refuse(w: Worker, err: RingError, known = true): void {
     if (w.left) return;
     w.left = 'refused';
+    err.details.server ??= this.o.server;
     this.o.logger.warn(`${this.name}: refusing rank ${w.rank}: ${err.message}`);
     // Closed once the error has left (the link's end is then not news: see closed()); only then
     // does the worker count as gone, or a server whose last worker this was would exit first.
