@@ -130,12 +130,12 @@ function define(): Impl {
       return this.ps;
     }
 
-    pullServerWeights(variables?: TfCore.Variable[]): Promise<void> {
+    async pullServerWeights(variables?: TfCore.Variable[]): Promise<void> {
       const vars = variables ?? Object.values(tf.engine().registeredVariables).filter((v) => v.trainable);
       return this.needPs('pullServerWeights').pull(vars);
     }
 
-    saveServerState(dir: string): Promise<void> {
+    async saveServerState(dir: string): Promise<void> {
       return this.needPs('saveServerState').save(dir);
     }
 
