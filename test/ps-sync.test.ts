@@ -44,7 +44,7 @@ describe.each(['fit', 'async'])('parameter servers, sync mode, through %s', (mod
     for (const res of results) {
       expect(res.weights).toEqual(results[0].weights);
       expect(new Set(res.numTensors.slice(1)).size).toBe(1);
-      expect(res.stats).toEqual({ mode: 'sync', servers, updates: Number(STEPS), maxStaleness: 0, meanStaleness: 0, maxLag: 0, meanLag: 0 });
+      expect(res.stats).toEqual({ mode: 'sync', servers, updates: Number(STEPS), maxStaleness: 0, meanStaleness: 0, maxLag: 0, meanLag: 0, globalUpdates: np * Number(STEPS) });
     }
     for (const [name, w] of Object.entries(reference.weights)) {
       const err = relErr(results[0].weights[name], w);

@@ -45,6 +45,8 @@ export interface StepInfo {
   step: number;
   staleness: number;
   lag: number;
+  /** Worker steps the servers have applied in all (the least over the servers). */
+  total: number;
 }
 
 interface Server {
@@ -70,6 +72,7 @@ export class PsClient {
   private readyStep = new Map<number, number>();
   private staleness = 0;
   private lag = 0;
+  private total = 0;
   private buffer: Float32Array | undefined;
   private nextSave = 1;
   private closing = false;
@@ -184,6 +187,7 @@ export class PsClient {
       if (m.step !== this.step) return void this.fail(this.bad(s, `'pulled' for step ${m.step} while step ${this.step} waits`));
       this.staleness = Math.max(this.staleness, m.staleness);
       this.lag = Math.max(this.lag, m.lag);
+      this.total = Math.min(this.total, m.total);
     }
     if (!w || !w.left.delete(s.k)) return void this.fail(this.bad(s, `an unexpected '${m.t}'`));
     if (w.left.size === 0) {
@@ -264,13 +268,14 @@ export class PsClient {
     this.buffer = buffer;
     this.staleness = 0;
     this.lag = 0;
+    this.total = Infinity;
     const done = this.expect(`weights of step ${this.step}`);
     for (const s of this.servers) {
       for (const c of s.chunks) this.sendChunk(s, c, buffer, OP_PUSH, this.codec);
       s.link.sendControl({ t: 'pull', step: this.step });
     }
     await this.within(done, this.o.timeoutMs);
-    return { step: this.step++, staleness: this.staleness, lag: this.lag };
+    return { step: this.step++, staleness: this.staleness, lag: this.lag, total: this.total };
   }
 
   /** The servers' current weights into `buffer`, without a step (a worker's start: see tfjs/optimizer.ts pullServerWeights). */

@@ -19,8 +19,9 @@ import type { DataHeader } from '../transport/wire.js';
  *   worker -> server  PUSH frames, one per chunk of step `step` (fp32, or the codec of hello), then
  *                     'pull'   {step}: all of step's chunks are pushed, send the weights when allowed
  *   server -> worker  WEIGHTS frames, one per chunk (fp32), then
- *                     'pulled' {step, staleness, lag}: the staleness this step's update had, in
- *                              steps, and its lag in other workers' updates (server.ts)
+ *                     'pulled' {step, staleness, lag, total}: the staleness this step's update had,
+ *                              in steps, its lag in other workers' updates (server.ts), and the
+ *                              worker steps the server has applied in all
  *   worker -> server  'fetch'  the current weights, without pushing (before the first step: a
  *                              worker starts from the servers' weights); WEIGHTS frames and
  *                              'fetched' {step} back
@@ -73,7 +74,7 @@ export interface ByeMsg { t: 'bye' }
 export type ToServer = HelloMsg | InitMsg | PullMsg | SaveMsg | FetchMsg | ByeMsg;
 
 export interface ReadyMsg { t: 'ready'; step: number }
-export interface PulledMsg { t: 'pulled'; step: number; staleness: number; lag: number }
+export interface PulledMsg { t: 'pulled'; step: number; staleness: number; lag: number; total: number }
 export interface SavedMsg { t: 'saved'; id: number; path: string }
 export interface FetchedMsg { t: 'fetched'; step: number }
 export interface ErrorMsg { t: 'error'; error: SerializedRingError }
@@ -166,8 +167,8 @@ export function validateToWorker(m: Record<string, unknown>, from: string): ToWo
       if (!isInt(m.step, 0, 2 ** 32 - 1)) throw bad(m, from, `step ${peerValue(m.step)}`);
       return { t: 'ready', step: m.step };
     case 'pulled':
-      if (!isInt(m.step, 0, 2 ** 32 - 1) || !isInt(m.staleness, 0, 2 ** 32 - 1) || !isInt(m.lag)) throw bad(m, from, 'step / staleness / lag');
-      return { t: 'pulled', step: m.step, staleness: m.staleness, lag: m.lag };
+      if (!isInt(m.step, 0, 2 ** 32 - 1) || !isInt(m.staleness, 0, 2 ** 32 - 1) || !isInt(m.lag) || !isInt(m.total)) throw bad(m, from, 'step / staleness / lag / total');
+      return { t: 'pulled', step: m.step, staleness: m.staleness, lag: m.lag, total: m.total };
     case 'fetched':
       if (!isInt(m.step, 0, 2 ** 32 - 1)) throw bad(m, from, `step ${peerValue(m.step)}`);
       return { t: 'fetched', step: m.step };

@@ -400,7 +400,7 @@ export class ParameterServer {
       const may = j.mode === 'sync' ? this.syncStep > p.step : j.mode === 'async' || p.step + 1 - clock <= j.staleness;
       if (!may) continue;
       w.waiting = undefined;
-      this.sendWeights(w, { t: 'pulled', step: p.step, staleness: p.staleness, lag: p.lag });
+      this.sendWeights(w, { t: 'pulled', step: p.step, staleness: p.staleness, lag: p.lag, total: this.updatesDone });
     }
   }
 

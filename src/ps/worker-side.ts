@@ -31,6 +31,12 @@ export interface ParameterServerStats {
   /** Lag of its updates: other workers' steps applied between its read of the weights and its update (a straggler's is large in async mode). */
   maxLag: number;
   meanLag: number;
+  /**
+   * Worker steps the servers had applied in all, as of this worker's last step (every worker's:
+   * a job can stop at a global number of updates, as TF's global_step, when workers run at
+   * different speeds).
+   */
+  globalUpdates: number;
 }
 
 type NamedTensor = { name: string; tensor: TfCore.Tensor };
@@ -58,7 +64,7 @@ export class ParameterServerPath {
   private shapes: number[][] = [];
   private sizes: number[] = [];
   private buffer: SharedArrayBuffer | undefined;
-  private readonly stat = { updates: 0, max: 0, sum: 0, maxLag: 0, sumLag: 0 };
+  private readonly stat = { updates: 0, max: 0, sum: 0, maxLag: 0, sumLag: 0, total: 0 };
 
   constructor(
     private readonly tf: typeof TfCore,
@@ -144,7 +150,7 @@ export class ParameterServerPath {
   }
 
   /** The pulled weights, from the buffer into the variables. */
-  private unpack(info: { staleness: number; lag: number } | undefined): void {
+  private unpack(info: { staleness: number; lag: number; total: number } | undefined): void {
     const all = new Float32Array(this.buffer!);
     let at = 0;
     const { tf } = this;
@@ -159,6 +165,7 @@ export class ParameterServerPath {
       this.stat.max = Math.max(this.stat.max, info.staleness);
       this.stat.sumLag += info.lag;
       this.stat.maxLag = Math.max(this.stat.maxLag, info.lag);
+      this.stat.total = info.total;
     }
   }
 
@@ -182,6 +189,6 @@ export class ParameterServerPath {
   stats(): ParameterServerStats {
     const { updates, max, sum, maxLag, sumLag } = this.stat;
     const mean = (x: number) => (updates ? x / updates : 0);
-    return { mode: this.o.mode, servers: parameterServers('parameterServerStats'), updates, maxStaleness: max, meanStaleness: mean(sum), maxLag, meanLag: mean(sumLag) };
+    return { mode: this.o.mode, servers: parameterServers('parameterServerStats'), updates, maxStaleness: max, meanStaleness: mean(sum), maxLag, meanLag: mean(sumLag), globalUpdates: this.stat.total };
   }
 }
