@@ -132,3 +132,26 @@ describe('a parameter server, in one process', () => {
     expect(warnings.some((m) => m.includes('refusing rank 0') || m.includes('lost rank 0'))).toBe(false);
   });
 });
+
+describe("the servers' SGD", () => {
+  it('is bit-identical to tfjs SGD (its reference), over steps, learning rates and magnitudes', async () => {
+    const { ChunkWeights } = await import('../src/ps/weights.js');
+    let x = 12345;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2 ** 31) / 2 ** 31 - 0.5) * 10 ** Math.floor(((x % 13) - 6));
+    for (const lr of [0.5, 0.1, 1e-3, 3.7]) {
+      const fast = new ChunkWeights(tf as never, 7, { className: 'SGD', config: { learningRate: lr } });
+      const ref = new ChunkWeights(tf as never, 8, { className: 'SGD', config: { learningRate: lr } }, true);
+      const init = Float32Array.from({ length: 1001 }, rnd);
+      fast.create(0, init);
+      ref.create(0, init);
+      for (let step = 0; step < 5; step++) {
+        const g = Float32Array.from({ length: 1001 }, rnd);
+        fast.apply(0, g);
+        ref.apply(0, g);
+      }
+      expect(Array.from(fast.read(0))).toEqual(Array.from(ref.read(0)));
+      fast.dispose();
+      ref.dispose();
+    }
+  });
+});

@@ -366,7 +366,9 @@ export class ParameterServer {
     if (step !== w.step) throw this.bad(w, `a pull for step ${step}; its next step is ${w.step}`, 'step');
     if (w.pushed.size !== j.chunks.size) throw this.bad(w, `a pull for step ${step} after pushing ${w.pushed.size} of the ${j.chunks.size} chunks this server holds`, 'pull');
     const staleness = Math.max(0, step - w.readClock);
-    const lag = this.updatesDone - w.readUpdates;
+    // sync: a step's updates are applied together, the worker's own among them (the last
+    // pusher's completes the step before its pull arrives): no other update came between.
+    const lag = j.mode === 'sync' ? 0 : this.updatesDone - w.readUpdates;
     if (j.mode !== 'sync') this.updatesDone++;
     this.stat.updates++;
     this.stat.sum += staleness;
@@ -409,7 +411,8 @@ export class ParameterServer {
     const j = this.job!;
     const clock = j.mode === 'sync' ? this.syncStep : this.clock();
     for (const key of j.keys) {
-      const v = this.weights!.read(key);
+      // A copy: the link may write it later, and an update in the meantime must not tear it.
+      const v = this.weights!.read(key).slice();
       w.link.sendData({ seq: key, step: clock, chunk: OP_WEIGHTS, codec: 0, scale: 1 }, new Uint8Array(v.buffer, v.byteOffset, v.byteLength), () => {});
     }
     this.send(w, last);

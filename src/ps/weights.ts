@@ -19,9 +19,15 @@ export interface OptimizerSpec {
   config: Record<string, unknown>;
 }
 
+/**
+ * A chunk: a tfjs variable and its own optimizer instance, or, for plain SGD, its values and
+ * an update in JavaScript (see sgdStep).
+ */
 interface Slot {
-  variable: TfCore.Variable;
-  optimizer: TfCore.Optimizer;
+  variable?: TfCore.Variable;
+  optimizer?: TfCore.Optimizer;
+  values?: Float32Array;
+  iterations: number;
   length: number;
 }
 
@@ -41,15 +47,32 @@ export const checkpointFiles = (dir: string, server: number) => ({
   data: join(dir, `ps-server-${server}.bin`),
 });
 
+/**
+ * tfjs's SGD, w + (-lr) * g, computed as its CPU kernels do (the product rounded to float32, then
+ * the sum), so the results are bit-identical (test/ps-server.test.ts): on the CPU backend tfjs
+ * broadcasts the scalar through a general index loop, measured at ~60 MB/s, which made the
+ * servers' optimizer the whole cost of a step on large models.
+ */
+function sgdStep(w: Float32Array, g: Float32Array, negLr: number): void {
+  for (let i = 0; i < w.length; i++) w[i] = Math.fround(negLr * g[i]) + w[i];
+}
+
 export class ChunkWeights {
   private readonly slots = new Map<number, Slot>();
+  /** -learningRate as a float32, when the optimizer is plain SGD (then sgdStep updates the chunks). */
+  private readonly sgd: number | undefined;
 
   constructor(
     private readonly tf: typeof TfCore,
     private readonly server: number,
     readonly spec: OptimizerSpec,
+    /** Always run the tfjs optimizer (the reference the SGD path is tested against). */
+    reference = false,
   ) {
     this.newOptimizer().dispose(); // refuse an unknown class now, before any chunk exists
+    const lr = spec.config.learningRate;
+    const plain = Object.keys(spec.config).every((k) => k === 'learningRate');
+    this.sgd = !reference && spec.className === 'SGD' && plain && typeof lr === 'number' && Number.isFinite(lr) ? Math.fround(-lr) : undefined;
   }
 
   private newOptimizer(): TfCore.Optimizer {
@@ -86,21 +109,42 @@ export class ChunkWeights {
   /** Chunk `key` with initial values `values`. */
   create(key: number, values: Float32Array): void {
     const { tf } = this;
-    this.slots.get(key)?.variable.dispose();
+    this.free(key);
+    if (this.sgd !== undefined) {
+      this.slots.set(key, { values: values.slice(), iterations: 0, length: values.length });
+      return;
+    }
     const variable = tf.variable(tf.tensor1d(values, 'float32'), true, `ps${this.server}/c${key}`);
-    this.slots.set(key, { variable, optimizer: this.newOptimizer(), length: values.length });
+    this.slots.set(key, { variable, optimizer: this.newOptimizer(), iterations: 0, length: values.length });
+  }
+
+  private free(key: number): void {
+    const s = this.slots.get(key);
+    s?.variable?.dispose();
+    s?.optimizer?.dispose();
   }
 
   /** One optimizer step of chunk `key` with gradient `grad`. */
   apply(key: number, grad: Float32Array): void {
     const s = this.slots.get(key)!;
+    s.iterations++;
+    if (s.values) return sgdStep(s.values, grad, this.sgd!);
     const { tf } = this;
-    tf.tidy(() => s.optimizer.applyGradients({ [s.variable.name]: tf.tensor1d(grad, 'float32') }));
+    tf.tidy(() => s.optimizer!.applyGradients({ [s.variable!.name]: tf.tensor1d(grad, 'float32') }));
   }
 
-  /** Chunk `key`'s current values (not to be modified). */
+  /**
+   * Chunk `key`'s current values (not to be modified, nor kept: the SGD path updates them in place).
+   */
   read(key: number): Float32Array {
-    return this.slots.get(key)!.variable.dataSync() as Float32Array;
+    const s = this.slots.get(key)!;
+    return s.values ?? (s.variable!.dataSync() as Float32Array);
+  }
+
+  /** The optimizer's state of a chunk, as tfjs's getWeights lists it (SGD: its iterations). */
+  private async state(s: Slot): Promise<Array<{ name: string; tensor: TfCore.Tensor }>> {
+    if (s.optimizer) return s.optimizer.getWeights();
+    return [{ name: 'iter', tensor: this.tf.scalar(s.iterations, 'int32') }];
   }
 
   async save(dir: string, servers: number, clock: number): Promise<string> {
@@ -115,9 +159,9 @@ export class ChunkWeights {
     };
     const manifest: Manifest = { format: 'ringreduce-ps', version: 1, server: this.server, servers, clock, className: this.spec.className, config: this.spec.config, chunks: [] };
     for (const [key, s] of [...this.slots].sort((a, b) => a[0] - b[0])) {
-      const at = put((s.variable.dataSync() as Float32Array).slice());
+      const at = put(this.read(key).slice());
       const state = [];
-      for (const w of await s.optimizer.getWeights()) {
+      for (const w of await this.state(s)) {
         const values = (await w.tensor.data()) as Float32Array;
         state.push({ name: w.name, shape: w.tensor.shape, offset: put(Float32Array.from(values)), count: values.length });
       }
@@ -162,18 +206,17 @@ export class ChunkWeights {
     const { tf } = this;
     for (const c of m.chunks) {
       this.create(c.key, f32(c.offset, c.length));
+      const slot = this.slots.get(c.key)!;
       const state = c.state.map((w) => ({ name: w.name, tensor: tf.tensor(f32(w.offset, w.count), w.shape, 'float32') }));
-      await this.slots.get(c.key)!.optimizer.setWeights(state);
+      if (slot.optimizer) await slot.optimizer.setWeights(state);
+      else slot.iterations = state.length > 0 ? Math.round(state[0].tensor.dataSync()[0]) : 0;
       tf.dispose(state.map((w) => w.tensor));
     }
     return m.clock;
   }
 
   dispose(): void {
-    for (const s of this.slots.values()) {
-      s.variable.dispose();
-      s.optimizer.dispose();
-    }
+    for (const key of this.slots.keys()) this.free(key);
     this.slots.clear();
   }
 }
