@@ -3,6 +3,8 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as rr from '../src/index.js';
 import { psServerEnv, tuning } from '../src/env.js';
+import { placeServers } from '../src/launcher/layout.js';
+import { parseArgs } from '../src/launcher/args.js';
 import { root, runNode } from './helpers/run.js';
 import { taggedResults } from './helpers/results.js';
 
@@ -45,6 +47,20 @@ describe('DistributedOptimizer({ parameterServer }) options', () => {
     await expect(m.fit(tf.ones([2, 1]), tf.ones([2, 1]), { epochs: 1, verbose: 0, callbacks: [rr.callbacks.pullServerWeights()] })).rejects.toThrow(
       /pullServerWeights: the model's optimizer is no DistributedOptimizer with options.parameterServer/,
     );
+  });
+});
+
+describe('ringrun --servers placement', () => {
+  it('servers go round-robin over the distinct -H hosts, else on this host', () => {
+    const { config } = parseArgs(['-H', 'node-a:2,node-b:2', '--servers', '3', 'node', 'x.js'], {}) as { kind: 'run'; config: Parameters<typeof placeServers>[0] };
+    expect(placeServers(config)).toEqual([
+      { host: 'node-a', local: false },
+      { host: 'node-b', local: false },
+      { host: 'node-a', local: false },
+    ]);
+    const local = parseArgs(['-np', '2', '--servers', '2', '--allow-worker-loss', 'node', 'x.js'], {}) as { kind: 'run'; config: Parameters<typeof placeServers>[0] & { allowWorkerLoss?: boolean } };
+    expect(placeServers(local.config)).toEqual([{ host: 'localhost', local: true }, { host: 'localhost', local: true }]);
+    expect(local.config.allowWorkerLoss).toBe(true);
   });
 });
 

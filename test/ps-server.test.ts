@@ -155,3 +155,20 @@ describe("the servers' SGD", () => {
     }
   });
 });
+
+describe('a server whose rank 0 never initialises it', () => {
+  it('tells the waiting workers why instead of leaving them to their timeout', async () => {
+    await tf.setBackend('cpu');
+    const server = new ParameterServer({ server: 0, servers: 1, tf: tf as never, logger });
+    const w1 = new RawWorker(server, 1);
+    w1.hello();
+    const w0 = new RawWorker(server, 0);
+    w0.hello();
+    await new Promise((r) => setTimeout(r, 10));
+    w0.link.close(); // gone after its hello, before 'init'
+    const e = await w1.next();
+    expect(e).toMatchObject({ t: 'error', error: { code: 'RING_ERR_PEER_LOST', details: { server: 0, ranks: [0] } } });
+    expect((e as { error: { message: string } }).error.message).toMatch(/worker rank 0 left before it sent the initial weights/);
+    server.close();
+  });
+});

@@ -446,6 +446,11 @@ export class ParameterServer {
 
   private left(w: Worker): void {
     this.pendingReady.delete(w);
+    if (!this.ready && w.rank === 0 && this.pendingReady.size > 0) {
+      // Nobody else can initialise the server: the workers waiting for it are told why now.
+      const err = new RingPeerLostError(`${this.name}: worker rank 0 left before it sent the initial weights: the server cannot start`, { server: this.o.server, ranks: [0] });
+      for (const p of [...this.pendingReady]) this.refuse(p, err);
+    }
     if (this.job && this.ready) {
       if (this.job.mode === 'sync') this.checkSyncWaits();
       else this.answerPulls(); // the clock may move on without it
