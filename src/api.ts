@@ -129,9 +129,12 @@ export const recv = <T extends NumericArray>(into: T, o: RecvOptions): Promise<T
 /** A process group of the listed ranks: see RingGroup.newGroup (every rank calls it; non-members get null). */
 export const newGroup = (ranks: readonly number[]): Promise<ProcessGroup | null> => traced(() => group('newGroup').newGroup(ranks));
 
-/** The comm worker for gradient reduction, started by init() (undefined when size() === 1). */
+/**
+ * The comm worker for gradient reduction, started by init() (undefined when size() === 1 and the
+ * job has no parameter servers: their client runs on it too).
+ */
 export function engine(fn: string, s = state(fn)): Engine | undefined {
-  if (s.group.size === 1) return undefined;
+  if (s.group.size === 1 && s.options.psServers === 0) return undefined;
   if (!s.engine) {
     const o = s.options;
     const { source: _source, hostStore: _hostStore, tokenIsDefault: _default, logger: _logger, store, ...rest } = o;
@@ -139,6 +142,9 @@ export function engine(fn: string, s = state(fn)): Engine | undefined {
   }
   return s.engine;
 }
+
+/** The job's number of parameter servers (RINGREDUCE_PS_SERVERS, ringrun --servers). */
+export const parameterServers = (fn: string): number => state(fn).options.psServers;
 
 export async function shutdown(): Promise<void> {
   const s = current;

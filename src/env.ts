@@ -71,6 +71,8 @@ export interface EnvTuning {
   hierarchical?: 'auto' | boolean;
   /** RINGREDUCE_VERBOSE=1 (ringrun --verbose): say which addresses were chosen, and per link shared memory or socket. */
   verbose: boolean;
+  /** RINGREDUCE_PS_SERVERS (ringrun --servers): how many parameter servers the job has (0: none). */
+  psServers?: number;
 }
 
 /** 1/true/yes/on or 0/false/no/off; undefined when unset. */
@@ -307,7 +309,35 @@ export function tuning(env: Env = process.env): EnvTuning {
     tlsFiles: tlsFiles(env),
     verbose: env.RINGREDUCE_VERBOSE === '1' || env.RINGREDUCE_VERBOSE === 'true',
     hierarchical: autoOrFlag(env, 'RINGREDUCE_HIERARCHICAL'),
+    psServers: int(env, 'RINGREDUCE_PS_SERVERS', 0),
   };
+}
+
+/** What a parameter server process learns from its environment (see ps/server-main.ts). */
+export interface PsServerEnv {
+  /** RINGREDUCE_PS_SERVER: this server's index, 0..servers-1. */
+  server: number;
+  /** RINGREDUCE_PS_SERVERS: how many servers the job has. */
+  servers: number;
+  /** The job's rendezvous store, as init() reads it: RINGRUN_STORE, RINGREDUCE_STORE, or MASTER_ADDR:MASTER_PORT. */
+  store: string;
+}
+
+export function psServerEnv(env: Env = process.env): PsServerEnv {
+  const servers = int(env, 'RINGREDUCE_PS_SERVERS', 1);
+  const server = int(env, 'RINGREDUCE_PS_SERVER', 0);
+  if (servers === undefined || server === undefined) {
+    throw new RingInvalidArgError(
+      'a parameter server needs RINGREDUCE_PS_SERVER (its index, 0..S-1) and RINGREDUCE_PS_SERVERS (S) in its environment (ringrun --servers S sets them)',
+    );
+  }
+  if (server >= servers) throw new RingInvalidArgError(`RINGREDUCE_PS_SERVER must be in 0..${servers - 1} (RINGREDUCE_PS_SERVERS is ${servers}), got ${server}`);
+  const port = env.MASTER_PORT;
+  const store = env.RINGRUN_STORE || env.RINGREDUCE_STORE || (env.MASTER_ADDR && port ? `${env.MASTER_ADDR}:${port}` : undefined);
+  if (!store) {
+    throw new RingInvalidArgError('a parameter server needs the job\'s rendezvous store: RINGRUN_STORE (ringrun sets it), RINGREDUCE_STORE, or MASTER_ADDR and MASTER_PORT');
+  }
+  return { server, servers, store };
 }
 
 function tlsFiles(env: Env): EnvTuning['tlsFiles'] {

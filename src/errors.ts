@@ -28,6 +28,8 @@ export interface RingErrorDetails {
   seq?: number;
   /** For mismatches: the field that differs. */
   field?: string;
+  /** The parameter server involved (its index: servers are not ranks of the workers' world). */
+  server?: number;
 }
 
 export class RingError extends Error {

@@ -54,6 +54,7 @@ export {
 export type { RingErrorCode, RingErrorDetails } from './errors.js';
 export { DistributedOptimizer } from './tfjs/optimizer.js';
 export type { DistributedOptimizerOptions } from './tfjs/optimizer.js';
+export type { ParameterServerOptions, ParameterServerStats } from './ps/worker-side.js';
 export { callbacks } from './tfjs/callbacks.js';
 export type { LearningRateWarmupOptions } from './tfjs/callbacks.js';
 export { broadcastVariables, broadcastOptimizerState } from './tfjs/variables.js';

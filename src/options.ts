@@ -137,6 +137,8 @@ export interface ResolvedOptions {
   hierarchical: HierarchicalMode;
   smallOps: SmallOps;
   smallOpsRadix: number;
+  /** Parameter servers of the job (RINGREDUCE_PS_SERVERS, set by ringrun --servers); 0: none. */
+  psServers: number;
 }
 
 export const DEFAULTS = {
@@ -264,6 +266,7 @@ export function resolveOptions(o: InitOptions = {}, env: Env = process.env): Res
     hierarchical: hierarchical === 'auto' ? 'auto' : hierarchical ? 'on' : 'off',
     smallOps: smallOpsOption(o.smallOps ?? t.smallOps ?? DEFAULTS.smallOps),
     smallOpsRadix: positiveInt('smallOpsRadix', o.smallOpsRadix ?? DEFAULTS.smallOpsRadix, 2),
+    psServers: t.psServers ?? 0,
   };
 }
 

@@ -70,6 +70,7 @@ const RUN: Record<string, Runs> = {
   'npx ringrun bench --help': { expect: [/^Usage: ringrun bench -np N/m] },
   'node bench/compare.mjs --help': { expect: [/--small-iters K/] },
   'node bench/pipeline.mjs --help': { expect: [/^Usage: node bench\/pipeline\.mjs \[options\]/m, /--micro LIST/] },
+  'node bench/ps.mjs --help': { expect: [/^Usage: node bench\/ps\.mjs \[options\]/m, /--straggler-epochs N/] },
   'node bench/netns.mjs --help': { expect: [/^Usage: node bench\/netns\.mjs \[--hosts K\]/m, /--rate RATE/] },
 };
 
@@ -112,6 +113,12 @@ const CANNOT_RUN: Record<string, CannotRun> = {
   'node bench/soak.mjs --np 3 --ops 5000': { reason: 'minutes; test/soak.test.ts runs the same soak with 400 operations' },
   'npx ringrun -np 2 node examples/pipeline/train.js': {
     reason: 'minutes of training (its run is recorded in examples/pipeline/README.md); test/pipeline.test.ts trains the same pipeline code against one process, 2 and 3 stages, both schedules',
+  },
+  'npx ringrun -np 3 --servers 1 node examples/parameter-server/train.js --mode async --slow-worker 2': {
+    reason: 'a minute of training on shared cores (its figures are in docs/PARAMETER_SERVER.md); test/ps-*.test.ts run the same parameter-server paths: sync against one process, async and stale with a straggler, faults, checkpoints',
+  },
+  'RINGREDUCE_PS_SERVER=0 RINGREDUCE_PS_SERVERS=1 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 RINGREDUCE_TOKEN=s3cret node node_modules/ringreduce/dist/ps/server-main.js': {
+    reason: 'a server for workers on another machine; test/ps-options.test.ts starts a server and two workers this way (torchrun-style variables) on this host',
   },
   'npm run bench:kernels': { reason: 'minutes of benny timing; test/kernels-parity.test.ts and test/kernels-half.test.ts check the kernels it times' },
 };

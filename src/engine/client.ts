@@ -5,6 +5,7 @@ import { deserializeError, RingError, RingInternalError, RingRendezvousError, Ri
 import { describeErrno, isFdExhaustion } from '../transport/fds.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
 import type { GroupMeta } from './plan.js';
+import type { PsSetup, StepInfo } from '../ps/client.js';
 
 export interface NamedData {
   name: string;
@@ -49,7 +50,7 @@ export class Engine {
   private readonly worker: Worker;
   private readonly syncPort: MessagePort;
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(): void; reject(e: Error): void }>();
+  private readonly waiting = new Map<number, { resolve(reply?: Extract<FromWorker, { type: 'done' }>): void; reject(e: Error): void }>();
   private readonly ready: Promise<void>;
   private isReady = false;
   private fatal: RingError | undefined;
@@ -75,7 +76,7 @@ export class Engine {
           const w = this.waiting.get(m.id);
           this.waiting.delete(m.id);
           if (m.error) w?.reject(deserializeError(m.error));
-          else w?.resolve();
+          else w?.resolve(m);
           this.idle();
         }
       });
@@ -123,6 +124,15 @@ export class Engine {
   /** Reduces the tensors across ranks; blocks this thread until done. Results are in input order. */
   reduceSync(tensors: NamedData[], o: GroupOptions): Float32Array[] {
     const { id, control, results } = this.submit(tensors, o, true);
+    this.waitSync(id, control, 'gradient reduction');
+    return results;
+  }
+
+  /**
+   * Blocks in Atomics.wait until the worker has answered request `id` (its reply is on the sync
+   * port); throws its error. Returns the reply.
+   */
+  private waitSync(id: number, control: Int32Array, what: string): Extract<FromWorker, { type: 'done' }> | undefined {
     // The worker finishes ring formation in the background too; one deadline bounds both.
     const limit = this.options.timeoutMs > 0 ? this.options.timeoutMs + this.options.startTimeoutMs + 5000 : Infinity;
     const t0 = Date.now();
@@ -130,7 +140,7 @@ export class Engine {
       const left = limit - (Date.now() - t0);
       if (left <= 0) {
         this.idle();
-        throw new RingTimeoutError(`rank ${this.options.rank}: gradient reduction #${id} got no answer from the comm worker within ${limit} ms`, {
+        throw new RingTimeoutError(`rank ${this.options.rank}: ${what} #${id} got no answer from the comm worker within ${limit} ms`, {
           rank: this.options.rank,
         });
       }
@@ -153,13 +163,43 @@ export class Engine {
     }
     this.idle();
     if (reply?.type === 'done' && reply.error) throw deserializeError(reply.error);
-    if (Atomics.load(control, 0) !== 1) throw this.fatal ?? new RingInternalError(`reduction #${id} failed without an error`);
-    return results;
+    if (Atomics.load(control, 0) !== 1) throw this.fatal ?? new RingInternalError(`${what} #${id} failed without an error`);
+    return reply?.type === 'done' ? reply : undefined;
+  }
+
+  /** Posts a request that is answered by a 'done' carrying its id. */
+  private post(make: (id: number, control: SharedArrayBuffer) => ToWorker): { id: number; control: Int32Array } {
+    if (this.fatal) throw this.fatal;
+    if (this.closed) throw new RingShutdownError(`rank ${this.options.rank}: the comm engine is shut down`);
+    const control = new SharedArrayBuffer(4);
+    const id = this.nextId++;
+    this.worker.ref();
+    this.worker.postMessage(make(id, control));
+    return { id, control: new Int32Array(control) };
+  }
+
+  /**
+   * A parameter-server step (see ps/client.ts): the gradients in `buffer` go to the servers and
+   * their weights come back into it. `sync` blocks this thread (tfjs' applyGradients).
+   */
+  psStepSync(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined): StepInfo | undefined {
+    const { id, control } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: true, setup }));
+    return this.waitSync(id, control, 'parameter-server step')?.ps;
+  }
+
+  async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, fetch = false): Promise<StepInfo | undefined> {
+    const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup, fetch }));
+    return new Promise<StepInfo | undefined>((resolve, reject) => this.waiting.set(id, { resolve: (info) => resolve(info?.ps), reject }));
+  }
+
+  async psSave(dir: string): Promise<void> {
+    const { id } = this.post((id, control) => ({ type: 'ps-save', id, control, sync: false, dir }));
+    await new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve: () => resolve(), reject }));
   }
 
   async reduce(tensors: NamedData[], o: GroupOptions): Promise<Float32Array[]> {
     const { id, results } = this.submit(tensors, o, false);
-    await new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    await new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve: () => resolve(), reject }));
     return results;
   }
 

@@ -2,6 +2,7 @@ import type { StoreAddress } from '../env.js';
 import type { SerializedRingError } from '../errors.js';
 import type { ResolvedOptions } from '../options.js';
 import type { GroupMeta } from './plan.js';
+import type { PsSetup, StepInfo } from '../ps/client.js';
 
 /** Messages between the main thread and the comm worker, as discriminated unions on `type`. */
 
@@ -35,10 +36,23 @@ export type ToWorker =
       /** The process set to reduce over (its id and members' world ranks); absent: the world. */
       scope?: { id: string; members: number[] };
     }
+  | {
+      /** A parameter-server step (ps/client.ts): gradients in `buffer` are pushed, the pulled weights replace them. */
+      type: 'ps';
+      id: number;
+      buffer: SharedArrayBuffer;
+      control: SharedArrayBuffer;
+      sync: boolean;
+      /** Only fetch the current weights into `buffer` (no gradients pushed). */
+      fetch?: boolean;
+      /** The first step: how to reach the servers, and the initial weights (rank 0's are the model's). */
+      setup?: PsSetup & { initial: SharedArrayBuffer };
+    }
+  | { type: 'ps-save'; id: number; control: SharedArrayBuffer; sync: boolean; dir: string }
   | { type: 'shutdown' };
 
 export type FromWorker =
   | { type: 'ready' }
-  | { type: 'done'; id: number; error?: SerializedRingError }
+  | { type: 'done'; id: number; error?: SerializedRingError; ps?: StepInfo }
   | { type: 'fatal'; error: SerializedRingError }
   | { type: 'closed' };

@@ -1,10 +1,11 @@
 import { parentPort, type MessagePort } from 'node:worker_threads';
-import { RingError, serializeError, type SerializedRingError } from '../errors.js';
+import { RingError, RingInvalidArgError, serializeError, type SerializedRingError } from '../errors.js';
 import type { RingGroup } from '../group.js';
 import { stderrLogger } from '../logger.js';
 import { formRing } from '../rendezvous/ring.js';
 import type { EngineOptions, FromWorker, ToWorker } from './messages.js';
 import { Negotiator, type Pending } from './negotiator.js';
+import { PsClient, type StepInfo } from '../ps/client.js';
 
 /**
  * The comm thread: owns the engine's ring (a second world ring, formed at init) and reduces the
@@ -23,12 +24,14 @@ world.catch(() => {});
 let options: EngineOptions;
 let fatal: SerializedRingError | undefined;
 const scopes = new Map<string, Promise<Negotiator>>();
+/** The parameter-server client, made by the first 'ps' step (one per process: see tfjs/optimizer.ts). */
+let ps: Promise<PsClient> | undefined;
 const made: Negotiator[] = [];
 
-function reply(p: Pending, error?: SerializedRingError): void {
+function reply(p: Pick<Pending, 'id' | 'control' | 'sync'>, error?: SerializedRingError, ps?: StepInfo): void {
   if (Atomics.load(p.control, 0) !== 0) return; // answered already
   // Post first, then wake: a main thread blocked in Atomics.wait reads the reply straight off the port.
-  const msg: FromWorker = { type: 'done', id: p.id, error };
+  const msg: FromWorker = ps ? { type: 'done', id: p.id, error, ps } : { type: 'done', id: p.id, error };
   (p.sync ? syncPort! : port).postMessage(msg);
   Atomics.store(p.control, 0, error ? 2 : 1);
   Atomics.notify(p.control, 0);
@@ -101,7 +104,27 @@ port.on('message', async (m: ToWorker | { type: 'syncPort'; port: MessagePort })
       (n) => n.submit(p),
       (e) => reply(p, serialize(e)),
     );
+  } else if (m.type === 'ps') {
+    const p = { id: m.id, control: new Int32Array(m.control), sync: m.sync };
+    if (m.setup && !ps) {
+      const { initial, ...setup } = m.setup;
+      ps = PsClient.connect({ ...options, logger: stderrLogger }, setup, new Float32Array(initial));
+      ps.catch(() => {});
+    }
+    if (!ps) return reply(p, serialize(new Error('a parameter-server step before its setup')));
+    ps.then((c): Promise<StepInfo | undefined> => (m.fetch ? c.fetch(new Float32Array(m.buffer)).then(() => undefined) : c.push(new Float32Array(m.buffer)))).then(
+      (info) => reply(p, undefined, info),
+      (e) => reply(p, serialize(e)),
+    );
+  } else if (m.type === 'ps-save') {
+    const p = { id: m.id, control: new Int32Array(m.control), sync: m.sync };
+    if (!ps) return reply(p, serialize(new RingInvalidArgError('saveServerState: no parameter-server step has run yet: the servers hold nothing to save')));
+    ps.then((c) => c.save(m.dir)).then(
+      () => reply(p),
+      (e) => reply(p, serialize(e)),
+    );
   } else if (m.type === 'shutdown') {
+    await ps?.then((c) => c.close()).catch(() => {});
     await ring?.shutdown().catch(() => {});
     port.postMessage({ type: 'closed' } satisfies FromWorker);
   }

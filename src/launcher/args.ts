@@ -48,6 +48,10 @@ export interface LaunchConfig {
   bindTo?: BindTo;
   /** The hierarchical all-reduce across hosts (--hierarchical[=auto|on|off]; RINGREDUCE_HIERARCHICAL in ranks). */
   hierarchical?: 'auto' | 'on' | 'off';
+  /** Parameter servers to start next to the ranks (--servers; 0 or absent: none). */
+  servers?: number;
+  /** With servers: a rank that fails does not fail the job if the others succeed (--allow-worker-loss). */
+  allowWorkerLoss?: boolean;
 }
 
 export type ParsedArgs = { kind: 'help' } | { kind: 'version' } | { kind: 'run'; config: LaunchConfig };
@@ -152,6 +156,14 @@ const valueOptions: ReadonlyMap<string, ValueOption> = new Map<string, ValueOpti
     },
   ],
   ['--iface', (d, v, name) => (d.iface = interfaceName(v, name))],
+  [
+    '--servers',
+    (d, v, name) => {
+      const n = /^[0-9]+$/.test(v) ? Number(v) : NaN;
+      if (!Number.isSafeInteger(n) || n < 1 || n > 1024) throw new UsageError(`${name} must be a number of parameter servers (1-1024), got '${v}'`, name);
+      d.servers = n;
+    },
+  ],
   ['--tls-cert', (d, v, name) => (d.tlsCert = nonEmpty(v, name, 'a PEM file'))],
   ['--tls-key', (d, v, name) => (d.tlsKey = nonEmpty(v, name, 'a PEM file'))],
   ['--tls-ca', (d, v, name) => (d.tlsCa = nonEmpty(v, name, 'a PEM file'))],
@@ -183,6 +195,7 @@ const flagOptions: ReadonlyMap<string, (d: Draft) => ParsedArgs | void> = new Ma
   ['--tag-output', (d) => void (d.tagOutput = true)],
   ['--no-tag-output', (d) => void (d.tagOutput = false)],
   ['--verbose', (d) => void (d.verbose = true)],
+  ['--allow-worker-loss', (d) => void (d.allowWorkerLoss = true)],
   ['-h', () => ({ kind: 'help' })],
   ['--help', () => ({ kind: 'help' })],
   ['-V', () => ({ kind: 'version' })],
@@ -260,6 +273,9 @@ export function parseArgs(
     throw new UsageError(`${missing} is needed too: TLS takes both --tls-cert and --tls-key`, missing);
   }
   if (d.tlsCa !== undefined && d.tlsCert === undefined) throw new UsageError('--tls-ca needs --tls-cert and --tls-key', '--tls-ca');
+  if (d.allowWorkerLoss && d.servers === undefined) {
+    throw new UsageError('--allow-worker-loss needs --servers: only a parameter-server job goes on without a rank', '--allow-worker-loss');
+  }
   const config: LaunchConfig = {
     np: d.np,
     command: command[0],
@@ -279,6 +295,8 @@ export function parseArgs(
   if (d.verbose) config.verbose = true;
   if (d.bindTo !== undefined) config.bindTo = d.bindTo;
   if (d.hierarchical !== undefined) config.hierarchical = d.hierarchical;
+  if (d.servers !== undefined) config.servers = d.servers;
+  if (d.allowWorkerLoss) config.allowWorkerLoss = true;
   if (d.tlsCert !== undefined && d.tlsKey !== undefined) {
     // Absolute, so they mean the same file on every host (like the working directory).
     config.tls = { cert: resolve(d.tlsCert), key: resolve(d.tlsKey) };
@@ -349,6 +367,19 @@ Options (a value may also be given as --option=value):
                         alone): the same, with a warning when the layout does
                         not allow it; off: always the flat ring
                         (RINGREDUCE_HIERARCHICAL=auto|1|0 in ranks)
+  --servers S           also start S parameter servers (ringreduce's own
+                        server, not the command: dist/ps/server-main.js), on
+                        this host or round-robin over the -H hosts; the ranks
+                        are the workers (RANK/WORLD_SIZE count them only) and
+                        get RINGREDUCE_PS_SERVERS=S. A rank that fails no
+                        longer stops the others (in sync mode they fail on
+                        their own, naming it); it is reported at the end and
+                        the exit status is its code. A server that fails is
+                        reported at once; its workers fail naming it. The
+                        servers are stopped once every rank has exited
+  --allow-worker-loss   with --servers: lost ranks are reported, but the exit
+                        status is 0 if every other rank succeeded (async and
+                        stale modes go on without a lost worker)
   --                    end of options: what follows is the command
   -h, --help            print this help and exit
   -V, --version         print the version and the active kernel backend
@@ -397,6 +428,9 @@ Environment of each rank (on top of ringrun's own environment and -x):
   RINGRUN_TOKEN                    the job's secret; ranks authenticate with it
   RINGRUN_START_TIMEOUT            seconds, only with --start-timeout
   RINGRUN                          1
+  RINGREDUCE_PS_SERVERS            S, only with --servers S
+Each parameter server gets RINGREDUCE_PS_SERVER (its index, 0..S-1),
+RINGREDUCE_PS_SERVERS, RINGRUN_STORE, RINGRUN_TOKEN and the -x variables.
 
 Each rank runs in its own process group, and stopping a rank signals the whole
 group. On SIGINT, SIGTERM or SIGHUP, ringrun sends SIGTERM to every rank, then
@@ -423,6 +457,7 @@ Examples:
   ringrun -np 4 --timeout 3600 -x OMP_NUM_THREADS=1 node train.js --epochs 10
   ringrun -H node1:4,node2:4 --iface eth1 -x OMP_NUM_THREADS=1 node train.js
   ringrun --hostfile hosts.txt -np 6 -p 2222 -i ~/.ssh/cluster node train.js
+  ringrun -np 4 --servers 2 --allow-worker-loss node train.js
   ringrun -H node1,node2 --tls-cert rank.pem --tls-key rank.key --tls-ca ca.pem node train.js
 `;
 }

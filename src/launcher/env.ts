@@ -14,6 +14,8 @@ export const RANK_ENV_NAMES = [
   'RINGRUN_STORE',
   'RINGRUN_TOKEN',
   'RINGRUN_START_TIMEOUT',
+  'RINGREDUCE_PS_SERVER',
+  'RINGREDUCE_PS_SERVERS',
 ] as const;
 
 export interface JobEnv {
@@ -24,6 +26,8 @@ export interface JobEnv {
   startTimeoutSec?: number;
   /** The -x values. */
   exports: ReadonlyMap<string, string>;
+  /** Parameter servers of the job (--servers), if any. */
+  servers?: number;
 }
 
 /**
@@ -49,5 +53,24 @@ export function rankEnv(
   env.RINGRUN_STORE = `${formatHost(job.store.host)}:${job.store.port}`;
   env.RINGRUN_TOKEN = job.token;
   if (job.startTimeoutSec !== undefined) env.RINGRUN_START_TIMEOUT = String(job.startTimeoutSec);
+  if (job.servers) env.RINGREDUCE_PS_SERVERS = String(job.servers);
+  return env;
+}
+
+/**
+ * The environment of parameter server `k` (ringrun --servers): the job's store, token and -x
+ * values like a rank's, its index and the number of servers, and no rank variables (a server is
+ * no rank of the workers' world).
+ */
+export function serverEnv(base: NodeJS.ProcessEnv, job: JobEnv & { servers: number }, k: number): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...base };
+  for (const name of RANK_ENV_NAMES) delete env[name];
+  for (const [name, value] of job.exports) env[name] = value;
+  env.RINGRUN = '1';
+  env.RINGRUN_STORE = `${formatHost(job.store.host)}:${job.store.port}`;
+  env.RINGRUN_TOKEN = job.token;
+  if (job.startTimeoutSec !== undefined) env.RINGRUN_START_TIMEOUT = String(job.startTimeoutSec);
+  env.RINGREDUCE_PS_SERVER = String(k);
+  env.RINGREDUCE_PS_SERVERS = String(job.servers);
   return env;
 }

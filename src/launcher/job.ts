@@ -6,8 +6,22 @@ import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
 import type { Endpoint, TlsConfig } from '../rendezvous/store.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
 import { allowedCpus, boundCommand } from './bind.js';
-import { rankEnv } from './env.js';
-import { describeHosts, describeStore, jobExports, loadTls, PACKAGE_ROOT, placeSlots, planStore, rshArgv, shellQuote, type Slot, type StorePlan } from './layout.js';
+import { rankEnv, serverEnv } from './env.js';
+import {
+  describeHosts,
+  describeStore,
+  jobExports,
+  loadTls,
+  PACKAGE_ROOT,
+  placeServers,
+  placeSlots,
+  planStore,
+  rshArgv,
+  SERVER_MAIN_PATH,
+  shellQuote,
+  type Slot,
+  type StorePlan,
+} from './layout.js';
 import { Output } from './output.js';
 import { summarizeUncaught } from './uncaught.js';
 import { preflightHost } from './preflight.js';
@@ -94,6 +108,16 @@ export function launch(config: LaunchConfig, options: LaunchOptions = {}): Promi
 
 class Job {
   private readonly ranks: RankProcess[] = [];
+  /**
+   * Parameter servers (--servers): supervised like ranks, but they do not decide the job. A server
+   * that fails is reported at once (its workers fail by themselves, naming it, and that failure is
+   * the job's); they are stopped once every rank has exited.
+   */
+  private readonly servers: RankProcess[] = [];
+  /** With --servers, ranks that failed while the others went on, in order. */
+  private readonly lost: Array<{ rank: RankProcess; exit: Exclude<RankExit, { kind: 'spawn-failed' }> }> = [];
+  /** A server that failed while ranks were running: the exit code if the ranks all succeed. */
+  private serverFailure: number | undefined;
   private readonly out: Output;
   private readonly err: Output;
   private reason: StopReason | undefined;
@@ -117,7 +141,8 @@ class Job {
     let timer: NodeJS.Timeout | undefined;
     try {
       const slots = placeSlots(this.config);
-      const remoteHosts = [...new Set(slots.filter((s) => !s.local).map((s) => s.host))];
+      const serverSlots = placeServers(this.config);
+      const remoteHosts = [...new Set([...slots, ...serverSlots].filter((s) => !s.local).map((s) => s.host))];
       if (this.config.verbose && this.config.hosts) for (const line of describeHosts(this.config, slots)) this.say(line);
       let tls: TlsConfig | undefined;
       try {
@@ -153,19 +178,21 @@ class Job {
       // A signal may have arrived while the store was starting: then there is nothing to spawn.
       if (!this.reason) {
         this.spawnAll(slots, plan, store.endpoint.port, token);
+        this.spawnServers(serverSlots, plan, store.endpoint.port, token);
         const { timeoutSec } = this.config;
         if (timeoutSec !== undefined) timer = setTimeout(() => this.onTimeout(timeoutSec), timeoutSec * 1000);
         await this.ended;
       }
       clearTimeout(timer);
       await this.reportFailure();
+      this.reportLost();
       await this.stopAll();
       await this.drainOutput();
-      return exitCodeFor(this.reason);
+      return this.exitCode();
     } finally {
       clearTimeout(timer);
       // Only reached with ranks alive if ringrun itself threw: kill them rather than orphan them.
-      for (const r of this.ranks) if (!r.gone) r.kill();
+      for (const r of this.procs()) if (!r.gone) r.kill();
       untrap?.();
       await store?.close();
       await Promise.all([this.out.flush(), this.err.flush()]);
@@ -218,7 +245,7 @@ class Job {
     }
     slots.forEach((slot, rank) => {
       const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
-      const job = { worldSize: np, store, token, startTimeoutSec, exports };
+      const job = { worldSize: np, store, token, startTimeoutSec, exports, servers: this.config.servers };
       // Without --verbose, a rank's uncaught error is one line from ringrun instead of Node's report.
       const onUncaught = this.config.verbose ? undefined : (summary: string) => this.say(`rank ${rank}: ${summary}`);
       const common = { rank, tagOutput, stdout: this.out, stderr: this.err, onUncaught };
@@ -238,7 +265,54 @@ class Job {
     });
   }
 
+  /** The parameter servers (--servers): ringreduce's own server script, not the command. */
+  private spawnServers(slots: Array<{ host: string; local: boolean }>, plan: StorePlan, storePort: number, token: string): void {
+    const { startTimeoutSec, tagOutput, graceSec } = this.config;
+    const base = this.options.env ?? process.env;
+    const script = join(PACKAGE_ROOT, SERVER_MAIN_PATH);
+    const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
+    slots.forEach((slot, k) => {
+      const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
+      const job = { worldSize: this.config.np, store, token, startTimeoutSec, exports: jobExports(this.config), servers: slots.length };
+      const common = { rank: k, tag: `ps${k}`, tagOutput, stdout: this.out, stderr: this.err };
+      const onExit = (r: RankProcess, exit: RankExit) => this.onServerExit(r, exit);
+      if (this.config.verbose) this.say(`parameter server ${k}: on ${slot.local ? 'this host' : slot.host}`);
+      if (slot.local) {
+        this.servers.push(new RankProcess({ ...common, command: process.execPath, args: [script], env: serverEnv(base, job, k) }, onExit));
+        return;
+      }
+      const env = serverEnv({}, job, k) as Record<string, string>;
+      const hello: RemoteHello = { v: 1, rank: k, host: slot.host, cwd: process.cwd(), env, command: 'node', args: [script], graceSec, bindTo: 'none' };
+      const [rsh, ...rshArgs] = rshArgv(this.config, slot.host, `exec node ${shellQuote(bootstrap)}`);
+      this.servers.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));
+    });
+  }
+
+  private onServerExit(r: RankProcess, exit: RankExit): void {
+    // Stopping them, or the ranks are done; a server exits 0 by itself once every worker has left.
+    if (this.reason || this.ranks.every((x) => x.exit) || (exit.kind === 'exited' && exit.code === 0)) return;
+    const where = r.host === undefined ? `(pid ${r.pid})` : `on host ${r.host}`;
+    if (exit.kind === 'spawn-failed') {
+      if (this.stop({ kind: 'spawn-failed', rank: r.rank, error: exit.error })) {
+        this.say(`cannot start parameter server ${r.rank}: ${exit.error.message}`);
+      }
+      return;
+    }
+    const how = exit.kind === 'exited' ? `exited with code ${exit.code}` : `was killed by signal ${exit.signal}`;
+    this.serverFailure ??= exitCodeFor({ kind: 'rank-failed', rank: r, exit }) || 1;
+    this.say(`parameter server ${r.rank} ${where} ${how}; the ranks that use it fail naming it`);
+  }
+
   private onRankExit(r: RankProcess, exit: RankExit): void {
+    if (exit.kind !== 'spawn-failed' && this.config.servers && (exit.kind === 'signaled' || exit.code !== 0) && !this.reason) {
+      // A parameter-server job goes on without a worker: async and stale modes do; in sync mode
+      // the servers fail the others' next step, naming it.
+      this.lost.push({ rank: r, exit });
+      const how = exit.kind === 'exited' ? `exited with code ${exit.code}` : `was killed by signal ${exit.signal}`;
+      this.say(`rank ${r.rank} ${r.host === undefined ? `(pid ${r.pid})` : `on host ${r.host}`} ${how}; the other ranks go on (parameter-server job)`);
+      if (this.ranks.every((x) => x.exit)) this.end();
+      return;
+    }
     if (exit.kind === 'spawn-failed') {
       if (this.stop({ kind: 'spawn-failed', rank: r.rank, error: exit.error })) {
         const cmd = r.host === undefined ? this.config.command : (this.config.rsh ?? DEFAULT_RSH)[0];
@@ -268,7 +342,7 @@ class Job {
     if (this.escalated) return;
     this.escalated = true;
     this.say(`received ${signal} while stopping; sending SIGKILL to every rank`);
-    for (const r of this.ranks) r.signal('SIGKILL');
+    for (const r of this.procs()) r.signal('SIGKILL');
   }
 
   /** Records the first reason to stop; false if the job is already stopping. */
@@ -277,6 +351,30 @@ class Job {
     this.reason = reason;
     this.end();
     return true;
+  }
+
+  /** With --servers: the ranks lost on the way, at the end. */
+  private reportLost(): void {
+    if (this.lost.length === 0) return;
+    const list = this.lost.map(({ rank, exit }) => `rank ${rank.rank} (${exit.kind === 'exited' ? `exit code ${exit.code}` : `signal ${exit.signal}`})`);
+    const tail = this.config.allowWorkerLoss ? '; --allow-worker-loss: not a failure of the job' : ' (--allow-worker-loss would let the job succeed without them)';
+    this.say(`lost ${countRanks(this.lost)} of ${this.config.np}: ${list.join(', ')}${tail}`);
+  }
+
+  private exitCode(): number {
+    if (this.reason) return exitCodeFor(this.reason);
+    const firstLost = this.lost[0];
+    // Without --allow-worker-loss, or with no rank left at all, a lost rank fails the job.
+    if (firstLost && (!this.config.allowWorkerLoss || this.lost.length === this.config.np)) {
+      return exitCodeFor({ kind: 'rank-failed', rank: firstLost.rank, exit: firstLost.exit });
+    }
+    // The ranks that remain all succeeded: a server that failed under them is still a failure.
+    return this.serverFailure ?? 0;
+  }
+
+  /** Every process ringrun started: the ranks and the parameter servers. */
+  private procs(): RankProcess[] {
+    return [...this.ranks, ...this.servers];
   }
 
   /** `ringrun: rank 1 (pid 123) exited with code 3`, then the rank's last stderr lines. */
@@ -312,22 +410,24 @@ class Job {
    * but left children behind), SIGKILL after the grace period, then wait for the groups to empty.
    */
   private async stopAll(): Promise<void> {
-    const left = this.ranks.filter((r) => !r.gone);
+    // Servers outlive their ranks by design: stopped here, without a word.
+    const left = this.procs().filter((r) => !r.gone);
     if (left.length === 0) return;
-    if (!this.reason) {
-      const which = left.map((r) => r.rank).join(', ');
-      this.say(`rank${left.length === 1 ? '' : 's'} ${which} exited but left processes behind; stopping them`);
+    const ranksLeft = this.ranks.filter((r) => !r.gone);
+    if (!this.reason && ranksLeft.length > 0) {
+      const which = ranksLeft.map((r) => r.rank).join(', ');
+      this.say(`rank${ranksLeft.length === 1 ? '' : 's'} ${which} exited but left processes behind; stopping them`);
     }
     for (const r of left) r.signal('SIGTERM');
     if (await this.waitGone(this.config.graceSec * 1000, () => this.escalated)) return;
-    const stubborn = this.ranks.filter((r) => !r.gone);
+    const stubborn = this.procs().filter((r) => !r.gone);
     if (!this.escalated) {
       this.say(`${countRanks(stubborn)} still running ${this.config.graceSec} s after SIGTERM; sending SIGKILL`);
     }
     for (const r of stubborn) r.signal('SIGKILL');
     if (!(await this.waitGone(KILL_WAIT_MS))) {
       // SIGKILL cannot be ignored, and zombies do not count: this is a process stuck in the kernel.
-      const stuck = this.ranks.filter((r) => !r.gone);
+      const stuck = this.procs().filter((r) => !r.gone);
       this.say(`processes of ${countRanks(stuck)} still present ${KILL_WAIT_MS / 1000} s after SIGKILL; giving up on them`);
     }
   }
@@ -336,7 +436,7 @@ class Job {
   private async waitGone(ms: number, interrupted: () => boolean = () => false): Promise<boolean> {
     const deadline = Date.now() + ms;
     for (;;) {
-      if (this.ranks.every((r) => r.gone)) return true;
+      if (this.procs().every((r) => r.gone)) return true;
       if (Date.now() >= deadline || interrupted()) return false;
       await delay(POLL_MS);
     }
@@ -344,8 +444,8 @@ class Job {
 
   /** Waits for the last output; a pipe held open by a process outside its rank's group is dropped. */
   private async drainOutput(): Promise<void> {
-    const done = await within(Promise.all(this.ranks.map((r) => r.outputDone)), OUTPUT_WAIT_MS);
-    if (!done) for (const r of this.ranks) r.abandonOutput();
+    const done = await within(Promise.all(this.procs().map((r) => r.outputDone)), OUTPUT_WAIT_MS);
+    if (!done) for (const r of this.procs()) r.abandonOutput();
   }
 
   /** Ranks that started and have not exited yet. */

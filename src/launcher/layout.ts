@@ -49,6 +49,24 @@ export function placeSlots(config: Pick<LaunchConfig, 'np' | 'hosts'>): Slot[] {
   return slots;
 }
 
+/** The parameter servers' script, relative to the package root (the same on every host). */
+export const SERVER_MAIN_PATH = 'dist/ps/server-main.js';
+
+/**
+ * Where each parameter server runs (--servers S): round-robin over the distinct hosts of -H /
+ * --hostfile in their order (as BytePS spreads its servers), else all on this host.
+ */
+export function placeServers(config: Pick<LaunchConfig, 'servers' | 'hosts'>): Array<{ host: string; local: boolean }> {
+  const n = config.servers ?? 0;
+  if (!config.hosts) return Array.from({ length: n }, () => ({ host: 'localhost', local: true }));
+  const mine = localAddresses();
+  const hosts = [...new Set(config.hosts.map((h) => h.host))];
+  return Array.from({ length: n }, (_, k) => {
+    const host = hosts[k % hosts.length];
+    return { host, local: isThisHost(host, mine) };
+  });
+}
+
 /** The rsh command line that runs `remoteCommand` (shell text) on `host`. */
 export function rshArgv(config: LaunchConfig, host: string, remoteCommand: string): string[] {
   const { rsh = DEFAULT_RSH, sshPort, sshIdentity } = config;

@@ -38,6 +38,8 @@ export interface RankSpec {
   onUncaught?: (summary: string) => void;
   /** A rank on another host: `command`/`args` run the rsh command, `hello` goes to its stdin. */
   remote?: { host: string; hello: RemoteHello };
+  /** What its output lines are tagged with (default: the rank number; a parameter server's is ps<k>). */
+  tag?: string;
 }
 
 /** After a remote SIGKILL: how long the ssh process gets to end by itself before it is killed here. */
@@ -110,7 +112,7 @@ export class RankProcess {
       child.stdin.write(`${JSON.stringify(spec.remote.hello)}\n`);
     }
 
-    const tag = (stream: string) => (spec.tagOutput ? Buffer.from(`[1,${spec.rank}]<${stream}>:`) : undefined);
+    const tag = (stream: string) => (spec.tagOutput ? Buffer.from(`[1,${spec.tag ?? spec.rank}]<${stream}>:`) : undefined);
     const stdoutDone = forwardLines(child.stdout!, spec.stdout, tag('stdout'));
     const onUncaught = spec.onUncaught;
     const fold = onUncaught && new UncaughtFolder(join(PACKAGE_ROOT, 'dist'), (summary) => {

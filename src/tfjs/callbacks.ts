@@ -136,7 +136,17 @@ function define() {
       }
     }
   }
-  return { BroadcastGlobalVariables, MetricAverage, LearningRateWarmup };
+  /** Parameter servers: the model starts from the servers' weights (worker 0's initial ones, or a restored checkpoint's). */
+  class PullServerWeights extends tfl.Callback {
+    override async onTrainBegin(): Promise<void> {
+      mine(this);
+      const model = this.model as unknown as Model;
+      const opt = model.optimizer as unknown as { pullServerWeights?(v: TfCore.Variable[]): Promise<void> };
+      if (typeof opt?.pullServerWeights !== 'function') throw new RingInvalidArgError('pullServerWeights: the model\'s optimizer is no DistributedOptimizer with options.parameterServer');
+      await opt.pullServerWeights(model.trainableWeights.map((w) => w.read() as TfCore.Variable));
+    }
+  }
+  return { BroadcastGlobalVariables, MetricAverage, LearningRateWarmup, PullServerWeights };
 }
 
 /** tf.Callbacks for model.fit, as Horovod's Keras callbacks. */
@@ -150,6 +160,15 @@ export const callbacks = {
   metricAverage(): TfLayers.Callback {
     classes ??= define();
     return new classes.MetricAverage();
+  },
+  /**
+   * Parameter servers (DistributedOptimizer({ parameterServer })): at train begin, the model's
+   * trainable weights become the servers' (worker 0's initial weights, or a restored checkpoint's),
+   * on every worker: the parameter-server counterpart of broadcastGlobalVariables.
+   */
+  pullServerWeights(): TfLayers.Callback {
+    classes ??= define();
+    return new classes.PullServerWeights();
   },
   /** Ramps the learning rate from lr/size to lr over the first epochs (Goyal et al.; Horovod's schedule). */
   learningRateWarmup(options: LearningRateWarmupOptions = {}): TfLayers.Callback {

@@ -4,6 +4,7 @@ import type { GroupOptions, NamedData } from '../engine/client.js';
 import { RingInvalidArgError } from '../errors.js';
 import { ProcessGroup } from '../group.js';
 import { needTf } from './tf.js';
+import { checkParameterServer, ParameterServerPath, type ParameterServerOptions, type ParameterServerStats } from '../ps/worker-side.js';
 
 type Tensor = TfCore.Tensor;
 type NamedTensor = { name: string; tensor: Tensor };
@@ -29,6 +30,12 @@ export interface DistributedOptimizerOptions {
    * other pipelines (see pipelineGroups).
    */
   group?: ProcessGroup;
+  /**
+   * Keep the weights on parameter servers instead of reducing over the ring (ringrun --servers S):
+   * the servers run the inner optimizer's class and config, workers push gradients (in
+   * `compression`'s format) and pull weights. See README "Parameter servers".
+   */
+  parameterServer?: ParameterServerOptions;
 }
 
 /** The tfjs Optimizer interface that DistributedOptimizer implements (and wraps). */
@@ -38,6 +45,16 @@ export interface DistributedOptimizer extends TfCore.Optimizer {
   readonly group: ProcessGroup | undefined;
   applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void>;
   minimizeAsync(f: () => TfCore.Scalar, returnCost?: boolean, varList?: TfCore.Variable[]): Promise<TfCore.Scalar | null>;
+  /**
+   * With parameterServer: these variables (default: every trainable one) take the servers' current
+   * weights (worker 0's initial ones, or a restored checkpoint's). Call it on every worker before
+   * the first step (rr.callbacks.pullServerWeights() does, for model.fit).
+   */
+  pullServerWeights(variables?: TfCore.Variable[]): Promise<void>;
+  /** With parameterServer: every server writes its state (weights, optimizer state, step) to `dir` on its host. */
+  saveServerState(dir: string): Promise<void>;
+  /** With parameterServer: this worker's steps and the staleness their updates had. */
+  parameterServerStats(): ParameterServerStats;
 }
 
 interface Impl {
@@ -69,7 +86,12 @@ function check(options: DistributedOptimizerOptions) {
       { op: 'DistributedOptimizer' },
     );
   }
-  return { op, compression, k, f, averageAggregated: options.averageAggregatedGradients === true, group: options.group };
+  const ps = options.parameterServer === undefined ? undefined : checkParameterServer(options.parameterServer);
+  if (ps && (options.group !== undefined || op !== 'average' || f !== 1)) {
+    const which = options.group !== undefined ? 'group' : op !== 'average' ? "op 'sum'" : 'gradientPredivideFactor';
+    throw new RingInvalidArgError(`DistributedOptimizer: options.parameterServer does not combine with options.${which}: the servers average the workers' gradients`);
+  }
+  return { op, compression, k, f, averageAggregated: options.averageAggregatedGradients === true, group: options.group, ps };
 }
 
 /**
@@ -88,6 +110,7 @@ function define(): Impl {
     private readonly options: DistributedOptimizerOptions;
     private accumulated: NamedTensorMap | undefined;
     private passes = 0;
+    private readonly ps: ParameterServerPath | undefined;
 
     constructor(inner: TfCore.Optimizer, options: DistributedOptimizerOptions = {}) {
       super();
@@ -99,6 +122,41 @@ function define(): Impl {
       this.o = check(options);
       this.group = this.o.group;
       this.prefix = options.name ?? `opt${instances++}/`;
+      if (this.o.ps) this.ps = new ParameterServerPath(tf, inner, this.o.ps, this.o.compression as 'none' | 'fp16' | 'bf16');
+    }
+
+    private needPs(fn: string): ParameterServerPath {
+      if (!this.ps) throw new RingInvalidArgError(`DistributedOptimizer.${fn}: this optimizer has no options.parameterServer`);
+      return this.ps;
+    }
+
+    async pullServerWeights(variables?: TfCore.Variable[]): Promise<void> {
+      const vars = variables ?? Object.values(tf.engine().registeredVariables).filter((v) => v.trainable);
+      return this.needPs('pullServerWeights').pull(vars);
+    }
+
+    async saveServerState(dir: string): Promise<void> {
+      return this.needPs('saveServerState').save(dir);
+    }
+
+    parameterServerStats(): ParameterServerStats {
+      return this.needPs('parameterServerStats').stats();
+    }
+
+    /** The parameter-server step: the servers update, the variables get their weights. */
+    private viaServers(s: { l: NamedTensor[]; owned: boolean }, run: (l: NamedTensor[]) => void | Promise<void>): void | Promise<void> {
+      const end = () => {
+        if (s.owned) tf.dispose(s.l.map((g) => g.tensor));
+      };
+      let r;
+      try {
+        r = run(s.l);
+      } catch (e) {
+        end();
+        throw e;
+      }
+      if (r) return r.finally(end);
+      end();
     }
 
     private list(vg: NamedTensorMap | NamedTensor[]): NamedTensor[] {
@@ -177,6 +235,7 @@ function define(): Impl {
     applyGradients(variableGradients: NamedTensorMap | NamedTensor[]): void {
       const s = this.step(variableGradients);
       if (!s) return;
+      if (this.ps) return void this.viaServers(s, (l) => this.ps!.applySync(l));
       const eng = this.engine('DistributedOptimizer.applyGradients');
       this.apply(s.l, eng ? eng.reduceSync(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }
@@ -184,6 +243,7 @@ function define(): Impl {
     async applyGradientsAsync(variableGradients: NamedTensorMap | NamedTensor[]): Promise<void> {
       const s = this.step(variableGradients);
       if (!s) return;
+      if (this.ps) return this.viaServers(s, (l) => this.ps!.apply(l));
       const eng = this.engine('DistributedOptimizer.applyGradientsAsync');
       this.apply(s.l, eng ? await eng.reduce(s.r.data, s.r.opts) : this.local(s.r), s.owned);
     }

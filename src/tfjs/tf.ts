@@ -123,3 +123,15 @@ export function needData(what: string): typeof TfData {
   if (!data) throw new RingInvalidArgError(`${what} needs @tensorflow/tfjs-data (part of @tensorflow/tfjs and tfjs-node)`);
   return data;
 }
+
+/**
+ * tfjs with a backend, for a process that runs no application code of its own (a parameter
+ * server): the application's full package (tfjs-node first, then tfjs) registers its backends on
+ * import; tfjs-core alone has none.
+ */
+export function needTfWithBackend(what: string): typeof TfCore {
+  for (const pkg of ['@tensorflow/tfjs-node', '@tensorflow/tfjs']) {
+    if (load(pkg) !== undefined) break;
+  }
+  return needTf(what);
+}
