@@ -403,8 +403,12 @@ export class WsLink extends MessageLink {
 
 
   /**
-   * Everything sent in one tick leaves in one writev: a collective's descriptor and its first
-   * frames (or a burst of forwarded chunks) cost one system call instead of one each.
+   * Everything sent in one synchronous stretch leaves in one writev: a collective's descriptor and
+   * its first frames (or a burst of forwarded chunks) cost one system call instead of one each.
+   * Uncorked in a microtask, not a process.nextTick: Node runs nextTick callbacks queued from a
+   * microtask only once the microtask queue is empty, so a sender that went on in a chain of
+   * awaits resolving at once (data already there, a compute, the next send) kept its messages
+   * corked until it awaited something truly pending. A microtask runs in turn with that chain's.
    */
   private corked = false;
   private cork(): void {
@@ -413,7 +417,7 @@ export class WsLink extends MessageLink {
     if (!sock) return;
     this.corked = true;
     sock.cork();
-    process.nextTick(() => {
+    queueMicrotask(() => {
       this.corked = false;
       sock.uncork();
     });
