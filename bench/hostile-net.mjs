@@ -429,7 +429,7 @@ async function impostor(storePort, token) {
   const { Inbox } = await imp('transport/ws/inbox.js');
   const { encodeControl, decodeMessage } = await imp('transport/wire.js');
   const { noOffer, encodeReply, KIND_SHM_OFFER } = await imp('transport/shm/region.js');
-  const { PROTOCOL } = await imp('rendezvous/ring.js');
+  const { PROTOCOL } = await imp('rendezvous/records.js');
   const { machineKey } = await imp('rendezvous/address.js');
   const deadline = Date.now() + 30_000;
   const store = { host: '127.0.0.1', port: storePort };
