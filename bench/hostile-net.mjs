@@ -20,10 +20,11 @@
 //           RSS, and what rank 0 reports
 //   11c     the same with maps of 30,000 keys (240 KB: within the size limit for control messages)
 //
-// Internal: `--rank` runs one rank (formRing, no comm thread): prints {ev:'ready', address, pid},
-// waits on a barrier named 'wait' (printing how it ends) when WAIT_BARRIER is set; once the file
-// EXIT_FILE exists (or EXIT_AT_ONCE ms have passed) runs an all-reduce, shuts down, prints
-// {ev:'done', at} and exits 0.
+// Internal: `--rank` runs one rank (formRing, no comm thread, so that it has exactly one port):
+// prints {ev:'ready', rank, address, pid, store}, or {ev:'error', code, message} and exits 1 if
+// init fails; waits on a barrier named 'wait' (printing how it ends) when WAIT_BARRIER is set; once
+// the file EXIT_FILE exists (or EXIT_AT_ONCE ms have passed) runs an all-reduce (checked), shuts
+// down, prints {ev:'done', rank, ok, at} and exits 0. test/hostile-stranger.test.ts runs it too.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -62,14 +63,16 @@ async function rankMain() {
   } else await sleep(Number(process.env.EXIT_AT_ONCE));
   const x = new Float32Array(1000).fill(g.rank + 1);
   const t0 = Date.now();
+  let ok = false;
   try {
     const y = await g.allreduce(x);
-    say({ ev: 'allreduce', ok: y[0] === (g.size * (g.size + 1)) / 2, ms: Date.now() - t0 });
+    ok = y.every((v) => v === (g.size * (g.size + 1)) / 2);
+    say({ ev: 'allreduce', ok, ms: Date.now() - t0 });
   } catch (e) {
     say({ ev: 'allreduce', code: e.code, message: e.message.slice(0, 300), ms: Date.now() - t0 });
   }
   await g.shutdown();
-  say({ ev: 'done', at: Date.now() });
+  say({ ev: 'done', rank: g.rank, ok, at: Date.now() });
   process.exit(0);
 }
 
@@ -429,7 +432,7 @@ async function impostor(storePort, token) {
   const { Inbox } = await imp('transport/ws/inbox.js');
   const { encodeControl, decodeMessage } = await imp('transport/wire.js');
   const { noOffer, encodeReply, KIND_SHM_OFFER } = await imp('transport/shm/region.js');
-  const { PROTOCOL } = await imp('rendezvous/ring.js');
+  const { PROTOCOL } = await imp('rendezvous/records.js');
   const { machineKey } = await imp('rendezvous/address.js');
   const deadline = Date.now() + 30_000;
   const store = { host: '127.0.0.1', port: storePort };

@@ -96,7 +96,8 @@ function main() {
       console.error(`bench/pipeline.mjs: ${label} failed (status ${r.status}):\n${r.stdout}\n${r.stderr}`);
       process.exit(1);
     }
-    const row = { label, ...found.find((f) => f.rate !== undefined), stages: found.filter((f) => f.idle !== undefined).sort((x, y) => x.stage - y.stage) };
+    const cut = /ringreduce: pipeline of \d+ stage\(s\), \S+, \d+ micro-batches, cut \[([\d, ]*)\]/.exec(r.stdout ?? '')?.[1];
+    const row = { label, ...found.find((f) => f.rate !== undefined), stages: found.filter((f) => f.idle !== undefined).sort((x, y) => x.stage - y.stage), ...(cut !== undefined ? { cut } : {}) };
     rows.push(row);
     printRow(row);
   };
@@ -118,7 +119,7 @@ function printRow(row) {
     theory = t.toFixed(3);
     ratio = (Math.max(...row.stages.map((s) => s.idle)) / t).toFixed(2);
   }
-  console.log(`  ${row.label.padEnd(26)} ${row.rate.toFixed(0).padStart(10)}  ${idle.padStart(17)}  ${theory.padStart(6)}  ${ratio.padStart(5)}`);
+  console.log(`  ${row.label.padEnd(26)} ${row.rate.toFixed(0).padStart(10)}  ${idle.padStart(17)}  ${theory.padStart(6)}  ${ratio.padStart(5)}${row.cut !== undefined ? `  cut [${row.cut}]` : ''}`);
 }
 
 async function worker(kind) {

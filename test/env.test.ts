@@ -214,7 +214,7 @@ describe('init options', () => {
 
 describe('rank records at rendezvous', () => {
   it('ranks of different ringreduce versions (link protocols) refuse to form a ring, naming them', async () => {
-    const { checkTable, PROTOCOL } = await import('../src/rendezvous/ring.js');
+    const { checkTable, PROTOCOL } = await import('../src/rendezvous/records.js');
     const rec = { host: '127.0.0.1', port: 1, size: 3, chunkBytes: 1 << 20, pid: 1, hostname: 'h', machine: 'm', tls: false };
     expect(() => checkTable(0, [0, 1, 2].map(() => ({ ...rec, protocol: PROTOCOL })))).not.toThrow();
     const old = [{ ...rec, protocol: PROTOCOL }, { ...rec }, { ...rec, protocol: PROTOCOL }];

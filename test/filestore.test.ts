@@ -1,10 +1,10 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FileStore, releaseSharedToken, sharedToken } from '../src/rendezvous/file-store.js';
-import { root } from './helpers/run.js';
+import { root, runToEnd } from './helpers/run.js';
 
 /**
  * The shared-directory store (RINGREDUCE_STORE=file:///dir): its write-once and waiting semantics
@@ -96,31 +96,8 @@ describe('FileStore', () => {
   });
 });
 
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, deadlineMs = 60_000): Promise<Finished> {
-  const child = spawn(cmd, args, { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} did not finish in ${deadlineMs} ms\n${stdout}\n${stderr}`));
-    }, deadlineMs);
-    child.once('close', (code) => {
-      clearTimeout(t);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv, deadlineMs = 60_000) =>
+  runToEnd(cmd, args, { env, cwd: root, deadlineMs, started: children });
 
 /** The line examples/allreduce.js prints for rank k of 3 when every result is exact. */
 function expectExactRank(stdout: string, k: number): void {

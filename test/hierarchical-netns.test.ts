@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { emulatedHosts, netnsSkipReason, type EmulatedHosts } from './helpers/netns-hosts.js';
-import { ringrunBin, root } from './helpers/run.js';
+import { ringrunBin, root, runToEnd, type Run } from './helpers/run.js';
 
 /**
  * The hierarchical all-reduce across emulated hosts, with real processes: three network namespaces
@@ -24,41 +24,20 @@ const RUN_DEADLINE_MS = 90_000;
 let hosts: EmulatedHosts;
 const children = new Set<ChildProcess>();
 
-interface Finished {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-const show = (r: Finished) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+const show = (r: Run) => `exit ${r.code}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
 
 /** ringrun inside host 1 with `slots[i]` ranks on host i. */
-function ringrun(slots: number[], extra: string[] = []): Promise<Finished> {
+function ringrun(slots: number[], extra: string[] = []): Promise<Run> {
   const list = slots.map((k, i) => `${hosts.addr(i)}:${k}`).join(',');
   const argv = ['netns', 'exec', hosts.ns(0), process.execPath, ringrunBin, '--iface', hosts.iface, '-H', list, '--rsh', rsh, '--start-timeout', '60', ...extra, 'node', rank];
-  const child = spawn('ip', argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root, env: { ...process.env, RSH_NETNS_PREFIX: PREFIX } });
-  children.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`ringrun ${argv.join(' ')} still running after ${RUN_DEADLINE_MS} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
-    }, RUN_DEADLINE_MS);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      children.delete(child);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runToEnd('ip', argv, { cwd: root, env: { ...process.env, RSH_NETNS_PREFIX: PREFIX }, deadlineMs: RUN_DEADLINE_MS, started: children });
 }
 
 /**
  * Every result line ("<op> <count>: ... sha X") of every rank: exact (0 wrong, or fp16 within
  * `fp16Tolerance`) and the same sha on all `n` ranks. Returns how many kinds of result were seen.
  */
-function expectResults(r: Finished, n: number, fp16Tolerance = 0.5): number {
+function expectResults(r: Run, n: number, fp16Tolerance = 0.5): number {
   const byWhat = new Map<string, Set<string>>();
   for (const line of r.stdout.split('\n')) {
     const m = /^\[1,(\d+)\]<stdout>:rank \d+: (\w+ \d+): (.*), sha ([0-9a-f]+)$/.exec(line);
@@ -76,9 +55,9 @@ function expectResults(r: Finished, n: number, fp16Tolerance = 0.5): number {
   return byWhat.size;
 }
 
-const saidHierarchical = (r: Finished, layout: string) =>
+const saidHierarchical = (r: Run, layout: string) =>
   expect(r.stderr, show(r)).toMatch(new RegExp(`\\[1,0\\]<stderr>:ringreduce: rank 0: hierarchical all-reduce: ${layout} \\(local links: shared memory; inputs of 1 MiB and more\\)\n`));
-const saidFlat = (r: Finished, why: string) => expect(r.stderr, show(r)).toContain(`[1,0]<stderr>:ringreduce: rank 0: flat ring: ${why}\n`);
+const saidFlat = (r: Run, why: string) => expect(r.stderr, show(r)).toContain(`[1,0]<stderr>:ringreduce: rank 0: flat ring: ${why}\n`);
 
 describe.skipIf(skip !== undefined)('hierarchical all-reduce across network namespaces', () => {
   beforeAll(() => {

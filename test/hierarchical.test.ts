@@ -12,6 +12,7 @@ import { resolveOptions, type InitOptions, type ResolvedOptions } from '../src/o
 import { describeHosts, hostLayout, ranksOnMachine, subRings } from '../src/rendezvous/hosts.js';
 import { formRing, withPollingForMachine } from '../src/rendezvous/ring.js';
 import { startStoreServer } from '../src/rendezvous/store.js';
+import { keys, resetKeys } from './helpers/machine-keys.js';
 import { expected, firstDiff, input, sameBytes, withDeadline, type Op } from './helpers/reference.js';
 
 /**
@@ -21,26 +22,13 @@ import { expected, firstDiff, input, sameBytes, withDeadline, type Op } from './
  * Plus the layout decision (rendezvous/hosts.ts) and every way to set the option.
  */
 
-const keys = vi.hoisted(() => ({ next: [] as string[], asked: 0, emulated: false }));
-vi.mock('../src/rendezvous/address.js', async (original) => {
-  const real = await original<typeof import('../src/rendezvous/address.js')>();
-  return {
-    ...real,
-    machineKey: () => {
-      keys.asked++;
-      return keys.next.shift() ?? real.machineKey();
-    },
-    // Ranks of "several hosts" all listen on 127.0.0.1, which would be refused (checkReachable).
-    isLoopback: (a: string) => !keys.emulated && real.isLoopback(a),
-  };
-});
+vi.mock('../src/rendezvous/address.js', async (original) => (await import('./helpers/machine-keys.js')).mockAddress(await original()));
 
 let cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   await Promise.all(cleanup.map((f) => f().catch(() => {})));
   cleanup = [];
-  keys.next = [];
-  keys.emulated = false;
+  resetKeys();
 });
 
 const MIB = 1 << 20;

@@ -7,6 +7,7 @@ import type { Link } from '../src/transport/link.js';
 import { LinkMesh } from '../src/transport/mesh.js';
 import type { Listener } from '../src/transport/transport.js';
 import { WsTransport } from '../src/transport/ws/transport.js';
+import { keys, resetKeys } from './helpers/machine-keys.js';
 import { expected, firstDiff, input, withDeadline } from './helpers/reference.js';
 
 /**
@@ -14,20 +15,11 @@ import { expected, firstDiff, input, withDeadline } from './helpers/reference.js
  * boot id and network namespace). Network namespaces of one machine share /dev/shm, so without
  * this the offer would succeed between emulated hosts. Here the keys are made to differ inside
  * one process: for the mesh's links through the addresses the rank table gives it, for the ring's
- * links by machineKey() itself (mocked: it hands out the keys in `keys`, one per call).
+ * links by machineKey() itself (mocked by helpers/machine-keys.ts: one key of `keys.next` per
+ * call).
  */
 
-const keys = vi.hoisted(() => ({ next: [] as string[], emulated: false }));
-vi.mock('../src/rendezvous/address.js', async (original) => {
-  const real = await original<typeof import('../src/rendezvous/address.js')>();
-  return {
-    ...real,
-    machineKey: () => keys.next.shift() ?? real.machineKey(),
-    // Ranks on "two hosts" that all listen on 127.0.0.1 would be refused (checkReachable): here
-    // the hosts are pretend, and loopback does reach every rank.
-    isLoopback: (a: string) => !keys.emulated && real.isLoopback(a),
-  };
-});
+vi.mock('../src/rendezvous/address.js', async (original) => (await import('./helpers/machine-keys.js')).mockAddress(await original()));
 
 const hasShm = sharedMemoryMap !== undefined;
 
@@ -35,8 +27,7 @@ let cleanup: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
   await Promise.all(cleanup.map((f) => f().catch(() => {})));
   cleanup = [];
-  keys.next = [];
-  keys.emulated = false;
+  resetKeys();
 });
 
 /** Two ranks' meshes over real WebSockets on 127.0.0.1; each sees the other on `sameHost` (or not). */

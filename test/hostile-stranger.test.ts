@@ -111,7 +111,9 @@ describe('row 1: a stranger\'s idle connection holds nothing open', () => {
   it('ringrun exits within seconds of its ranks finishing, with idle strangers on its store and on a rank', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'rr-stranger-'));
     const stop = join(dir, 'stop');
-    const job = new Proc(process.execPath, [ringrun, '-np', '2', process.execPath, join(root, 'test', 'fixtures', 'hostile-rank.mjs')], { STOP_FILE: stop }, 'ringrun');
+    // bench/hostile-net.mjs --rank: forms the ring, waits for EXIT_FILE, all-reduces, says 'done'.
+    const rank = [process.execPath, join(root, 'bench', 'hostile-net.mjs'), '--rank'];
+    const job = new Proc(process.execPath, [ringrun, '-np', '2', ...rank], { EXIT_FILE: stop }, 'ringrun');
     try {
       await job.waitFor(() => job.of('ready').length === 2, 30_000, 'ranks ready');
       const r0 = job.events.find((e) => e.ev === 'ready' && e.rank === 0) as unknown as { store: string; address: string };

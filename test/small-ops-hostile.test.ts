@@ -78,6 +78,20 @@ async function linkFrom(t: Trio, rank: number): Promise<Link> {
   return t.direct.get(rank)!;
 }
 
+/**
+ * A barrier of the three ranks with rank 2 playing by the rules: its block on each of its direct
+ * links (N = 3, radix 8: one round, straight to each). Returns rank 2's ends of the links.
+ */
+async function honestBarrier(t: Trio): Promise<{ to0: Link; to1: Link }> {
+  const runs = barriers(t);
+  const to0 = await linkFrom(t, 0);
+  const to1 = await linkFrom(t, 1);
+  to0.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
+  to1.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
+  await withDeadline(Promise.all(runs), 10_000, 'barrier');
+  return { to0, to1 };
+}
+
 async function expectFailures(runs: Promise<unknown>[], code: string, first: RegExp) {
   const settled = await withDeadline(Promise.allSettled(runs), 10_000, code);
   const errs = settled.map((s, r) => {
@@ -97,13 +111,7 @@ async function expectFailures(runs: Promise<unknown>[], code: string, first: Reg
 describe('hostile rank 2 on a direct link to rank 0', () => {
   it('a barrier of the two honest ranks waits for rank 2 only (the harness works)', async () => {
     const t = trio();
-    const runs = barriers(t);
-    const to0 = await linkFrom(t, 0);
-    const to1 = await linkFrom(t, 1);
-    // Rank 2's block, on the schedule's links (N = 3, radix 8: one round, straight to each).
-    to0.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
-    to1.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
-    await withDeadline(Promise.all(runs), 10_000, 'barrier');
+    await honestBarrier(t);
     // And rank 2 got both honest blocks, one from each, straight.
     expect(t.got.filter((m) => (m as { t: string }).t === 'desc').map((m) => (m as { origin: number }).origin).sort()).toEqual([0, 1]);
   });
@@ -152,12 +160,7 @@ describe('a peer lost on a direct link', () => {
 
   it('closed after its goodbye: nothing fails (it needs nothing more)', async () => {
     const t = trio();
-    const runs = barriers(t);
-    const to0 = await linkFrom(t, 0);
-    const to1 = await linkFrom(t, 1);
-    to0.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
-    to1.sendControl({ t: 'desc', seq: 0, origin: 2, d: barrierDesc });
-    await withDeadline(Promise.all(runs), 10_000, 'barrier');
+    const { to0 } = await honestBarrier(t);
     to0.sendControl({ t: 'bye', rank: 2 });
     to0.close();
     await new Promise((r) => setTimeout(r, 300));

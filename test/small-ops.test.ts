@@ -4,7 +4,7 @@ import type { NumericArray } from '../src/dtypes.js';
 import { smallOpsRoute } from '../src/collectives/comm/direct-route.js';
 import { tuning } from '../src/env.js';
 import { resolveOptions } from '../src/options.js';
-import { checkTable, type RankRecord } from '../src/rendezvous/ring.js';
+import { checkTable, type RankRecord } from '../src/rendezvous/records.js';
 import { expected, firstDiff, input, OPS, sameBytes, withDeadline } from './helpers/reference.js';
 
 /**

@@ -1,16 +1,10 @@
 // What every rank of the soak draws alike from the shared seed: the generator, dtypes, element
 // counts and the integer-valued inputs whose results are exact (see bench/soak.mjs --help).
+import { mulberry32 } from '../../dist/prng.js';
 
-/** mulberry32: the same sequence from the same seed on every rank. */
+/** Draws from mulberry32 (src/prng.ts): the same sequence from the same seed on every rank. */
 export function prng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n) => Math.floor(next() * n);
   /** A random order of 0..n-1 (Fisher-Yates). */
   const permutation = (n) => {

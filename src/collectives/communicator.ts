@@ -1,6 +1,4 @@
 import { RingError, RingInternalError, RingInvalidArgError, RingProtocolError, RingShutdownError, serializeError } from '../errors.js';
-import { dtypeByCode } from '../dtypes.js';
-import { wireBytesPerElement } from '../compression/registry.js';
 import type { Logger } from '../logger.js';
 import type { Link } from '../transport/link.js';
 import type { DescMsg, LinkControlMessage } from '../transport/messages.js';
@@ -10,6 +8,7 @@ import { label, type OpDescriptor } from './descriptor.js';
 import { mod } from './schedule.js';
 import { BusyPoller } from '../transport/busy-poll.js';
 import { checkDescriptorMessage, SEQ_WINDOW, type Via } from './comm/agreement.js';
+import { opContext, type ContextHost } from './comm/context.js';
 import { DirectRoute, type DirectLinks } from './comm/direct-route.js';
 import { abortError, Liveness } from './comm/liveness.js';
 import { heldBound, OpTable, type OpState } from './comm/op-table.js';
@@ -56,9 +55,10 @@ export interface CommunicatorOptions {
  * fails fast with the original cause, and every later call rejects with the same error.
  *
  * Assembled from parts, each in comm/: the operations known here and their held frames
- * (op-table.ts), each operation's descriptor table (agreement.ts), the sends to the right
- * (send-queue.ts), heartbeats, deadlines and lost peers (liveness.ts), and busy polling
- * (busy-poll.ts). This class routes messages between them and settles operations.
+ * (op-table.ts), each operation's descriptor table (agreement.ts), what a running collective is
+ * given (context.ts), the sends to the right (send-queue.ts), heartbeats, deadlines, goodbyes and
+ * lost peers (liveness.ts), the direct route of small operations (direct-route.ts), and busy
+ * polling (transport/busy-poll.ts). This class routes messages between them and settles operations.
  *
  * Nothing here touches process state or globals, so the communicator can live in a worker thread.
  */
@@ -72,9 +72,10 @@ export class Communicator {
   private readonly earlyFlow: EarlyFlow;
   /** Small operations' route straight to other ranks (comm/direct-route.ts), where it is used. */
   private readonly direct: DirectRoute | undefined;
+  /** What the parts call back here (see the constructor); operations' contexts too (comm/context.ts). */
+  private readonly host: ContextHost;
   private broken: RingError | undefined;
   private closing = false;
-  private readonly byes = new Set<number>();
 
   constructor(
     readonly rank: number,
@@ -89,7 +90,7 @@ export class Communicator {
     this.right = mod(rank + 1, size);
     if (size > 1 && (!leftLink || !rightLink)) throw new RingInternalError('a ring of more than one rank needs two links');
     this.ops = new OpTable(size);
-    this.sends = new SendQueue(rightLink, options.maxInflight, this.ops, (st) => this.maybeComplete(st), (err) => this.sendFailed(err));
+    this.sends = new SendQueue(rightLink, options.maxInflight, this.ops, (st) => this.maybeComplete(st), (err) => this.liveness.writeFailed(err));
     this.poller = new BusyPoller(
       (f) => {
         if (leftLink) f(leftLink);
@@ -99,6 +100,7 @@ export class Communicator {
       options,
       () => this.ops.active,
     );
+    // What the parts (comm/) call back here.
     const host = {
       rank,
       size,
@@ -107,47 +109,32 @@ export class Communicator {
       broken: () => this.broken !== undefined,
       closing: () => this.closing,
       fatal: (e: RingError, opts?: { quietIfIdle?: boolean }) => this.fatal(e, opts),
+      protocol: (peer: number, what: string) => this.fatal(this.protocolError(peer, what)),
+      rightLeft: () => this.rightLeft(),
+      settle: (st: OpState, e: RingError) => this.settle(st, e),
+      maybeComplete: (st: OpState) => this.maybeComplete(st),
+      accept: (st: OpState, origin: number, d: OpDescriptor, p: Uint8Array | undefined, via: Via, sender: number) => this.accept(st, origin, d, p, via, sender),
+      sendOwn: (st: OpState) => this.sendOwn(st),
+      guard: this.guard,
     };
+    this.host = host;
     this.earlyFlow = new EarlyFlow(leftLink, this.ops, options.earlyBytes ?? EARLY_BYTES, (what) => this.fatal(this.protocolError(this.left, what)));
     this.liveness = new Liveness(host, options.timeoutMs, this.ops, options.stallWarningMs ?? 0, (m) => options.logger.warn(m));
     const guard = this.guard;
     leftLink?.setHandlers({
       data: guard(this.left, (h: DataHeader, p: Uint8Array, pin?: () => () => void) => this.onData(h, p, pin)),
       control: guard(this.left, (m: LinkControlMessage) => this.onControl(m, 'left')),
-      closed: (e) => this.onClosed(this.left, 'left', e),
+      closed: (e) => this.liveness.linkClosed(this.left, 'left', e),
     });
     rightLink?.setHandlers({
       data: () => this.fatal(this.protocolError(this.right, 'sent data against the ring direction')),
       control: guard(this.right, (m: LinkControlMessage) => this.onControl(m, 'right')),
-      closed: (e) => this.onClosed(this.right, 'right', e),
+      closed: (e) => this.liveness.linkClosed(this.right, 'right', e),
     });
     leftLink?.unref();
     rightLink?.unref();
     this.liveness.start(leftLink);
-    const poller = this.poller;
-    this.direct =
-      direct && size > 1
-        ? new DirectRoute(
-            {
-              rank,
-              size,
-              descriptor: (m, sender) => this.onDirectDescriptor(m, sender),
-              protocol: (peer, what) => this.fatal(this.protocolError(peer, what)),
-              lost: (peer, how, quietIfIdle) => this.liveness.peerLost(peer, 'direct', how, { quietIfIdle }),
-              flushed: (st) => {
-                this.ops.sent(st);
-                this.maybeComplete(st);
-              },
-              progress: () => this.poller.progress(),
-              get polling() {
-                return poller.polling;
-              },
-              guard,
-            },
-            direct.links,
-            direct.radix,
-          )
-        : undefined;
+    this.direct = direct && size > 1 ? new DirectRoute(host, { ops: this.ops, liveness: this.liveness, poller: this.poller }, direct.links, direct.radix) : undefined;
   }
 
   /** Every handler runs under try/catch: see handlerFailed. */
@@ -196,48 +183,14 @@ export class Communicator {
     const seq = this.ops.nextSeq++;
     if (this.broken) return Promise.reject(this.broken);
     if (this.closing) return Promise.reject(new RingShutdownError(`rank ${this.rank}: ${desc.kind} called after shutdown()`));
-    if (this.byes.size > 0) {
-      const gone = [...this.byes].sort((a, b) => a - b);
-      return Promise.reject(
-        new RingShutdownError(`rank ${this.rank}: ${label(desc, seq)} cannot run: rank ${gone.join(', ')} has already called shutdown()`, {
-          rank: this.rank,
-          ranks: gone,
-          op: desc.kind,
-          seq,
-        }),
-      );
-    }
+    const refused = this.liveness.refusal(desc, seq);
+    if (refused) return Promise.reject(refused);
     const st = this.ops.state(seq);
     this.ops.unpinLater(seq);
     st.desc = desc;
     st.coll = coll as Collective<unknown>;
     this.ops.started(st);
-    // A frame carries chunkBytes on the wire (see wireBytesPerElement).
-    const wireBytes = wireBytesPerElement(desc.compression, dtypeByCode(desc.dtype)?.bytes ?? 1);
-    const chunkElems = desc.dtype ? Math.max(1, Math.floor(this.options.chunkBytes / wireBytes)) : 1;
-    const sends = this.sends;
-    st.ctx = {
-      rank: this.rank,
-      size: this.size,
-      left: this.left,
-      right: this.right,
-      chunkElems,
-      descriptors: st.table.descs,
-      inline: st.table.inline,
-      send: (step, chunk, payload, codec = 0, scale = 1) => sends.enqueue(st, { seq, step, chunk, codec, scale }, payload),
-      sendFilled: (step, chunk, bytes, codec, fill) => sends.enqueue(st, { seq, step, chunk, codec, scale: 1 }, { bytes, fill }),
-      elsewhere: () => {
-        st.elsewhere = true;
-        st.deadline = 0;
-        return (error, fatal) => {
-          if (!st.elsewhere) return;
-          st.elsewhere = false;
-          if (!error) this.maybeComplete(st);
-          else if (fatal) this.fatal(error);
-          else this.settle(st, error);
-        };
-      },
-    };
+    st.ctx = opContext(this, st, desc, this.options.chunkBytes, this.sends, this.host);
     const done = new Promise<T>((resolve, reject) => {
       st.resolve = resolve as (v: unknown) => void;
       st.reject = reject;
@@ -247,10 +200,8 @@ export class Communicator {
     this.liveness.watch(st);
     const p = coll.inline?.();
     st.table.add(this.rank, desc, p);
-    if (this.direct && coll.frameless) {
-      this.direct.start(st);
-      if (this.direct.mustJoin(st)) this.joinRing(st);
-    } else if (this.size > 1) this.sendOwn(st);
+    if (this.direct && coll.frameless) this.direct.start(st);
+    else if (this.size > 1) this.sendOwn(st);
     coll.start(st.ctx);
     this.check(st);
     // It needs the left's frames: reading from the left goes on (see EarlyFlow).
@@ -290,8 +241,8 @@ export class Communicator {
     } else if (m.t === 'bye') {
       // Byes are not forwarded: the sender is the neighbour itself.
       const peer = from === 'left' ? this.left : this.right;
-      if (m.rank !== peer) return this.fatal(this.protocolError(peer, `said goodbye as rank ${m.rank}`));
-      this.byes.add(m.rank);
+      const wrong = this.liveness.bye(peer, m.rank);
+      if (wrong) this.fatal(this.protocolError(peer, wrong));
     }
   }
 
@@ -303,32 +254,13 @@ export class Communicator {
     this.sends.sendTracked(st, m);
   }
 
-  /** `st` runs here on the direct route, but some rank takes the ring: see comm/direct-route.ts. */
-  private joinRing(st: OpState): void {
-    st.direct!.joined = true;
-    this.sendOwn(st);
-  }
-
   /** A descriptor arrived by `via` from `sender` (checked): into the table, on to the next round, and on. */
   private accept(st: OpState, origin: number, d: OpDescriptor, p: Uint8Array | undefined, via: Via, sender: number): void {
     const differs = st.table.add(origin, d, p, via);
     if (differs) return this.fatal(this.protocolError(sender, differs));
     this.liveness.seen(origin, st.seq, d);
-    if (st.direct) {
-      if (this.direct!.mustJoin(st, d, via)) this.joinRing(st);
-      this.direct!.advance(st);
-    }
+    this.direct?.accepted(st, d, via);
     this.check(st);
-  }
-
-  private onDirectDescriptor(m: DescMsg, sender: number): void {
-    const checked = checkDescriptorMessage(m, sender, '(direct link)', this.size, this.rank, this.ops.nextSeq);
-    if ('problem' in checked && checked.malformed && this.closing) return;
-    if ('problem' in checked) return this.fatal(this.protocolError(sender, checked.problem));
-    if (this.broken || this.ops.isPast(m.seq)) return;
-    const st = this.ops.state(m.seq);
-    if (st.table.came(m.origin, 'direct')) return this.fatal(this.protocolError(sender, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`));
-    this.accept(st, m.origin, checked.d, m.p, 'direct', sender);
   }
 
   private onDescriptor(m: Extract<LinkControlMessage, { t: 'desc' }>, from: 'left' | 'right'): void {
@@ -449,12 +381,6 @@ export class Communicator {
     this.flow();
   }
 
-  private sendFailed(err: Error): void {
-    // After its goodbye the right neighbour closes: a failed write to it is expected (see rightLeft).
-    if (this.byes.has(this.right)) return;
-    this.liveness.peerLost(this.right, 'right', `cannot be reached (${err.message})`);
-  }
-
   /**
    * The right neighbour said goodbye and closed its link: what it was sent counts as delivered
    * (see SendQueue.rightLeft). Operations here may still be receiving from the left — a rank
@@ -466,23 +392,6 @@ export class Communicator {
     for (const st of [...this.ops.values()]) {
       if (st.resolve) this.maybeComplete(st);
     }
-  }
-
-  private onClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
-    if (this.closing || this.broken) return;
-    // The link dropped a peer that sent something undecodable: that is the peer's protocol error.
-    if (error instanceof RingProtocolError) return this.fatal(this.protocolError(peer, `(${side} neighbour) broke the protocol: ${error.message}`));
-    if (this.byes.has(peer)) {
-      // A neighbour that said goodbye finished every operation it ran; see rightLeft(). Gone on the
-      // left, it has sent all it ever will (its messages all came before its close): what is
-      // still pending here for want of its data never completes.
-      if (side === 'right') return this.rightLeft();
-      const starved = [...this.ops.values()].some((s) => s.resolve && !(s.table.checked && s.coll!.received));
-      if (!starved) return;
-    }
-    const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;
-    // Idle, this is how a job ends whose ranks exit without shutdown(): the next call (if any) raises it.
-    this.liveness.peerLost(peer, side, how, { quietIfIdle: true });
   }
 
   private protocolError(peer: number, what: string): RingProtocolError {

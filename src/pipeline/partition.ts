@@ -1,3 +1,5 @@
+import { mulberry32 } from '../prng.js';
+
 /**
  * Where the model is cut, as pure functions. A cut list [c1, c2, ...] (ascending, 0 < c < L) puts
  * layers [0, c1) on stage 0, [c1, c2) on stage 1, ..., [c_last, L) on the last stage: the form
@@ -86,14 +88,7 @@ export function batches(n: number, batchSize: number): Array<[number, number]> {
 
 /** A seeded Fisher-Yates shuffle (mulberry32), the same on every stage. */
 export function permute(a: Int32Array, seed: number): void {
-  let s = seed >>> 0;
-  const rand = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rand = mulberry32(seed);
   for (let i = a.length - 1; i > 0; i--) {
     const j = Math.floor(rand() * (i + 1));
     [a[i], a[j]] = [a[j], a[i]];

@@ -13,15 +13,6 @@ type Layer = TfLayers.layers.Layer;
 /** Receives posted ahead of the compute that needs them, counted in compute actions. */
 const LOOKAHEAD = 2;
 
-/**
- * A turn of the event loop. A stage's compute is synchronous, and an `await` of data that has
- * arrived already continues as a microtask: without this, a stage whose inputs keep arriving in
- * time never reaches the event loop's I/O phase, so its sends stay in corked sockets and the
- * next stage starves until this one blocks — the stages took turns instead of overlapping (idle
- * 0.59 / 0.43 at M = 8 with 2 stages on a quiet machine, against a bubble of 0.11).
- */
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
-
 export interface StageSpec {
   tf: typeof TfCore;
   /** This stage's layers, in model order. */
@@ -148,7 +139,6 @@ export class StageRunner {
           const out = tf.tidy(() => this.apply(x, true));
           t.send(this.activation(out, 'output'), stage + 1, mb, 'act');
           out.dispose();
-          await turn();
           continue;
         }
         const x = this.last ? await input(mb) : inputs.get(mb)!;
@@ -193,7 +183,6 @@ export class StageRunner {
           });
         }
         tf.dispose([value, x, ...(pred ? [pred] : []), ...(y ? [y] : [])]);
-        if (stage > 0) await turn();
       }
       await wait(t.finish());
     } catch (e) {
@@ -238,7 +227,6 @@ export class StageRunner {
       if (result) result.set(this.activation(out, 'output'), start * outPer);
       else tj.send(this.activation(out, 'output'), stage + 1, mb, 'act');
       out.dispose();
-      await turn();
     }
     for (const tr of rounds.values()) await tr.finish();
     return result;

@@ -1,9 +1,9 @@
 /**
  * How the ranks of a job sit on hosts, and whether the hierarchical all-reduce can use that: a
  * pure function of the rank table (every rank has the same one) and the hierarchical setting (in
- * every rank's record; ring.ts agreeOnLayout checks that all ranks reach the same answer), so the
- * ranks decide alike without a message — and set up the host and cross-host rings, or not, all
- * together.
+ * every rank's record; records.ts agreeOnLayout checks that all ranks reach the same answer), so
+ * the ranks decide alike without a message — and set up the host and cross-host rings, or not,
+ * all together.
  *
  * A host is a distinct machine key (boot id and network namespace: see address.ts machineKey),
  * hosts are numbered in order of their first rank, and a host's ranks in order of world rank (they

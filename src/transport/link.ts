@@ -55,8 +55,9 @@ export interface Link {
   sendControl(msg: object, done?: (err?: Error) => void): void;
   /**
    * Shared memory for this link's payloads, when the peer shares this host (WebSocket links; see
-   * shm.ts). The sending side offers, the receiving side answers; each resolves to undefined when
-   * shared memory is in use, else to the reason it is not. Optional: other links have none.
+   * shm/region.ts). The sending side offers, the receiving side answers; each resolves to
+   * undefined when shared memory is in use, else to the reason it is not. Optional: other links
+   * have none.
    */
   offerSharedMemory?(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined>;
   acceptSharedMemory?(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined>;

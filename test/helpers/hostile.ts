@@ -1,19 +1,14 @@
+import { mulberry32 } from '../../src/prng.js';
+
 /**
  * Deterministic hostile inputs for the fuzz tests: a seeded PRNG, a tiny MessagePack encoder that
  * can write what msgpackr never would (any key, raw bytes anywhere), a pool of hostile values, and
  * mutators for data frames and control messages.
  */
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
+/** Draws from mulberry32 (src/prng.ts): the same sequence for the same seed everywhere. */
 export function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number) => Math.floor(next() * n);
   return { next, int, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)], chance: (p: number) => next() < p };
 }

@@ -1,12 +1,15 @@
 import type { SmallOps } from '../../env.js';
 import { RingProtocolError } from '../../errors.js';
+import type { BusyPoller } from '../../transport/busy-poll.js';
 import type { Link, LinkHandlers } from '../../transport/link.js';
 import type { DescMsg, LinkControlMessage } from '../../transport/messages.js';
 import type { Mesh } from '../../transport/mesh.js';
 import { firstDifference, type OpDescriptor } from '../descriptor.js';
 import { mod } from '../schedule.js';
+import { checkDescriptorMessage, type Via } from './agreement.js';
 import { disseminationPeers, disseminationRounds, expectedFrom, inRun, roundSends, runNeeded, type BlockRun } from './dissemination.js';
-import type { OpState } from './op-table.js';
+import type { Liveness } from './liveness.js';
+import type { OpState, OpTable } from './op-table.js';
 
 /**
  * The direct route for small operations: descriptors of operations that move no data frames
@@ -54,18 +57,26 @@ export function meshLinks(mesh: Mesh, channel = 'direct'): DirectLinks {
 export interface DirectHost {
   readonly rank: number;
   readonly size: number;
-  /** A descriptor `sender` passed on (the envelope checked by the link, the schedule here). */
-  descriptor(m: DescMsg, sender: number): void;
+  /** The ring has failed, or shutdown() has been called. */
+  broken(): boolean;
+  closing(): boolean;
+  /** `peer` broke the protocol: the ring fails, naming it. */
   protocol(peer: number, what: string): void;
-  /** The link to `peer` is gone or could not be opened or written to (not after its goodbye). */
-  lost(peer: number, how: string, quietIfIdle: boolean): void;
-  /** One of `st`'s sends has left this process. */
-  flushed(st: OpState): void;
-  /** Something arrived (see BusyPoller). */
-  progress(): void;
-  readonly polling: boolean;
+  /** A checked descriptor that `sender` passed on: into `st`'s table, and on (see Communicator.accept). */
+  accept(st: OpState, origin: number, d: OpDescriptor, p: Uint8Array | undefined, via: Via, sender: number): void;
+  /** Sends this rank's descriptor of `st` around the ring. */
+  sendOwn(st: OpState): void;
+  /** Settles `st` if it has everything it waits for. */
+  maybeComplete(st: OpState): void;
   /** Runs a link handler so that what it throws fails the communicator instead of escaping (see Communicator). */
   guard<A extends unknown[]>(peer: number, f: (...a: A) => void): (...a: A) => void;
+}
+
+/** The communicator's parts the direct route shares: its operations, their liveness, the busy poller. */
+export interface DirectParts {
+  readonly ops: OpTable;
+  readonly liveness: Liveness;
+  readonly poller: BusyPoller;
 }
 
 interface Peer {
@@ -86,6 +97,7 @@ export class DirectRoute {
 
   constructor(
     private readonly host: DirectHost,
+    private readonly parts: DirectParts,
     links: DirectLinks,
     readonly radix: number,
   ) {
@@ -97,9 +109,14 @@ export class DirectRoute {
       if (p < rank) continue;
       links.connect(p).then(
         (l) => this.up(p, l),
-        (e: Error) => this.closed || this.host.lost(p, `cannot be reached on a direct link (${e.message})`, false),
+        (e: Error) => this.closed || this.lost(p, `cannot be reached on a direct link (${e.message})`, false),
       );
     }
+  }
+
+  /** The link to `peer` is gone or could not be opened or written to (not after its goodbye). */
+  private lost(peer: number, how: string, quietIfIdle: boolean): void {
+    this.parts.liveness.peerLost(peer, 'direct', how, { quietIfIdle });
   }
 
   /** Calls `f` on every open link (busy polling). */
@@ -112,14 +129,28 @@ export class DirectRoute {
     this.each((l) => (on ? l.ref() : l.unref()));
   }
 
-  /** `st` starts here on the direct route: the rounds its run allows go now. */
+  /** `st` starts here on the direct route: the rounds its run allows go now (and it joins the ring if it must). */
   start(st: OpState): void {
     st.direct = { rounds: 0, joined: false };
     this.advance(st);
+    if (this.mustJoin(st)) this.join(st);
+  }
+
+  /** A descriptor `d` of `st` came by `via` and is in its table: this rank may have to join the ring, and rounds it completes go. */
+  accepted(st: OpState, d: OpDescriptor, via: Via): void {
+    if (!st.direct) return;
+    if (this.mustJoin(st, d, via)) this.join(st);
+    this.advance(st);
+  }
+
+  /** `st` runs here on the direct route, but some rank takes the ring: this rank's descriptor goes round too. */
+  private join(st: OpState): void {
+    st.direct!.joined = true;
+    this.host.sendOwn(st);
   }
 
   /** Makes the rounds of `st` whose blocks this rank now holds (see runNeeded). */
-  advance(st: OpState): void {
+  private advance(st: OpState): void {
     const r = st.direct;
     if (!r || this.closed) return;
     const { rank, size } = this.host;
@@ -137,7 +168,7 @@ export class DirectRoute {
    * `d` (absent: every descriptor in so far) came around the ring or differs from this rank's in a
    * field the ranks must agree on (an all-to-all's counts may differ: every rank's is frameless).
    */
-  mustJoin(st: OpState, d?: OpDescriptor, via?: 'ring' | 'direct'): boolean {
+  private mustJoin(st: OpState, d?: OpDescriptor, via?: Via): boolean {
     const own = st.desc;
     if (!st.direct || st.direct.joined || !own) return false;
     const unlike = (x: OpDescriptor | undefined) => x !== undefined && firstDifference(own, x) !== undefined;
@@ -163,8 +194,9 @@ export class DirectRoute {
     st.pendingSends++;
     this.sent++;
     const done = (err?: Error) => {
-      if (err && !p.bye && !this.closed) return this.host.lost(peer, `cannot be reached on a direct link (${err.message})`, false);
-      this.host.flushed(st);
+      if (err && !p.bye && !this.closed) return this.lost(peer, `cannot be reached on a direct link (${err.message})`, false);
+      this.parts.ops.sent(st);
+      this.host.maybeComplete(st);
     };
     if (p.link) p.link.sendControl(m, done);
     else p.queued.push([m, done]);
@@ -191,13 +223,13 @@ export class DirectRoute {
     });
     if (this.refd) link.ref();
     else link.unref();
-    if (this.host.polling) link.setPolling?.(true);
+    if (this.parts.poller.polling) link.setPolling?.(true);
     const queued = p.queued.splice(0);
     for (const [m, done] of queued) link.sendControl(m, done);
   }
 
   private onControl(peer: number, m: LinkControlMessage): void {
-    this.host.progress();
+    this.parts.poller.progress();
     if (m.t === 'bye') {
       if (m.rank !== peer) return this.host.protocol(peer, `said goodbye as rank ${m.rank}`);
       this.peers.get(peer)!.bye = true;
@@ -210,7 +242,19 @@ export class DirectRoute {
       const may = want ? `only ranks ${want.first}..${mod(want.first + want.count - 1, size)}'s` : 'none';
       return this.host.protocol(peer, `sent rank ${m.origin}'s descriptor for #${m.seq} on a direct link, where it passes ${may}`);
     }
-    this.host.descriptor(m, peer);
+    this.descriptor(m, peer);
+  }
+
+  /** A descriptor `sender` may pass on this link (see onControl): checked as any (agreement.ts), then into its operation's table. */
+  private descriptor(m: DescMsg, sender: number): void {
+    const { host, parts } = this;
+    const checked = checkDescriptorMessage(m, sender, '(direct link)', host.size, host.rank, parts.ops.nextSeq);
+    if ('problem' in checked && checked.malformed && host.closing()) return;
+    if ('problem' in checked) return this.host.protocol(sender, checked.problem);
+    if (host.broken() || parts.ops.isPast(m.seq)) return;
+    const st = parts.ops.state(m.seq);
+    if (st.table.came(m.origin, 'direct')) return this.host.protocol(sender, `sent rank ${m.origin}'s descriptor for #${m.seq} twice`);
+    host.accept(st, m.origin, checked.d, m.p, 'direct', sender);
   }
 
   private onClosed(peer: number, error: Error | undefined): void {
@@ -219,7 +263,7 @@ export class DirectRoute {
     // Its goodbye came first: it has sent all it will and needs nothing more (the ring names a
     // rank that shut down before an operation others still run).
     if (this.peers.get(peer)!.bye) return;
-    this.host.lost(peer, `is gone (${error?.message ?? 'connection closed'})`, true);
+    this.lost(peer, `is gone (${error?.message ?? 'connection closed'})`, true);
   }
 
   /** Says goodbye on every open link (resolves once the goodbyes have left). */

@@ -1,4 +1,4 @@
-import { deserializeError, RingPeerLostError, RingTimeoutError, type RingError } from '../../errors.js';
+import { deserializeError, RingPeerLostError, RingProtocolError, RingShutdownError, RingTimeoutError, type RingError } from '../../errors.js';
 import type { Link } from '../../transport/link.js';
 import type { AbortMsg } from '../../transport/messages.js';
 import type { RingPlace } from '../collective.js';
@@ -43,12 +43,17 @@ export interface LivenessHost extends RingPlace {
   closing(): boolean;
   /** Fails the ring with `e` (see Communicator.fatal). */
   fatal(e: RingError, opts?: { quietIfIdle?: boolean }): void;
+  /** `peer` broke the protocol: the ring fails, naming it. */
+  protocol(peer: number, what: string): void;
+  /** The right neighbour said goodbye and closed its link: what it was sent counts as delivered. */
+  rightLeft(): void;
 }
 
 /**
  * Whether the ring is alive: heartbeats to the left and silence from the right, every pending
- * operation's deadline, and the grace a lost neighbour gets before it is blamed. It decides who
- * is named when something stalls or goes; the host fails the ring.
+ * operation's deadline, the grace a lost neighbour gets before it is blamed, and what a closed
+ * link or a neighbour's goodbye means. It decides who is named when something stalls or goes;
+ * the host fails the ring.
  *
  * An operation that outlives `timeoutMs` fails on every rank naming the stalled rank where one can
  * be seen (see beatInterval): the rank left of it fails at once with "rank X has sent nothing for
@@ -173,6 +178,56 @@ export class Liveness {
     clearTimeout(this.lossPending);
     this.lossPending = undefined;
     this.stop();
+  }
+
+  // ---- goodbyes and closed links ---------------------------------------------------------------
+  /** Neighbours that said goodbye (shutdown()): each finished every operation it ran. */
+  private readonly byes = new Set<number>();
+
+  /** A goodbye from neighbour `peer`, saying it is rank `rank`: what is wrong with it, if anything. */
+  bye(peer: number, rank: number): string | undefined {
+    if (rank !== peer) return `said goodbye as rank ${rank}`;
+    this.byes.add(rank);
+    return undefined;
+  }
+
+  /** Why operation `seq` cannot start here: a neighbour has said goodbye (undefined: none has). */
+  refusal(desc: OpDescriptor, seq: number): RingShutdownError | undefined {
+    if (this.byes.size === 0) return undefined;
+    const { rank } = this.host;
+    const gone = [...this.byes].sort((a, b) => a - b);
+    return new RingShutdownError(`rank ${rank}: ${label(desc, seq)} cannot run: rank ${gone.join(', ')} has already called shutdown()`, {
+      rank,
+      ranks: gone,
+      op: desc.kind,
+      seq,
+    });
+  }
+
+  /** A write to the right neighbour failed. */
+  writeFailed(err: Error): void {
+    // After its goodbye the right neighbour closes: a failed write to it is expected (see rightLeft).
+    if (this.byes.has(this.host.right)) return;
+    this.peerLost(this.host.right, 'right', `cannot be reached (${err.message})`);
+  }
+
+  /** The link to neighbour `peer` closed; `error` says why (undefined: closed without one). */
+  linkClosed(peer: number, side: 'left' | 'right', error: Error | undefined): void {
+    const host = this.host;
+    if (host.closing() || host.broken()) return;
+    // The link dropped a peer that sent something undecodable: that is the peer's protocol error.
+    if (error instanceof RingProtocolError) return host.protocol(peer, `(${side} neighbour) broke the protocol: ${error.message}`);
+    if (this.byes.has(peer)) {
+      // A neighbour that said goodbye finished every operation it ran; see LivenessHost.rightLeft.
+      // Gone on the left, it has sent all it ever will (its messages all came before its close):
+      // what is still pending here for want of its data never completes.
+      if (side === 'right') return host.rightLeft();
+      const starved = [...this.ops.values()].some((s) => s.resolve && !(s.table.checked && s.coll!.received));
+      if (!starved) return;
+    }
+    const how = this.byes.has(peer) ? 'called shutdown()' : `is gone (${error?.message ?? 'connection closed'})`;
+    // Idle, this is how a job ends whose ranks exit without shutdown(): the next call (if any) raises it.
+    this.peerLost(peer, side, how, { quietIfIdle: true });
   }
 
   /** The ring is broken at `peer`: fails everything, naming it and the first pending operation. */

@@ -1,8 +1,9 @@
 import { RingProtocolError } from '../../errors.js';
 
 /**
- * A one-way message queue in a shared-memory region (see shm.ts): how link messages travel between
- * two ranks on one host while the receiving process is polling anyway, without a system call.
+ * A one-way message queue in a shared-memory region (see region.ts): how link messages travel
+ * between two ranks on one host while the receiving process is polling anyway, without a system
+ * call.
  *
  * Why: a message over loopback TCP to a process asleep in epoll costs its sender 60-75 µs in
  * writev on this kind of machine (the wake-up of the other process is paid there), most of a small

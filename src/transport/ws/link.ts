@@ -1,40 +1,15 @@
 import { WebSocket } from 'ws';
-import { RingPeerLostError, RingProtocolError } from '../../errors.js';
+import { RingProtocolError } from '../../errors.js';
 import type { Inbox } from './inbox.js';
 import { MessageLink } from '../link.js';
-import { DATA_HEADER_BYTES, decodeMessage, encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../wire.js';
-import {
-  acceptOffer,
-  createRegion,
-  decodeReply,
-  encodeFree,
-  encodeReply,
-  encodeShmData,
-  KIND_SHM_DATA,
-  KIND_SHM_FREE,
-  KIND_SHM_OFFER,
-  KIND_SHM_REPLY,
-  KIND_SHM_WAKE,
-  mailboxes,
-  noOffer,
-  NO_OFFER,
-  shmAvailable,
-  slotOf,
-  slotView,
-  unlinkQuietly,
-  WAKE,
-  type ShmRegion,
-} from '../shm/region.js';
+import { encodeDataHeader, KIND_DATA_HEADER, type DataHeader } from '../wire.js';
+import { WAKE } from '../shm/region.js';
+import { LinkRegion } from '../shm/link-region.js';
 import type { Mailbox } from '../shm/mailbox.js';
 import { LinkReader } from './takeover.js';
 
-/** A frame's payload: its bytes, or (see WsLink.sendFilled) how to write them into a slot. */
-type Payload = Uint8Array | { bytes: number; fill: (dst: Uint8Array) => number };
-
 /** Below this many payload bytes a data frame is one message (header + a copy of the payload). */
 const SMALL_PAYLOAD = 64 * 1024;
-/** From this many payload bytes a frame goes through shared memory, when the link has it. */
-const SHM_MIN_BYTES = 16 * 1024;
 
 /** A ring link over an authenticated WebSocket. */
 export class WsLink extends MessageLink {
@@ -85,7 +60,7 @@ export class WsLink extends MessageLink {
   }
   private scratch = new Uint8Array(0);
 
-  // ---- socket and mailbox (see mailbox.ts) ---------------------------------------------------
+  // ---- socket and mailbox (see shm/mailbox.ts) ----------------------------------------------
   /** Messages sent on / received from the WebSocket since this link was made. */
   private socketSent = 0;
   private socketReceived = 0;
@@ -176,20 +151,24 @@ export class WsLink extends MessageLink {
     }
   }
 
-  // ---- shared memory (see shm.ts) ----------------------------------------------------------
-  /** This side sends data through the peer-mapped region: free slots, and frames waiting for one. */
-  private tx: { region: ShmRegion; free: number[]; waiting: Array<[DataHeader, Payload, (err?: Error) => void]> } | undefined;
-  /** The peer sends data through this region (each slot is handed back as soon as it is read). */
-  private rx: { region: ShmRegion } | undefined;
-  private offerWaiter: ((m: Uint8Array | undefined) => void) | undefined;
-  private replyWaiter: ((m: Uint8Array | undefined) => void) | undefined;
-  private pendingOffer: Uint8Array | undefined;
-  private pendingReply: Uint8Array | undefined;
-  private offered = false;
+  // ---- shared memory (see shm/link-region.ts) ---------------------------------------------------
+  private readonly region = new LinkRegion({
+    peer: this.peer,
+    describe: this.describe,
+    closed: () => this.isClosed,
+    sendSocket: (m) => this.sendWs(m),
+    post: (parts, done) => this.post(parts, done),
+    sendFrame: (header, payload, done) => this.sendFrame(header, payload, done),
+    deliver: (header, payload, pin) => this.deliverData(header, payload, pin),
+    mailboxes: (boxes) => {
+      this.outBox = boxes.out;
+      this.inBox = boxes.in;
+    },
+  });
 
   /** True once payloads on this link (to or from the peer) go through shared memory. */
   get sharedMemory(): boolean {
-    return this.tx !== undefined || this.rx !== undefined;
+    return this.region.active;
   }
 
   /**
@@ -197,214 +176,63 @@ export class WsLink extends MessageLink {
    * `enabled` is false or this host cannot, say there is no offer). Resolves to undefined when
    * the peer accepted, else to the reason.
    */
-  async offerSharedMemory(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined> {
-    if (this.pendingOffer) throw new RingProtocolError(`${this.describe} offered shared memory on a link where it receives`);
-    this.offered = true;
-    const why = enabled ? shmAvailable() : 'shared memory is disabled on this rank';
-    if (why !== undefined) {
-      this.sendWs(noOffer());
-      return why;
-    }
-    const made = createRegion(slots, payloadBytes);
-    if (typeof made === 'string') {
-      // No room for the region (a small /dev/shm): payloads on this link go through the socket.
-      this.sendWs(noOffer());
-      return made;
-    }
-    const { region, offer, path } = made;
-    try {
-      this.sendWs(offer);
-      const m = await this.await('reply', timeoutMs);
-      const reply = decodeReply(m, this.describe);
-      if (!reply.ok) return reply.reason;
-      this.tx = { region, free: Array.from({ length: slots }, (_, i) => slots - 1 - i), waiting: [] };
-      ({ out: this.outBox, in: this.inBox } = mailboxes(region, true, this.describe));
-      return undefined;
-    } finally {
-      unlinkQuietly(path);
-    }
+  offerSharedMemory(enabled: boolean, slots: number, payloadBytes: number, timeoutMs: number): Promise<string | undefined> {
+    return this.region.offer(enabled, slots, payloadBytes, timeoutMs);
   }
 
   /** As the receiving side: waits for the peer's offer and maps its region if it is on this host. */
-  async acceptSharedMemory(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined> {
-    const m = await this.await('offer', timeoutMs);
-    const r = acceptOffer(m, maxPayload, enabled, this.describe);
-    if (r === NO_OFFER) return r;
-    if (typeof r === 'string') {
-      this.sendWs(encodeReply(false, r));
-      return r;
-    }
-    this.rx = { region: r };
-    ({ out: this.outBox, in: this.inBox } = mailboxes(r, false, this.describe));
-    this.sendWs(encodeReply(true, ''));
-    return undefined;
-  }
-
-  private await(what: 'offer' | 'reply', timeoutMs: number): Promise<Uint8Array> {
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const early = what === 'offer' ? this.pendingOffer : this.pendingReply;
-      if (early) return resolve(early);
-      // The peer hung up: that is a lost peer, like a close at any later moment.
-      const lost = () => new RingPeerLostError(`connection to ${this.describe} closed during shared-memory set-up`, { ranks: [this.peer] });
-      if (this.isClosed) return reject(lost());
-      const timer = setTimeout(() => reject(new RingProtocolError(`${this.describe} sent no shared-memory ${what} within ${timeoutMs} ms`)), timeoutMs);
-      const settle = (m: Uint8Array | undefined) => {
-        clearTimeout(timer);
-        if (m) resolve(m);
-        else reject(lost());
-      };
-      if (what === 'offer') this.offerWaiter = settle;
-      else this.replyWaiter = settle;
-    });
+  acceptSharedMemory(enabled: boolean, maxPayload: number, timeoutMs: number): Promise<string | undefined> {
+    return this.region.accept(enabled, maxPayload, timeoutMs);
   }
 
   protected override linkMessage(buf: Uint8Array): void {
     try {
-      switch (buf[0]) {
-        case KIND_SHM_OFFER:
-        case KIND_SHM_REPLY: {
-          const offer = buf[0] === KIND_SHM_OFFER;
-          // One offer per link, to the side that does not offer; a reply only to an offer.
-          if (offer ? this.pendingOffer || this.offered : !this.replyWaiter) {
-            throw new RingProtocolError(`unexpected shared-memory ${offer ? 'offer' : 'reply'} from ${this.describe}`);
-          }
-          const copy = Uint8Array.from(buf);
-          if (offer) this.pendingOffer = copy;
-          else this.pendingReply = copy;
-          const w = offer ? this.offerWaiter : this.replyWaiter;
-          if (offer) this.offerWaiter = undefined;
-          else this.replyWaiter = undefined;
-          w?.(copy);
-          return;
-        }
-        case KIND_SHM_DATA:
-          return this.shmData(buf);
-        case KIND_SHM_FREE:
-          return this.shmFree(slotOf(buf, this.describe));
-        case KIND_SHM_WAKE:
-          return; // the mailbox was drained around it
-      }
+      this.region.message(buf);
     } catch (e) {
       this.fail(e as Error);
     }
   }
 
-  private shmData(buf: Uint8Array): void {
-    const rx = this.rx;
-    if (!rx) throw new RingProtocolError(`shared-memory data from ${this.describe}, which has no region here`);
-    const slot = slotOf(buf, this.describe);
-    const head = new Uint8Array(buf.subarray(0, DATA_HEADER_BYTES));
-    head[0] = KIND_DATA_HEADER;
-    const d = decodeMessage(head, this.describe);
-    if (d.kind !== 'header') throw new RingProtocolError(`bad shared-memory data notice from ${this.describe}`);
-    const length = d.length;
-    if (slot >= rx.region.slots || length > rx.region.slotBytes) {
-      throw new RingProtocolError(`shared-memory notice from ${this.describe} is out of its region (slot ${slot}, ${length} bytes)`);
-    }
-    let pinned = false;
-    const pin = () => {
-      pinned = true;
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        if (!this.isClosed) this.post([encodeFree(slot)]);
-      };
-    };
-    this.deliverData(d.header, slotView(rx.region, slot, length), pin);
-    // Unless the handler kept the slot, it is done with it (it copied what it keeps): hand it back.
-    if (pinned || this.isClosed) return;
-    this.post([encodeFree(slot)]);
-  }
-
-  private shmFree(slot: number): void {
-    const tx = this.tx;
-    if (!tx || slot >= tx.region.slots || tx.free.includes(slot)) {
-      throw new RingProtocolError(`${this.describe} handed back shared-memory slot ${slot}, which it did not hold`);
-    }
-    tx.free.push(slot);
-    // Frames that waited for a slot go first, in order (small ones among them take none).
-    while (tx.waiting.length > 0 && this.sendNow(...tx.waiting[0])) tx.waiting.shift();
-  }
-
-  /**
-   * A frame written straight into a shared slot: now if one is free and nothing waits, else when
-   * one frees (in order with the other waiting frames). Before, a frame without a free slot was
-   * made in a buffer and copied into the slot later: an extra pass over every such frame.
-   */
+  /** See Link.sendFilled and LinkRegion.sendFilled. */
   sendFilled(header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): boolean {
-    const tx = this.tx;
-    if (!tx || bytes < SHM_MIN_BYTES || bytes > tx.region.slotBytes) return false;
     if (this.isClosed || this.ws.readyState !== WebSocket.OPEN) return false; // sendData reports it
-    if (tx.waiting.length === 0 && tx.free.length > 0) this.shmSend(tx.free.pop()!, header, bytes, fill, done);
-    else tx.waiting.push([header, { bytes, fill }, done]);
-    return true;
-  }
-
-  /** Writes a frame's payload into `slot` with `fill` (which returns its scale) and sends the notice. */
-  private shmSend(slot: number, header: DataHeader, bytes: number, fill: (dst: Uint8Array) => number, done: (err?: Error) => void): void {
-    const scale = fill(slotView(this.tx!.region, slot, bytes));
-    this.post([encodeShmData({ ...header, scale }, bytes, slot)], done);
+    return this.region.sendFilled(header, bytes, fill, done);
   }
 
   protected override ended(error: Error | undefined): void {
     // The peer must not post into a mailbox nobody reads any more.
     this.inBox?.setAwake(false);
-    const waiting = this.tx?.waiting.splice(0) ?? [];
-    for (const w of [this.offerWaiter, this.replyWaiter]) w?.(undefined);
-    this.offerWaiter = this.replyWaiter = undefined;
+    const waiting = this.region.end();
     super.ended(error);
-    for (const [, , done] of waiting) done(new Error(`connection to ${this.describe} is closed`));
+    for (const done of waiting) done(new Error(`connection to ${this.describe} is closed`));
+  }
+
+  /** Through the region when the link sends through one (frames keep their order there), else sendFrame. */
+  override sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    if (!this.writable(done)) return;
+    if (!this.region.send(header, payload, done)) this.sendFrame(header, payload, done);
   }
 
   /**
-   * Payloads of SHM_MIN_BYTES and more go through shared memory when the link has it. Otherwise
-   * large payloads go as two messages back to back, header then payload, so the payload is
-   * written straight from the caller's array; small ones are cheaper copied into one message.
+   * A frame through no shared slot. Large payloads go as two messages back to back, header then
+   * payload, so the payload is written straight from the caller's array; small ones are cheaper
+   * copied into one message.
    */
-  override sendData(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
-    if (!this.writable(done)) return;
-    const tx = this.tx;
-    // Frames leave in order: while one waits for a shared slot, every later frame waits behind it.
-    if (tx && (tx.waiting.length > 0 || !this.sendNow(header, payload, done))) tx.waiting.push([header, payload, done]);
-    else if (!tx) this.sendNow(header, payload, done);
-  }
-
-  /** Sends a frame now; false (nothing sent) when it needs a shared slot and none is free. */
-  private sendNow(header: DataHeader, payload: Payload, done: (err?: Error) => void): boolean {
-    const tx = this.tx;
-    if (!(payload instanceof Uint8Array)) {
-      // A frame made when it leaves (sendFilled): always for a slot.
-      const slot = tx!.free.pop();
-      if (slot === undefined) return false;
-      this.shmSend(slot, header, payload.bytes, payload.fill, done);
-      return true;
-    }
-    if (tx && payload.byteLength >= SHM_MIN_BYTES && payload.byteLength <= tx.region.slotBytes) {
-      const slot = tx.free.pop();
-      if (slot === undefined) return false;
-      const copy = (dst: Uint8Array) => {
-        dst.set(payload);
-        return header.scale;
-      };
-      this.shmSend(slot, header, payload.byteLength, copy, done);
-      return true;
-    }
-    if (payload.byteLength < SMALL_PAYLOAD) {
-      super.sendData(header, payload, done);
-      return true;
-    }
+  private sendFrame(header: DataHeader, payload: Uint8Array, done: (err?: Error) => void): void {
+    if (payload.byteLength < SMALL_PAYLOAD) return super.sendData(header, payload, done);
     // Header and payload are consecutive socket messages (the payload is raw): never the mailbox.
     this.cork();
     this.sendWs(encodeDataHeader(header, payload.byteLength, KIND_DATA_HEADER));
     this.sendWs(payload, done);
-    return true;
   }
 
-
   /**
-   * Everything sent in one tick leaves in one writev: a collective's descriptor and its first
-   * frames (or a burst of forwarded chunks) cost one system call instead of one each.
+   * Everything sent in one synchronous stretch leaves in one writev: a collective's descriptor and
+   * its first frames (or a burst of forwarded chunks) cost one system call instead of one each.
+   * Uncorked in a microtask, not a process.nextTick: Node runs nextTick callbacks queued from a
+   * microtask only once the microtask queue is empty, so a sender that went on in a chain of
+   * awaits resolving at once (data already there, a compute, the next send) kept its messages
+   * corked until it awaited something truly pending. A microtask runs in turn with that chain's.
    */
   private corked = false;
   private cork(): void {
@@ -413,7 +241,7 @@ export class WsLink extends MessageLink {
     if (!sock) return;
     this.corked = true;
     sock.cork();
-    process.nextTick(() => {
+    queueMicrotask(() => {
       this.corked = false;
       sock.uncork();
     });
