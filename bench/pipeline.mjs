@@ -23,13 +23,14 @@ theoretical bubble (S-1)/(M+S-1). Ranks start through ringrun (-np 2).
 
 Options:
   --micro LIST     micro-batches per step for the pipeline rows (default 1,2,4,8,16)
-  --batch N        global batch per step, for every row (default 128; a multiple of each M and of 2)
-  --steps N        timed steps per row (default 20)
-  --warmup N       untimed steps first (default 3)
-  --width N        hidden units per layer (default 256)
+  --batch N        global batch per step, for every row (default 512; a multiple of each M and of 2)
+  --steps N        timed steps per row (default 6)
+  --warmup N       untimed steps first (default 2)
+  --width N        hidden units per layer (default 96)
   --input N        input features (default: the width, so that every layer but the output one
                    costs the same and a cut can balance the stages; 784 is MNIST's)
-  --layers N       dense layers, the last with 10 outputs (default 17)
+  --layers N       dense layers, the last with 10 outputs (default 49: a cut moves ~4% of a
+                   stage's work, so the stages can be balanced)
   --schedule S     1f1b (default) or gpipe
   --stages CUTS    the pipeline's cut point (default: 'auto', measured)
   --json FILE      also write the settings and rows as JSON
@@ -38,11 +39,11 @@ Options:
 const { values: a } = parseArgs({
   options: {
     micro: { type: 'string', default: '1,2,4,8,16' },
-    batch: { type: 'string', default: '128' },
-    steps: { type: 'string', default: '20' },
-    warmup: { type: 'string', default: '3' },
-    width: { type: 'string', default: '256' },
-    layers: { type: 'string', default: '17' },
+    batch: { type: 'string', default: '512' },
+    steps: { type: 'string', default: '6' },
+    warmup: { type: 'string', default: '2' },
+    width: { type: 'string', default: '96' },
+    layers: { type: 'string', default: '49' },
     input: { type: 'string' },
     schedule: { type: 'string', default: '1f1b' },
     stages: { type: 'string', default: 'auto' },
@@ -165,7 +166,9 @@ async function worker(kind) {
     // schedules' own time: a stage that finishes early waits at the step's end, not in it.
     const waited = end.waitMs + end.syncMs - (mark.waitMs + mark.syncMs);
     const idle = waited / (sec * 1000);
-    console.log(`BENCH ${JSON.stringify({ stage: end.stage, idle, micro, ...(rr.rank() === 0 ? { rate: (steps * batch) / sec } : {}) })}`);
+    const each = (k) => (end[k] - mark[k]) / steps;
+    const parts = { stepMs: each('stepMs'), waitMs: each('waitMs'), syncMs: each('syncMs'), wallMs: (sec * 1000) / steps };
+    console.log(`BENCH ${JSON.stringify({ stage: end.stage, idle, micro, parts, ...(rr.rank() === 0 ? { rate: (steps * batch) / sec } : {}) })}`);
   } else {
     const opt = kind === 'dp' ? new rr.DistributedOptimizer(tf.train.sgd(0.01)) : tf.train.sgd(0.01);
     model.compile({ optimizer: opt, loss: 'categoricalCrossentropy' });

@@ -6,21 +6,29 @@ import { balance } from './partition.js';
 type Tensor = TfCore.Tensor;
 type Layer = TfLayers.layers.Layer;
 
-/** Rows of the batch on which 'auto' times the layers. */
-const TIMING_ROWS = 16;
+/** Rows of the batch on which 'auto' times the layers, unless fit says how large a micro-batch is. */
+export const TIMING_ROWS = 16;
 
 /**
  * Where to cut: the given cut points, or ('auto') rank 0's timing of every layer, broadcast so
  * that every rank cuts alike. A layer costs forward+backward+forward on a stage that
  * re-materialises its forward pass (all but the last) and forward+backward on the last.
+ * `rows`: how many examples a micro-batch has (fit knows it): a layer's forward and backward do
+ * not scale alike with the rows, and the cut should balance what the stages will really run.
  * Returns the cuts and how they were chosen, for the line rank 0 prints.
  */
-export async function chooseCuts(tf: typeof TfCore, model: TfLayers.Sequential, stages: 'auto' | number[], comm: StageComm): Promise<{ cuts: number[]; how: string }> {
+export async function chooseCuts(
+  tf: typeof TfCore,
+  model: TfLayers.Sequential,
+  stages: 'auto' | number[],
+  comm: StageComm,
+  rows = TIMING_ROWS,
+): Promise<{ cuts: number[]; how: string }> {
   if (stages !== 'auto') return { cuts: stages, how: 'given' };
   if (comm.size === 1) return { cuts: [], how: 'one stage' };
   const layers = model.layers;
   const L = layers.length;
-  const local = comm.rank === 0 ? layerCosts(tf, model) : new Float64Array(2 * L + 1);
+  const local = comm.rank === 0 ? layerCosts(tf, model, rows) : new Float64Array(2 * L + 1);
   const costs = await comm.broadcast(local, 0, 'ringreduce:pipeline:costs');
   const fb = Array.from(costs.subarray(1, L + 1));
   const f = Array.from(costs.subarray(L + 1));
@@ -61,7 +69,7 @@ function evenOut(layers: Layer[], out: Float64Array): void {
  * [1, ms forward+backward per layer..., ms forward per layer...] from timing each layer on a
  * small batch, or [0, parameters per layer..., zeros...] if that fails (e.g. an integer input).
  */
-export function layerCosts(tf: typeof TfCore, model: TfLayers.Sequential): Float64Array {
+export function layerCosts(tf: typeof TfCore, model: TfLayers.Sequential, rows = TIMING_ROWS): Float64Array {
   const layers = model.layers;
   const L = layers.length;
   const out = new Float64Array(2 * L + 1);
@@ -81,7 +89,7 @@ export function layerCosts(tf: typeof TfCore, model: TfLayers.Sequential): Float
     const inShape = (model.inputs[0].shape as number[]).slice(1);
     // Twice through the model: the first pass warms up every kernel, the second is kept (best of 3).
     for (let pass = 0; pass < 2; pass++) {
-      let x = tf.randomUniform([TIMING_ROWS, ...inShape], 0, 1, 'float32', 7);
+      let x = tf.randomUniform([rows, ...inShape], 0, 1, 'float32', 7);
       layers.forEach((l, i) => {
         const best = (f: () => void) => (pass === 0 ? time(f) : Math.min(time(f), time(f), time(f)));
         out[i + 1] = best(backward(l, x));

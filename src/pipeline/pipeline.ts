@@ -159,6 +159,8 @@ export class Pipeline {
     return layers.slice(a, b).map((l) => l.name);
   }
   private cutsKnown: Built | undefined;
+  /** Rows of a micro-batch, for 'auto' to time the layers on (set by the first fit). */
+  private timingRows: number | undefined;
 
   /**
    * This rank's stage since the pipeline was built: training steps, the time their schedules took
@@ -213,7 +215,8 @@ export class Pipeline {
     await agree(comm, 'pipeline', { error, model, options, call: {} });
     if (replicas) await agree(replicas, 'pipeline replicas', { model, options: { ...options, stage: comm.rank, stages: S }, call: {} });
 
-    const chosen = await chooseCuts(tf, this.model, this.o.stages, comm);
+    // Rank 0's micro-batch rows when fit builds the pipeline (every rank agrees on the cut it sends).
+    const chosen = await chooseCuts(tf, this.model, this.o.stages, comm, this.timingRows);
     const how = chosen.how;
     let cuts = chosen.cuts;
     if (replicas) cuts = Array.from(await replicas.broadcast(Int32Array.from(cuts), 0, 'ringreduce:pipeline:cuts'));
@@ -283,6 +286,7 @@ export class Pipeline {
     if (typeof shuffle !== 'boolean') throw bad(`fit: args.shuffle must be a boolean, got ${JSON.stringify(shuffle)}`);
     if (verbose !== 0 && verbose !== 1) throw bad(`fit: args.verbose must be 0 or 1, got ${JSON.stringify(verbose)}`);
     if (!(xs instanceof tf.Tensor) || !(ys instanceof tf.Tensor)) throw bad('fit(xs, ys): xs and ys must be tf.Tensors');
+    if (Number.isSafeInteger(batchSize / this.o.microBatches)) this.timingRows ??= batchSize / this.o.microBatches;
     await this.build();
     const b = await this.built!;
     const samples = xs.shape[0] ?? 0;
