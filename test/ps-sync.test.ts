@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ringrunBin, root, runNode } from './helpers/run.js';
-import { relErr, taggedResults } from './helpers/results.js';
+import { relErr, taggedResults, type TrainResult } from './helpers/results.js';
 
 /**
  * Parameter servers in sync mode must not change the math: SGD on a global batch B, one process
@@ -15,12 +15,7 @@ const fixture = join(root, 'test', 'fixtures', 'ps-train.mjs');
 const STEPS = '5';
 const BATCH = '12';
 
-interface Result {
-  rank: number;
-  size: number;
-  weights: Record<string, number[]>;
-  initial: Record<string, number[]>;
-  numTensors: number[];
+interface Result extends TrainResult {
   stats: { mode: string; servers: number; updates: number; maxStaleness: number; meanStaleness: number };
 }
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ringrunBin, root, runNode } from './helpers/run.js';
-import { relErr, taggedResults } from './helpers/results.js';
+import { relErr, taggedResults, type TrainResult } from './helpers/results.js';
 
 /**
  * Data parallelism must not change the math: SGD on a global batch B, one process with batch B
@@ -13,13 +13,7 @@ const fixture = join(root, 'test', 'fixtures', 'tfjs-train.mjs');
 const STEPS = '5';
 const BATCH = '12'; // divisible by 1, 2 and 3
 
-interface Result {
-  rank: number;
-  size: number;
-  weights: Record<string, number[]>;
-  initial: Record<string, number[]>;
-  numTensors: number[];
-}
+type Result = TrainResult;
 
 const parse = (stdout: string): Result[] => taggedResults<Result>(stdout, 'WEIGHTS');
 

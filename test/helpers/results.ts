@@ -11,6 +11,15 @@ export function taggedResults<R extends { rank: number }>(stdout: string, tag: s
     .sort((a, b) => a.rank - b.rank);
 }
 
+/** What the training fixtures print per rank: final and initial weights by name, tensors per step. */
+export interface TrainResult {
+  rank: number;
+  size: number;
+  weights: Record<string, number[]>;
+  initial: Record<string, number[]>;
+  numTensors: number[];
+}
+
 /** max|a - b| / max|b|: the relative error of `a` against the reference `b`. */
 export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let diff = 0;
