@@ -38,18 +38,22 @@ function serverPid(parent: number, k: number): number | undefined {
 
 describe('parameter-server faults', () => {
   it.each(['sync', 'async'])('%s: a server killed mid-training -> RING_ERR_PEER_LOST naming it on every worker, no hang', async (mode) => {
-    const t0 = Date.now();
     const p = spawn(process.execPath, [ringrunBin, '-np', '2', '--servers', '2', 'node', fixture], {
-      env: { ...process.env, PS_MODE: mode, STEPS: '40', BATCH: '2', SLOW_RANK: '0', SLOW_MS: '100', PRINT_STEPS: '1', MODE: 'async' },
+      // Every rank sleeps per step, so that none can finish its 200 steps (20 s) before the kill:
+      // in async mode a rank that started early would otherwise train to the end (seen under load).
+      env: { ...process.env, PS_MODE: mode, STEPS: '200', BATCH: '2', SLOW_RANK: 'all', SLOW_MS: '100', PRINT_STEPS: '1', MODE: 'async' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
     let killed = false;
+    let killedAt = 0;
     p.stdout.on('data', (d) => {
       stdout += d;
-      if (!killed && stdout.includes('[1,0]<stdout>:STEP 3')) {
+      // Both workers are training: each has done 3 steps.
+      if (!killed && stdout.includes('[1,0]<stdout>:STEP 3') && stdout.includes('[1,1]<stdout>:STEP 3')) {
         killed = true;
+        killedAt = Date.now();
         const pid = serverPid(p.pid!, 1);
         expect(pid).toBeDefined();
         process.kill(pid!, 'SIGKILL');
@@ -63,7 +67,8 @@ describe('parameter-server faults', () => {
     }
     expect(stderr).toMatch(/ringrun: parameter server 1 \(pid \d+\) was killed by signal SIGKILL/);
     expect(code).toBe(137);
-    expect(Date.now() - t0).toBeLessThan(20_000); // 40 steps x 100 ms would be 4 s more: they stopped at once
+    // Stopped at once: the steps left would take another 15 s or more (200 x 100 ms of sleep).
+    expect(Date.now() - killedAt).toBeLessThan(12_000);
   });
 
   it('async: a worker killed -> the others train to the end; ringrun reports it and exits with its code', async () => {
