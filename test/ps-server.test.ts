@@ -171,4 +171,19 @@ describe('a server whose rank 0 never initialises it', () => {
     expect((e as { error: { message: string } }).error.message).toMatch(/worker rank 0 left before it sent the initial weights/);
     server.close();
   });
+
+  it('a worker whose hello comes after the server gave up is refused too, not left waiting (seen: a hang under load)', async () => {
+    await tf.setBackend('cpu');
+    const server = new ParameterServer({ server: 0, servers: 1, tf: tf as never, logger });
+    const w0 = new RawWorker(server, 0);
+    w0.hello();
+    await new Promise((r) => setTimeout(r, 10));
+    w0.link.close(); // rank 0 gone before 'init', nobody waiting yet
+    await new Promise((r) => setTimeout(r, 10));
+    const late = new RawWorker(server, 1);
+    late.hello();
+    const e = await late.next();
+    expect(e).toMatchObject({ t: 'error', error: { code: 'RING_ERR_PEER_LOST', details: { server: 0, ranks: [0] } } });
+    server.close();
+  });
 });

@@ -110,6 +110,12 @@ export class ParameterServer {
   private weights: ChunkWeights | undefined;
   private init: { msg: InitMsg; got: Set<number> } | undefined;
   private ready = false;
+  /**
+   * Why this server can never become ready (its checkpoint would not load, or rank 0 left before
+   * the initial weights): every worker is refused with it — also one whose hello comes later, or
+   * it would wait for a 'ready' that never comes.
+   */
+  private cannotStart: RingError | undefined;
   private readonly pendingReady = new Set<Worker>();
   /** sync: sums of the step being accumulated, and how many workers added each chunk. */
   private sums = new Map<number, { acc: Float32Array; count: number }>();
@@ -258,6 +264,7 @@ export class ParameterServer {
       this.job!.restore = m.restore;
     }
     w.hello = m;
+    if (this.cannotStart) return this.refuse(w, this.cannotStart);
     if (this.ready) this.welcome(w);
     else this.pendingReady.add(w);
   }
@@ -446,10 +453,10 @@ export class ParameterServer {
 
   private left(w: Worker): void {
     this.pendingReady.delete(w);
-    if (!this.ready && w.rank === 0 && this.pendingReady.size > 0) {
+    if (!this.ready && w.rank === 0) {
       // Nobody else can initialise the server: the workers waiting for it are told why now.
-      const err = new RingPeerLostError(`${this.name}: worker rank 0 left before it sent the initial weights: the server cannot start`, { server: this.o.server, ranks: [0] });
-      for (const p of [...this.pendingReady]) this.refuse(p, err);
+      this.cannotStart ??= new RingPeerLostError(`${this.name}: worker rank 0 left before it sent the initial weights: the server cannot start`, { server: this.o.server, ranks: [0] });
+      for (const p of [...this.pendingReady]) this.refuse(p, this.cannotStart);
     }
     if (this.job && this.ready) {
       if (this.job.mode === 'sync') this.checkSyncWaits();
@@ -467,6 +474,7 @@ export class ParameterServer {
 
   /** Everyone gets `err` (the server cannot go on: a checkpoint that would not load). */
   private failAll(err: RingError): void {
+    this.cannotStart ??= err;
     for (const w of this.workers.values()) this.refuse(w, err);
   }
 
