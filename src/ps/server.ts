@@ -1,7 +1,7 @@
 import { isAbsolute } from 'node:path';
 import type * as TfCore from '@tensorflow/tfjs-core';
 import { codecFor } from '../compression/registry.js';
-import { RingError, RingInternalError, RingInvalidArgError, RingMismatchError, RingPeerLostError, RingProtocolError, serializeError } from '../errors.js';
+import { RingError, RingInternalError, RingInvalidArgError, RingPeerLostError, RingProtocolError, serializeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { peerText } from '../peer-text.js';
 import type { Link } from '../transport/link.js';
@@ -11,13 +11,13 @@ import {
   OP_INIT,
   OP_PUSH,
   OP_WEIGHTS,
-  PS_PROTOCOL,
   validateToServer,
   type HelloMsg,
   type InitMsg,
   type ToServer,
   type ToWorker,
 } from './messages.js';
+import { agreeOnJob, type Job } from './job.js';
 import { ChunkWeights } from './weights.js';
 
 /**
@@ -79,18 +79,6 @@ interface Worker {
 interface Malformed {
   t: 'malformed';
   error: RingError;
-}
-
-interface Job {
-  size: number;
-  mode: HelloMsg['mode'];
-  staleness: number;
-  codec: HelloMsg['codec'];
-  /** key -> length, the chunks this server holds. */
-  chunks: Map<number, number>;
-  keys: number[];
-  first: number;
-  restore?: string;
 }
 
 export interface ParameterServerOptions {
@@ -233,36 +221,7 @@ export class ParameterServer {
   private hello(w: Worker, m: HelloMsg): void {
     if (w.hello) throw this.bad(w, 'a second hello', 'hello');
     if (m.rank !== w.rank) throw this.bad(w, `a hello for rank ${m.rank} on its own link`, 'rank');
-    if (m.protocol !== PS_PROTOCOL) {
-      throw new RingMismatchError(`${this.name} speaks protocol ${PS_PROTOCOL}, rank ${w.rank} speaks ${m.protocol}: is every process the same ringreduce version?`, {
-        server: this.o.server,
-        rank: w.rank,
-        field: 'protocol',
-      });
-    }
-    const j = this.job;
-    if (!j) {
-      const chunks = new Map(m.keys.map((k, i) => [k, m.lens[i]]));
-      this.job = { size: m.size, mode: m.mode, staleness: m.staleness, codec: m.codec, chunks, keys: [...chunks.keys()], first: w.rank };
-    } else {
-      const differ = (field: string, mine: unknown, first: unknown) =>
-        new RingMismatchError(`${this.name}: rank ${w.rank} says ${field} ${JSON.stringify(mine)}, rank ${j.first} said ${JSON.stringify(first)}: every worker must use the same`, {
-          server: this.o.server,
-          rank: w.rank,
-          ranks: [j.first],
-          field,
-        });
-      if (m.size !== j.size) throw differ('size (workers)', m.size, j.size);
-      if (m.mode !== j.mode) throw differ('parameterServer.mode', m.mode, j.mode);
-      if (m.staleness !== j.staleness) throw differ('parameterServer.staleness', m.staleness, j.staleness);
-      if (m.codec !== j.codec) throw differ('compression', m.codec, j.codec);
-      const same = m.keys.length === j.chunks.size && m.keys.every((k, i) => j.chunks.get(k) === m.lens[i]);
-      if (!same) throw differ('model (chunks of this server)', `${m.keys.length} chunks`, `${j.chunks.size} chunks`);
-    }
-    if (w.rank === 0 && m.restore) {
-      if (!isAbsolute(m.restore)) throw new RingInvalidArgError(`${this.name}: parameterServer.restore must be an absolute directory, got '${peerText(m.restore, 300)}'`, { server: this.o.server, field: 'restore' });
-      this.job!.restore = m.restore;
-    }
+    this.job = agreeOnJob(this.job, m, w.rank, this.name, this.o.server);
     w.hello = m;
     if (this.cannotStart) return this.refuse(w, this.cannotStart);
     if (this.ready) this.welcome(w);
