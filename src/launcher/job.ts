@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:os';
 import { join } from 'node:path';
 import { stderrLogger, type Logger } from '../logger.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
@@ -7,6 +6,7 @@ import type { Endpoint, TlsConfig } from '../rendezvous/store.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
 import { allowedCpus, boundCommand } from './bind.js';
 import { rankEnv, serverEnv } from './env.js';
+import { EXIT_LAUNCHER_ERROR, exitCodeFor, type StopReason } from './exit-codes.js';
 import {
   describeHosts,
   describeStore,
@@ -60,19 +60,6 @@ export interface LaunchOptions {
   logger?: Logger;
 }
 
-/** Why a job ended before all of its ranks succeeded. */
-export type StopReason =
-  | { kind: 'rank-failed'; rank: RankProcess; exit: Exclude<RankExit, { kind: 'spawn-failed' }> }
-  | { kind: 'spawn-failed'; rank: number; error: NodeJS.ErrnoException }
-  | { kind: 'timeout' }
-  | { kind: 'signal'; signal: NodeJS.Signals };
-
-export const EXIT_TIMEOUT = 124;
-export const EXIT_CANNOT_EXECUTE = 126;
-export const EXIT_NOT_FOUND = 127;
-/** ringrun itself failed (e.g. the store could not listen, or a host failed the preflight check). */
-export const EXIT_LAUNCHER_ERROR = 1;
-
 const TRAPPED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 /** How long the failed rank's stderr may take to deliver its last lines before they are shown. */
 const STDERR_DRAIN_MS = 500;
@@ -81,25 +68,6 @@ const KILL_WAIT_MS = 3000;
 /** After every process is gone: how long output may take to arrive before the pipes are dropped. */
 const OUTPUT_WAIT_MS = 2000;
 const POLL_MS = 25;
-
-/** Shell convention: a process killed by signal S "exits" with 128 + S. */
-export function signalExitCode(signal: NodeJS.Signals): number {
-  return 128 + (constants.signals[signal] ?? 0);
-}
-
-export function exitCodeFor(reason: StopReason | undefined): number {
-  if (!reason) return 0;
-  switch (reason.kind) {
-    case 'rank-failed':
-      return reason.exit.kind === 'exited' ? reason.exit.code : signalExitCode(reason.exit.signal);
-    case 'spawn-failed':
-      return reason.error.code === 'ENOENT' ? EXIT_NOT_FOUND : EXIT_CANNOT_EXECUTE;
-    case 'timeout':
-      return EXIT_TIMEOUT;
-    case 'signal':
-      return signalExitCode(reason.signal);
-  }
-}
 
 /** Runs a job to its end and resolves to ringrun's exit code. Never leaves a rank running. */
 export function launch(config: LaunchConfig, options: LaunchOptions = {}): Promise<number> {
