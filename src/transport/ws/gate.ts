@@ -27,6 +27,12 @@ import type { WebSocket } from 'ws';
 export const PENDING_MS = 2000;
 export const MAX_PENDING = 128;
 export const PENDING_MAX_PAYLOAD = 4096;
+/**
+ * How long a dropped connection may go on sending (discarded) after our close frame and FIN,
+ * and how many such connections linger at once (beyond that they are cut at once).
+ */
+const LINGER_MS = 500;
+const MAX_LINGERING = 128;
 /** Messages a client may send before its MAC verifies: the 'auth'. */
 const PENDING_MESSAGES = 1;
 /** Close code of a connection the gate drops: RFC 6455's "try again later". */
@@ -54,6 +60,8 @@ const dropped = new WeakSet<WebSocket>();
 export class Gate {
   /** Pending connections by TCP socket, oldest first (a Map keeps insertion order). */
   private readonly pending = new Map<Socket, Entry>();
+  /** Dropped connections still draining what their client sends (see drop). */
+  private lingering = 0;
   /** Told about every connection the gate drops (see reportRefusals). */
   onDrop: (peer: string, why: string) => void = () => {};
 
@@ -122,14 +130,29 @@ export class Gate {
   private drop(entry: Entry, why: string): void {
     this.forget(entry);
     this.onDrop(entry.peer, why);
-    if (entry.ws) {
-      dropped.add(entry.ws);
-      // The close frame tells a client of ours that was merely slow to try again; the stranger's
-      // half of the closing handshake is not waited for.
-      if (entry.ws.readyState === entry.ws.OPEN) entry.ws.close(TRY_AGAIN, 'try again');
-      entry.ws.terminate();
-    }
-    entry.socket.destroy();
+    if (!entry.ws) return void entry.socket.destroy();
+    dropped.add(entry.ws);
+    // The close frame tells a client of ours that was merely slow to try again (ws has sent its own,
+    // e.g. 1009, when the client broke a limit); the stranger's half of the closing handshake is not
+    // waited for.
+    if (entry.ws.readyState === entry.ws.OPEN) entry.ws.close(TRY_AGAIN, 'try again');
+    this.linger(entry.ws, entry.socket);
+  }
+
+  /**
+   * Ends a connection whose close frame is written: FIN after it, and what the client still sends
+   * is read and dropped (ws stops decoding a connection that broke a limit) until the client ends
+   * too, or LINGER_MS. Destroyed at once instead, the socket would answer the client's unread bytes
+   * with a reset, and a client still writing (a 1 MB first message) would lose our close frame:
+   * its reset takes the frame with it.
+   */
+  private linger(ws: WebSocket, socket: Socket): void {
+    if (this.lingering >= MAX_LINGERING) return void (ws.terminate(), socket.destroy());
+    this.lingering++;
+    const timer = setTimeout(() => (ws.terminate(), socket.destroy()), LINGER_MS);
+    timer.unref();
+    socket.once('close', () => (this.lingering--, clearTimeout(timer)));
+    socket.end();
   }
 
   /** The connection's MAC verified: the server's own limits from now on. */
