@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { disagreement, type Proposal } from '../src/pipeline/agreement.js';
 import { transferTag } from '../src/pipeline/comm.js';
 import { balance, batches, cutProblem, microBatchSizes, stageRanges } from '../src/pipeline/partition.js';
-import { computeOrder, simulate, simulateOrders, stageActions, theoreticalBubble, type ScheduleKind } from '../src/pipeline/schedules.js';
+import { computeOrder, simulate, simulateOrders, stageActions, theoreticalBubble, type Compute, type ScheduleKind } from '../src/pipeline/schedules.js';
 
 /** The pure parts of src/pipeline: schedules, the cut, micro-batch sizes, tags and the agreement's errors. */
 
@@ -15,10 +15,11 @@ describe('schedules', () => {
     expect(text('gpipe', 2, 3, 4)).toBe('F0 B0 F1 B1 F2 B2 F3 B3');
   });
 
-  it('1F1B: S - s - 1 warm-up forwards, then one forward one backward, then the cool-down', () => {
-    expect(text('1f1b', 0, 3, 4)).toBe('F0 F1 F2 B0 F3 B1 B2 B3');
-    expect(text('1f1b', 1, 3, 4)).toBe('F0 F1 B0 F2 B1 F3 B2 B3');
-    expect(text('1f1b', 2, 3, 4)).toBe('F0 B0 F1 B1 F2 B2 F3 B3');
+  it('1F1B: S - s warm-up forwards, then one forward one backward, then the cool-down', () => {
+    expect(text('1f1b', 0, 3, 6)).toBe('F0 F1 F2 F3 B0 F4 B1 F5 B2 B3 B4 B5');
+    expect(text('1f1b', 1, 3, 6)).toBe('F0 F1 F2 B0 F3 B1 F4 B2 F5 B3 B4 B5');
+    expect(text('1f1b', 2, 3, 6)).toBe('F0 B0 F1 B1 F2 B2 F3 B3 F4 B4 F5 B5');
+    expect(text('1f1b', 0, 2, 4)).toBe('F0 F1 F2 B0 F3 B1 B2 B3');
     // Fewer micro-batches than the warm-up: all forwards, then all backwards.
     expect(text('1f1b', 0, 4, 2)).toBe('F0 F1 B0 B1');
   });
@@ -61,17 +62,40 @@ describe('schedules', () => {
     }
   });
 
-  it('simulated with unit costs: no deadlock, the bubble is (S-1)/(M+S-1), and 1F1B holds at most S - s micro-batches', () => {
+  it('simulated with unit costs: no deadlock, the bubble is (S-1)/(M+S-1), and 1F1B holds at most S - s + 1 micro-batches', () => {
     for (const kind of ['gpipe', '1f1b'] as const) {
       for (const S of [1, 2, 3, 4]) {
         for (const M of [1, 2, 4, 8, 16]) {
           const sim = simulate(kind, S, M, 1, 2);
           expect(sim.makespan).toBe((M + S - 1) * 3);
           expect(sim.idle[0]).toBeCloseTo(theoreticalBubble(S, M), 12);
-          for (let s = 0; s < S - 1; s++) expect(sim.peakInFlight[s]).toBe(kind === 'gpipe' ? M : Math.min(S - s, M));
+          for (let s = 0; s < S - 1; s++) expect(sim.peakInFlight[s]).toBe(kind === 'gpipe' ? M : Math.min(S - s + 1, M));
           expect(sim.peakInFlight[S - 1]).toBe(1);
         }
       }
+    }
+  });
+
+  it('1F1B\'s warm-up of S - s forwards hides the hand-off latency that PipeDream-Flush\'s S - s - 1 pays once per micro-batch', () => {
+    // PipeDream-Flush's order, built here: S - s - 1 warm-up forwards.
+    const flush = (s: number, S: number, M: number): Compute[] => {
+      if (s === S - 1) return computeOrder('1f1b', s, S, M);
+      const out: Compute[] = [];
+      let f = 0;
+      let b = 0;
+      while (f < Math.min(S - s - 1, M)) out.push({ op: 'F', mb: f++ });
+      while (f < M) out.push({ op: 'F', mb: f++ }, { op: 'B', mb: b++ });
+      while (b < M) out.push({ op: 'B', mb: b++ });
+      return out;
+    };
+    const lambda = 0.1; // a hand-off costs a tenth of a forward
+    for (const M of [4, 8, 16]) {
+      const ideal = (M + 1) * 3;
+      const ours = simulate('1f1b', 2, M, 1, 2, lambda);
+      const paper = simulateOrders([flush(0, 2, M), flush(1, 2, M)], M, 1, 2, lambda);
+      expect(paper.makespan).toBeCloseTo(ideal + M * lambda, 9); // a hand-off on the critical path each micro-batch
+      expect(ours.makespan).toBeCloseTo(ideal + 2 * lambda, 9); // the first forward's and the last backward's
+      expect(simulateOrders([flush(0, 2, M), flush(1, 2, M)], M).makespan).toBe(ideal); // free hand-offs: the same
     }
   });
 

@@ -8,9 +8,16 @@
  *
  * - GPipe (Huang et al. 2019): every stage runs F(0..M-1), then B(0..M-1) (a "flush" per step). A
  *   stage holds the inputs of all M micro-batches until their backward passes.
- * - 1F1B (PipeDream-Flush, Narayanan et al. 2021): stage s runs min(S - s - 1, M) forward passes
+ * - 1F1B (PipeDream-Flush, Narayanan et al. 2021): stage s runs min(S - s, M) forward passes
  *   (warm-up), then alternates one forward and one backward (steady state), then runs the
- *   backward passes left (cool-down). A stage holds at most S - s micro-batches' inputs, not M.
+ *   backward passes left (cool-down). A stage holds at most S - s + 1 micro-batches' inputs, not M.
+ *   The paper's warm-up is one forward shorter (S - s - 1, holding S - s): with free communication
+ *   it takes as long, but the hand-offs between stages then lie on the critical path (the next
+ *   stage needs F(i) the moment it finishes B(i - 1), and this stage needs B(i)'s gradient soon
+ *   after it finishes F(i + 1)): with 2 stages a hand-off's latency lambda costs both stages
+ *   M·lambda of idle per step. One more forward in flight leaves the next stage an input waiting,
+ *   and the latency is paid twice per step (simulate() with a latency shows both; the measured
+ *   effect: docs/PIPELINE.md).
  *
  * The last stage runs B(i) right after F(i) in both: nothing downstream waits for its forward, and
  * the loss and its gradient then come from one pass. Both schedules take (M + S - 1)·(tF + tB) per
@@ -48,7 +55,7 @@ export function computeOrder(kind: ScheduleKind, stage: number, stages: number, 
     for (let i = 0; i < micro; i++) out.push({ op: 'B', mb: i });
     return out;
   }
-  const warmup = Math.min(stages - stage - 1, micro);
+  const warmup = Math.min(stages - stage, micro);
   let f = 0;
   let b = 0;
   while (f < warmup) out.push({ op: 'F', mb: f++ });
@@ -91,21 +98,23 @@ export interface Simulation {
 
 /**
  * Runs the schedules of all stages against each other with fixed costs (forward tF, backward tB,
- * communication free): each compute starts when its stage is free and its input has arrived.
+ * and `latency` per hand-off between stages, 0 by default): each compute starts when its stage is
+ * free and its input has arrived.
  * Throws if the schedules deadlock (a stage waits for something that never comes). For tests and
  * for the bench's "theory" column.
  */
-export function simulate(kind: ScheduleKind, stages: number, micro: number, tF = 1, tB = 2): Simulation {
+export function simulate(kind: ScheduleKind, stages: number, micro: number, tF = 1, tB = 2, latency = 0): Simulation {
   return simulateOrders(
     Array.from({ length: stages }, (_, s) => computeOrder(kind, s, stages, micro)),
     micro,
     tF,
     tB,
+    latency,
   );
 }
 
 /** simulate() for any compute orders, one per stage. */
-export function simulateOrders(orders: Compute[][], micro: number, tF = 1, tB = 2): Simulation {
+export function simulateOrders(orders: Compute[][], micro: number, tF = 1, tB = 2, latency = 0): Simulation {
   const stages = orders.length;
   const fDone = Array.from({ length: stages }, () => new Array<number>(micro).fill(-1));
   const bDone = Array.from({ length: stages }, () => new Array<number>(micro).fill(-1));
@@ -121,8 +130,8 @@ export function simulateOrders(orders: Compute[][], micro: number, tF = 1, tB = 
       const c = orders[s][next[s]];
       if (!c) continue;
       let ready: number;
-      if (c.op === 'F') ready = s === 0 ? 0 : fDone[s - 1][c.mb];
-      else ready = s === stages - 1 ? fDone[s][c.mb] : bDone[s + 1][c.mb];
+      if (c.op === 'F') ready = s === 0 ? 0 : fDone[s - 1][c.mb] < 0 ? -1 : fDone[s - 1][c.mb] + latency;
+      else ready = s === stages - 1 ? fDone[s][c.mb] : bDone[s + 1][c.mb] < 0 ? -1 : bDone[s + 1][c.mb] + latency;
       if (ready < 0) continue;
       const start = Math.max(free[s], ready);
       const end = start + (c.op === 'F' ? tF : tB);
