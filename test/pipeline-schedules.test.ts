@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { disagreement, type Proposal } from '../src/pipeline/agreement.js';
 import { transferTag } from '../src/pipeline/comm.js';
+import { proposeCut } from '../src/pipeline/cut.js';
 import { balance, batches, cutProblem, microBatchSizes, stageRanges } from '../src/pipeline/partition.js';
 import { computeOrder, simulate, simulateOrders, stageActions, theoreticalBubble, type Compute, type ScheduleKind } from '../src/pipeline/schedules.js';
 
@@ -149,6 +150,24 @@ describe('cut and micro-batches', () => {
       search([], 1);
       expect(worst(balance(costs, k))).toBe(best);
     }
+  });
+
+  it('proposeCut: moves the cut by what the stages measured, keeps what each stage does besides its layers', () => {
+    const costs = { fb: new Array(10).fill(2), f: new Array(10).fill(1) }; // 3 per layer before the last stage, 2 on it
+    // At [5] the model says 15 | 10; measured 15 | 10: one layer to the last stage (12 | 12).
+    expect(proposeCut([5], [15, 10], costs)).toEqual([4]);
+    // Measured 15 | 14: the last stage has 4 ms besides its layers; [5] is already best (12 | 16 and 18 | 12 are worse).
+    expect(proposeCut([5], [15, 14], costs)).toBeUndefined();
+    // A uniformly slower pipeline (factor 2) moves the same way.
+    expect(proposeCut([5], [30, 20], costs)).toEqual([4]);
+    // Within 1%: no move.
+    expect(proposeCut([5], [12.1, 12], { fb: [...new Array(5).fill(1.6), ...new Array(5).fill(2.4)], f: new Array(10).fill(0.8) })).toBeUndefined();
+    // Three stages, each cut point moved on its own; two layers at most.
+    // (factor 38/26; [3, 7] gives 9 | 13.4 | 17.1, [3, 8] 9 | 17.8 | 14.2)
+    expect(proposeCut([3, 6], [9, 9, 20], { fb: new Array(10).fill(2), f: new Array(10).fill(1) })).toEqual([3, 7]);
+    // Nothing to go on.
+    expect(proposeCut([5], [Number.NaN, 1], costs)).toBeUndefined();
+    expect(proposeCut([5], [1], costs)).toBeUndefined();
   });
 
   it('micro-batch sizes: equal parts, an uneven last batch as even as possible', () => {

@@ -1,7 +1,7 @@
 import type * as TfCore from '@tensorflow/tfjs-core';
 import type * as TfLayers from '@tensorflow/tfjs-layers';
 import type { StageComm } from './comm.js';
-import { balance } from './partition.js';
+import { balance, cutProblem, stageRanges } from './partition.js';
 
 type Tensor = TfCore.Tensor;
 type Layer = TfLayers.layers.Layer;
@@ -23,7 +23,7 @@ export async function chooseCuts(
   stages: 'auto' | number[],
   comm: StageComm,
   rows = TIMING_ROWS,
-): Promise<{ cuts: number[]; how: string }> {
+): Promise<{ cuts: number[]; how: string; costs?: LayerCosts }> {
   if (stages !== 'auto') return { cuts: stages, how: 'given' };
   if (comm.size === 1) return { cuts: [], how: 'one stage' };
   const layers = model.layers;
@@ -37,7 +37,45 @@ export async function chooseCuts(
     costs[0] === 1
       ? `auto, by measured ms forward+backward (forward): ${fb.map((c, i) => `${c.toFixed(2)} (${f[i].toFixed(2)})`).join(', ')}`
       : `auto, by parameters (timing failed): ${fb.join(', ')}`;
-  return { cuts, how };
+  return costs[0] === 1 ? { cuts, how, costs: { fb, f } } : { cuts, how };
+}
+
+/** Per layer, ms of forward+backward (fb) and of forward alone (f), from layerCosts. */
+export interface LayerCosts {
+  fb: number[];
+  f: number[];
+}
+
+/**
+ * A better cut than `cuts`, given `busy`: each stage's measured ms of work per step at `cuts`
+ * (Pipeline's calibrate), or undefined if no cut point moved by one or two layers is predicted to
+ * make the slowest stage 1% faster. The prediction: a stage's work is what its layers cost
+ * (`costs`, timed alone, re-run forward included on all but the last stage) times one factor for
+ * the whole pipeline (how much slower a layer runs inside the pipeline than alone, from the
+ * measured total), plus the stage's own remainder, measured (hand-offs, the loss): moving a
+ * layer moves its cost, not the remainder.
+ */
+export function proposeCut(cuts: readonly number[], busy: readonly number[], costs: LayerCosts): number[] | undefined {
+  const L = costs.fb.length;
+  const S = cuts.length + 1;
+  const layerMs = (c: readonly number[]) => stageRanges(c, L).map(([a, b], s) => costs.fb.slice(a, b).reduce((t, x, i) => t + x + (s === S - 1 ? 0 : costs.f[a + i]), 0));
+  const now = layerMs(cuts);
+  const total = now.reduce((a, b) => a + b, 0);
+  if (!(total > 0) || busy.length !== S || !busy.every((t) => Number.isFinite(t) && t >= 0)) return undefined;
+  const factor = busy.reduce((a, b) => a + b, 0) / total;
+  const rest = busy.map((t, s) => t - factor * now[s]);
+  const slowest = (c: readonly number[]) => Math.max(...layerMs(c).map((m, s) => rest[s] + factor * m));
+  let best: number[] | undefined;
+  let bestMs = 0.99 * Math.max(...busy);
+  for (let k = 0; k < cuts.length; k++) {
+    for (const d of [-2, -1, 1, 2]) {
+      const c = cuts.map((x, j) => (j === k ? x + d : x));
+      if (cutProblem(c, L, S)) continue;
+      const ms = slowest(c);
+      if (ms < bestMs) (best = c), (bestMs = ms);
+    }
+  }
+  return best;
 }
 
 /**

@@ -9,7 +9,7 @@ import { agree, type LayerDesc } from './agreement.js';
 import { groupComm, MAX_MICRO_BATCHES, worldComm, type StageComm } from './comm.js';
 import { LOSSES, METRICS, lossFn, metricFn, type LossOrMetricFn } from './loss.js';
 import { batches, cutProblem, microBatchSizes, permute, stageRanges } from './partition.js';
-import { chooseCuts } from './cut.js';
+import { chooseCuts, proposeCut, type LayerCosts } from './cut.js';
 import { SCHEDULES, type ScheduleKind } from './schedules.js';
 import { StageRunner } from './stage.js';
 
@@ -70,6 +70,9 @@ export interface PipelinePredictArgs {
 /** Layers whose training forward draws randomness or updates state: a second (re-materialised) forward would differ. */
 const TRAINING_ONLY = new Set(['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
 
+/** Timed runs of the first batch's schedule in calibrate (after an untimed one). */
+const CALIBRATION_RUNS = 3;
+
 const bad = (what: string) => new RingInvalidArgError(`pipeline: ${what}`, { op: 'pipeline' });
 const isInt = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
 
@@ -81,6 +84,9 @@ interface Built {
   owned: Layer[];
   last: boolean;
   model: LayerDesc[];
+  /** How the cut was chosen, for the line rank 0 prints; with 'auto', the layers' timed costs. */
+  how: string;
+  costs?: LayerCosts;
 }
 
 /**
@@ -178,9 +184,19 @@ export class Pipeline {
 
   /** Agrees on the model and options with the other ranks, cuts the model and keeps this rank's layers. Idempotent. */
   build(): Promise<void> {
-    this.built ??= this.setup().then((b) => (this.cutsKnown = b));
-    return this.built.then(() => undefined);
+    return this.finish().then(() => undefined);
   }
+
+  /** The agreed cut, other stages' weights still held (fit may still move the cut: calibrate). */
+  private prepare(): Promise<Built> {
+    return (this.built ??= this.setup());
+  }
+
+  /** The cut made final: printed, other stages' layers' weights disposed, replicas' weights made one. */
+  private finish(): Promise<Built> {
+    return (this.finished ??= this.prepare().then((b) => this.finalize(b)));
+  }
+  private finished: Promise<Built> | undefined;
 
   private describe(layers: Layer[]): LayerDesc[] {
     return layers.map((l) => ({
@@ -217,7 +233,6 @@ export class Pipeline {
 
     // Rank 0's micro-batch rows when fit builds the pipeline (every rank agrees on the cut it sends).
     const chosen = await chooseCuts(tf, this.model, this.o.stages, comm, this.timingRows);
-    const how = chosen.how;
     let cuts = chosen.cuts;
     if (replicas) cuts = Array.from(await replicas.broadcast(Int32Array.from(cuts), 0, 'ringreduce:pipeline:cuts'));
     const ranges = stageRanges(cuts, layers.length);
@@ -232,18 +247,37 @@ export class Pipeline {
         );
       }
     }
-    const [a, b] = ranges[comm.rank];
+    return { comm, replicas, model, how: chosen.how, ...(chosen.costs ? { costs: chosen.costs } : {}), ...this.stageAt(tf, comm, cuts) };
+  }
+
+  /** This rank's stage at `cuts`: its layers and their runner (the timing starts at zero). */
+  private stageAt(tf: typeof TfCore, comm: StageComm, cuts: number[]): Pick<Built, 'runner' | 'owned' | 'cuts' | 'last'> {
+    const layers = this.model.layers;
+    const S = comm.size;
+    const [a, b] = stageRanges(cuts, layers.length)[comm.rank];
     const owned = layers.slice(a, b);
+    const inShape = a > 0 ? (layers[a - 1].outputShape as number[]).slice(1) : [];
+    const outShape = (layers[b - 1].outputShape as number[]).slice(1);
+    const runner = new StageRunner({ tf, layers: owned, stage: comm.rank, stages: S, comm, inShape, outShape });
+    return { runner, owned, cuts, last: comm.rank === S - 1 };
+  }
+
+  private async finalize(b: Built): Promise<Built> {
+    const tf = needTf('pipeline');
+    const { comm, replicas, cuts, owned } = b;
+    const layers = this.model.layers;
+    const ranges = stageRanges(cuts, layers.length);
     if (comm.rank === 0 && (!replicas || replicas.rank === 0)) {
       const text = ranges.map(([x, y], s) => `stage ${s} (rank ${comm.worldRank(s)}): layers ${x}-${y - 1} (${layers.slice(x, y).map((l) => l.name).join(', ')})`).join(' | ');
-      console.log(`ringreduce: pipeline of ${S} stage(s), ${this.o.schedule}, ${this.o.microBatches} micro-batches, cut [${cuts.join(', ')}] (${how}): ${text}`);
+      console.log(`ringreduce: pipeline of ${comm.size} stage(s), ${this.o.schedule}, ${this.o.microBatches} micro-batches, cut [${cuts.join(', ')}] (${b.how}): ${text}`);
     }
     // Compiled, as model.fit would have it: callbacks read model.optimizer and set model.stopTraining.
     const compiled = this.model as unknown as { optimizer?: unknown };
     if (!compiled.optimizer) this.model.compile({ optimizer: this.o.optimizer, loss: this.o.loss as never, metrics: this.o.metrics });
     // Each stage keeps only its own layers' weights (and so only their optimizer state).
+    const [a, z] = ranges[comm.rank];
     layers.forEach((l, i) => {
-      if (i < a || i >= b) for (const w of l.weights) w.dispose();
+      if (i < a || i >= z) for (const w of l.weights) w.dispose();
     });
     if (replicas) {
       // The same stage of every pipeline starts from the first pipeline's weights.
@@ -255,10 +289,57 @@ export class Pipeline {
         t.dispose();
       }
     }
-    const inShape = a > 0 ? (layers[a - 1].outputShape as number[]).slice(1) : [];
-    const outShape = (layers[b - 1].outputShape as number[]).slice(1);
-    const runner = new StageRunner({ tf, layers: owned, stage: comm.rank, stages: S, comm, inShape, outShape });
-    return { comm, replicas, runner, cuts, owned, last: comm.rank === S - 1, model };
+    this.cutsKnown = b;
+    return b;
+  }
+
+  /**
+   * 'auto', before fit's first step: the cut from timing each layer alone misses what a stage does
+   * besides its layers (the hand-offs: reading its output back, making tensors of what arrives;
+   * the loss) and what running beside the other stages costs it, and one layer of a long stack is
+   * a few % of a stage: at 8 micro-batches a cut one layer off can double a stage's idle. So the
+   * stages run the first batch's schedule, not applying its gradients, and time their own work in
+   * it (after one untimed run); proposeCut moves the cut by what that shows, and the schedule is
+   * timed again at the new cut, up to CALIBRATION_RUNS times. The best cut measured wins (every
+   * rank decides from the same gathered times). Not with layers whose training forward draws
+   * random numbers or updates statistics (dropout, batch normalization): the runs would show.
+   */
+  private async calibrate(tf: typeof TfCore, b: Built, xs: Tensor, ys: Tensor, batchSize: number, loss: LossOrMetricFn, metrics: LossOrMetricFn[]): Promise<void> {
+    const n = Math.min(batchSize, xs.shape[0] ?? 0);
+    if (!b.costs || n < this.o.microBatches || b.comm.size < 2) return;
+    const sizes = microBatchSizes(n, this.o.microBatches);
+    const x = b.comm.rank === 0 ? tf.slice(xs, 0, n) : undefined;
+    const y = b.last ? tf.slice(ys, 0, n) : undefined;
+    const run = async (): Promise<number> => {
+      const { stepMs, waitMs } = b.runner.timing;
+      const { grads } = await b.runner.trainStep({ round: this.round++, schedule: this.o.schedule, sizes, x, y, loss, metrics });
+      tf.dispose([...grads.values()]);
+      return b.runner.timing.stepMs - stepMs - (b.runner.timing.waitMs - waitMs);
+    };
+    const measured: Array<{ cuts: number[]; busy: number[] }> = [];
+    try {
+      await run();
+      for (let k = 0; k < CALIBRATION_RUNS; k++) {
+        const busy = Array.from(await b.comm.allgather(Float64Array.of(await run()), 'ringreduce:pipeline:calibrate'));
+        measured.push({ cuts: b.cuts, busy });
+        const next = proposeCut(b.cuts, busy, b.costs);
+        if (!next || measured.some((m) => m.cuts.join() === next.join())) break;
+        Object.assign(b, this.stageAt(tf, b.comm, next));
+      }
+    } finally {
+      tf.dispose([...(x ? [x] : []), ...(y ? [y] : [])]);
+    }
+    const slowest = (m: { busy: number[] }) => Math.max(...m.busy);
+    let best = measured.reduce((p, q) => (slowest(q) < slowest(p) ? q : p));
+    if (b.replicas) {
+      const cuts = Array.from(await b.replicas.broadcast(Int32Array.from(best.cuts), 0, 'ringreduce:pipeline:cuts'));
+      best = measured.find((m) => m.cuts.join() === cuts.join()) ?? { cuts, busy: [] };
+    }
+    const from = measured[0].cuts;
+    if (best.cuts.join() !== b.cuts.join()) Object.assign(b, this.stageAt(tf, b.comm, best.cuts));
+    Object.assign(b.runner.timing, { steps: 0, stepMs: 0, waitMs: 0, syncMs: 0 });
+    const shown = measured.map((m) => `[${m.cuts.join(', ')}] ${m.busy.map((t) => t.toFixed(1)).join(' | ')}`).join(', ');
+    b.how += best.cuts.join() === from.join() ? `; kept after timing the stages in training (ms per stage: ${shown})` : `; moved from [${from.join(', ')}] after timing the stages in training (ms per stage: ${shown})`;
   }
 
   /** Turns a lost peer or a timeout into the same error naming the stage it was. */
@@ -287,8 +368,7 @@ export class Pipeline {
     if (verbose !== 0 && verbose !== 1) throw bad(`fit: args.verbose must be 0 or 1, got ${JSON.stringify(verbose)}`);
     if (!(xs instanceof tf.Tensor) || !(ys instanceof tf.Tensor)) throw bad('fit(xs, ys): xs and ys must be tf.Tensors');
     if (Number.isSafeInteger(batchSize / this.o.microBatches)) this.timingRows ??= batchSize / this.o.microBatches;
-    await this.build();
-    const b = await this.built!;
+    const b = await this.prepare();
     const samples = xs.shape[0] ?? 0;
     let error: string | undefined;
     if (batchSize % this.o.microBatches !== 0) {
@@ -301,6 +381,12 @@ export class Pipeline {
     const loss = lossFn(tfl, this.o.loss);
     const metrics = this.o.metrics.map((m) => metricFn(tfl, m, this.o.loss));
     const keys = ['loss', ...metrics.map(([k]) => k)];
+    if (!this.finished && !this.model.layers.some((l) => TRAINING_ONLY.has(l.getClassName()))) {
+      await this.calibrate(tf, b, xs, ys, batchSize, loss, metrics.map(([, f]) => f)).catch((e) => {
+        throw this.named(e, b);
+      });
+    }
+    await this.finish();
     const seed = (await b.comm.broadcast(Uint32Array.of((Math.random() * 2 ** 32) >>> 0), 0, 'ringreduce:pipeline:seed'))[0];
 
     const history = new tfl.History();
@@ -390,8 +476,7 @@ export class Pipeline {
     const batchSize = args.batchSize ?? 32;
     if (!isInt(batchSize, 1)) throw bad(`predict: args.batchSize must be an integer >= 1, got ${JSON.stringify(batchSize)}`);
     if (!(xs instanceof tf.Tensor)) throw bad('predict(xs): xs must be a tf.Tensor');
-    await this.build();
-    const b = await this.built!;
+    const b = await this.finish();
     const samples = xs.shape[0] ?? 0;
     await agree(b.comm, 'pipeline.predict', { model: [], options: {}, call: { samples, batchSize } });
     const chunks = batches(samples, batchSize);
