@@ -9,7 +9,8 @@ import { agree, type LayerDesc } from './agreement.js';
 import { groupComm, MAX_MICRO_BATCHES, worldComm, type StageComm } from './comm.js';
 import { LOSSES, METRICS, lossFn, metricFn, type LossOrMetricFn } from './loss.js';
 import { batches, cutProblem, microBatchSizes, permute, stageRanges } from './partition.js';
-import { chooseCuts, proposeCut, type LayerCosts } from './cut.js';
+import { calibrate } from './calibrate.js';
+import { chooseCuts, type LayerCosts } from './cut.js';
 import { SCHEDULES, type ScheduleKind } from './schedules.js';
 import { StageRunner } from './stage.js';
 
@@ -69,9 +70,6 @@ export interface PipelinePredictArgs {
 
 /** Layers whose training forward draws randomness or updates state: a second (re-materialised) forward would differ. */
 const TRAINING_ONLY = new Set(['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
-
-/** Timed runs of the first batch's schedule in calibrate (after an untimed one). */
-const CALIBRATION_RUNS = 3;
 
 const bad = (what: string) => new RingInvalidArgError(`pipeline: ${what}`, { op: 'pipeline' });
 const isInt = (v: unknown, min: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min;
@@ -293,53 +291,11 @@ export class Pipeline {
     return b;
   }
 
-  /**
-   * 'auto', before fit's first step: the cut from timing each layer alone misses what a stage does
-   * besides its layers (the hand-offs: reading its output back, making tensors of what arrives;
-   * the loss) and what running beside the other stages costs it, and one layer of a long stack is
-   * a few % of a stage: at 8 micro-batches a cut one layer off can double a stage's idle. So the
-   * stages run the first batch's schedule, not applying its gradients, and time their own work in
-   * it (after one untimed run); proposeCut moves the cut by what that shows, and the schedule is
-   * timed again at the new cut, up to CALIBRATION_RUNS times. The best cut measured wins (every
-   * rank decides from the same gathered times). Not with layers whose training forward draws
-   * random numbers or updates statistics (dropout, batch normalization): the runs would show.
-   */
+  /** 'auto', before fit's first step: see calibrate.ts. */
   private async calibrate(tf: typeof TfCore, b: Built, xs: Tensor, ys: Tensor, batchSize: number, loss: LossOrMetricFn, metrics: LossOrMetricFn[]): Promise<void> {
-    const n = Math.min(batchSize, xs.shape[0] ?? 0);
-    if (!b.costs || n < this.o.microBatches || b.comm.size < 2) return;
-    const sizes = microBatchSizes(n, this.o.microBatches);
-    const x = b.comm.rank === 0 ? tf.slice(xs, 0, n) : undefined;
-    const y = b.last ? tf.slice(ys, 0, n) : undefined;
-    const run = async (): Promise<number> => {
-      const { stepMs, waitMs } = b.runner.timing;
-      const { grads } = await b.runner.trainStep({ round: this.round++, schedule: this.o.schedule, sizes, x, y, loss, metrics });
-      tf.dispose([...grads.values()]);
-      return b.runner.timing.stepMs - stepMs - (b.runner.timing.waitMs - waitMs);
-    };
-    const measured: Array<{ cuts: number[]; busy: number[] }> = [];
-    try {
-      await run();
-      for (let k = 0; k < CALIBRATION_RUNS; k++) {
-        const busy = Array.from(await b.comm.allgather(Float64Array.of(await run()), 'ringreduce:pipeline:calibrate'));
-        measured.push({ cuts: b.cuts, busy });
-        const next = proposeCut(b.cuts, busy, b.costs);
-        if (!next || measured.some((m) => m.cuts.join() === next.join())) break;
-        Object.assign(b, this.stageAt(tf, b.comm, next));
-      }
-    } finally {
-      tf.dispose([...(x ? [x] : []), ...(y ? [y] : [])]);
-    }
-    const slowest = (m: { busy: number[] }) => Math.max(...m.busy);
-    let best = measured.reduce((p, q) => (slowest(q) < slowest(p) ? q : p));
-    if (b.replicas) {
-      const cuts = Array.from(await b.replicas.broadcast(Int32Array.from(best.cuts), 0, 'ringreduce:pipeline:cuts'));
-      best = measured.find((m) => m.cuts.join() === cuts.join()) ?? { cuts, busy: [] };
-    }
-    const from = measured[0].cuts;
-    if (best.cuts.join() !== b.cuts.join()) Object.assign(b, this.stageAt(tf, b.comm, best.cuts));
-    Object.assign(b.runner.timing, { steps: 0, stepMs: 0, waitMs: 0, syncMs: 0 });
-    const shown = measured.map((m) => `[${m.cuts.join(', ')}] ${m.busy.map((t) => t.toFixed(1)).join(' | ')}`).join(', ');
-    b.how += best.cuts.join() === from.join() ? `; kept after timing the stages in training (ms per stage: ${shown})` : `; moved from [${from.join(', ')}] after timing the stages in training (ms per stage: ${shown})`;
+    const restage = (cuts: number[]) => void Object.assign(b, this.stageAt(tf, b.comm, cuts));
+    const run = { schedule: this.o.schedule, microBatches: this.o.microBatches, nextRound: () => this.round++ };
+    await calibrate(tf, b, restage, run, { xs, ys, batchSize, loss, metrics });
   }
 
   /** Turns a lost peer or a timeout into the same error naming the stage it was. */
