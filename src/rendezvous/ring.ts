@@ -22,8 +22,6 @@ import { HIERARCHICAL_MIN_BYTES } from '../collectives/hierarchical.js';
 import { agreeOnLayout, checkReachable, checkRecord, checkTable, PROTOCOL, type RankRecord } from './records.js';
 import { startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
-const HANDSHAKE_MS = 10_000;
-
 function storeListenHost(host: string): string {
   // Listen exactly where MASTER_ADDR points when it is an address; a name may resolve to an
   // interface we cannot guess, so listen on all of them then.
