@@ -91,9 +91,9 @@ describe('parameter-server faults', () => {
   it('sync: a worker killed -> the others fail naming it', async () => {
     const r = await runNode([ringrunBin, '-np', '3', '--servers', '1', 'node', fixture], { PS_MODE: 'sync', STEPS: '10', BATCH: '6', DIE_RANK: '2', DIE_STEP: '3', MODE: 'async' }, 60_000);
     for (const k of [0, 1]) {
-      expect(r.stdout).toMatch(new RegExp(`\\[1,${k}\\]<stdout>:ERROR RING_ERR_PEER_LOST parameter server 0: worker rank 2 was lost before step 3: in sync mode no step completes without every worker's gradients`));
+      expect(r.stdout, r.stdout + r.stderr).toMatch(new RegExp(`\\[1,${k}\\]<stdout>:ERROR RING_ERR_PEER_LOST parameter server 0: worker rank 2 was lost before step 3: in sync mode no step completes without every worker's gradients`));
     }
-    expect(r.code).toBe(137);
+    expect(r.code, r.stdout + r.stderr).toBe(137);
   });
 
   it('ringrun --help documents --servers and --allow-worker-loss; --allow-worker-loss alone is a usage error', async () => {

@@ -98,6 +98,7 @@ describe('a parameter server, in one process', () => {
     ['an unknown operation', (w) => w.push(0, 0, [1, 1, 1, 1], 7), 'RING_ERR_PROTOCOL', /of unknown op 7/],
     ['a malformed message', (w) => w.link.sendControl({ t: 'pull', step: -1 }), 'RING_ERR_PROTOCOL', /malformed 'pull' message .*step -1/],
     ['an unknown message', (w) => w.link.sendControl({ t: 'gimme' }), 'RING_ERR_PROTOCOL', /unexpected message 'gimme'/],
+    ['a learning rate that is not a number', (w) => w.link.sendControl({ t: 'lr', value: 'fast' }), 'RING_ERR_PROTOCOL', /malformed 'lr' message .*value 'fast'/],
     ['a pull before pushing', (w) => w.link.sendControl({ t: 'pull', step: 0 }), 'RING_ERR_PROTOCOL', /after pushing 0 of the 2 chunks/],
     ['initial weights from rank 1', (w) => w.push(0, 0, [1, 1, 1, 1], OP_INIT), 'RING_ERR_PROTOCOL', /initial-weights frame .* out of turn/],
   ];
@@ -130,6 +131,15 @@ describe('a parameter server, in one process', () => {
     expect(good.weights()).toEqual({ 0: [-2, -3, -4, -5], 1: [10, 28, 46] });
     expect(warnings.filter((m) => m.includes('refusing rank 1')).length).toBe(bad.length + 2);
     expect(warnings.some((m) => m.includes('refusing rank 0') || m.includes('lost rank 0'))).toBe(false);
+  });
+
+  it("an 'lr' message: the server's optimizer steps with the new rate from the next update", async () => {
+    good.link.sendControl({ t: 'lr', value: 2 });
+    good.push(0, 2, [1, 1, 1, 1]);
+    good.push(1, 2, [1, 2, 3]);
+    good.link.sendControl({ t: 'pull', step: 2 });
+    expect(await good.next()).toMatchObject({ t: 'pulled', step: 2 });
+    expect(good.weights()).toEqual({ 0: [-4, -5, -6, -7], 1: [8, 24, 40] });
   });
 });
 

@@ -50,6 +50,24 @@ describe.each(['fit', 'async'])('parameter servers, sync mode, through %s', (mod
     for (let k = 0; k < servers; k++) expect(r.stdout + r.stderr).toContain(`parameter server ${k}: ${np * Number(STEPS)} updates, staleness max 0`);
   });
 
+  it.each(['sgd', 'adam'])('a learning-rate schedule on the workers\' %s reaches the servers: -np 2 --servers 2 matches the single process with the same change', async (opt) => {
+    // The rate halves after step 2 (sgd.setLearningRate, adam.learningRate =): the servers apply
+    // steps 3-5 with it. Without the change reaching them, the weights differ by far more than 1e-5.
+    const env = { MODE: mode, STEPS, BATCH, OPT: opt, LR_STEP: '2' };
+    const ref = await runNode([single], env, 60_000);
+    expect(ref.code, ref.stderr).toBe(0);
+    const [one] = taggedResults<Result>(ref.stdout, 'WEIGHTS');
+    const unchanged = await runNode([single], { ...env, LR_STEP: '-1' }, 60_000);
+    const [plain] = taggedResults<Result>(unchanged.stdout, 'WEIGHTS');
+    const r = await runNode([ringrunBin, '-np', '2', '--servers', '2', 'node', fixture], env, 90_000);
+    expect(r.code, r.stderr).toBe(0);
+    const [res] = taggedResults<Result>(r.stdout, 'WEIGHTS');
+    for (const [name, w] of Object.entries(one.weights)) {
+      expect(relErr(res.weights[name], w), name).toBeLessThanOrEqual(1e-5);
+      expect(relErr(plain.weights[name], w), `${name}: the schedule changes the result`).toBeGreaterThan(1e-3);
+    }
+  });
+
   it('compression fp16: gradients 16-bit on the wire, weights within k·N·u of the exact run', async () => {
     const r = await runNode([ringrunBin, '-np', '2', '--servers', '2', 'node', fixture], { MODE: mode, STEPS, BATCH, COMPRESSION: 'fp16' }, 90_000);
     expect(r.code, r.stderr).toBe(0);

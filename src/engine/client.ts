@@ -182,13 +182,13 @@ export class Engine {
    * A parameter-server step (see ps/client.ts): the gradients in `buffer` go to the servers and
    * their weights come back into it. `sync` blocks this thread (tfjs' applyGradients).
    */
-  psStepSync(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined): StepInfo | undefined {
-    const { id, control } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: true, setup }));
+  psStepSync(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, lr?: number): StepInfo | undefined {
+    const { id, control } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: true, setup, ...(lr !== undefined && { lr }) }));
     return this.waitSync(id, control, 'parameter-server step')?.ps;
   }
 
-  async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, fetch = false): Promise<StepInfo | undefined> {
-    const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup, fetch }));
+  async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, fetch = false, lr?: number): Promise<StepInfo | undefined> {
+    const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup, fetch, ...(lr !== undefined && { lr }) }));
     return new Promise<StepInfo | undefined>((resolve, reject) => this.waiting.set(id, { resolve: (info) => resolve(info?.ps), reject }));
   }
 

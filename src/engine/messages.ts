@@ -45,6 +45,8 @@ export type ToWorker =
       sync: boolean;
       /** Only fetch the current weights into `buffer` (no gradients pushed). */
       fetch?: boolean;
+      /** The inner optimizer's learning rate, when it changed since the last step (a schedule). */
+      lr?: number;
       /** The first step: how to reach the servers, and the initial weights (rank 0's are the model's). */
       setup?: PsSetup & { initial: SharedArrayBuffer };
     }

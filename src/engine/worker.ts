@@ -112,7 +112,7 @@ port.on('message', async (m: ToWorker | { type: 'syncPort'; port: MessagePort })
       ps.catch(() => {});
     }
     if (!ps) return reply(p, serialize(new Error('a parameter-server step before its setup')));
-    ps.then((c): Promise<StepInfo | undefined> => (m.fetch ? c.fetch(new Float32Array(m.buffer)).then(() => undefined) : c.push(new Float32Array(m.buffer)))).then(
+    ps.then((c): Promise<StepInfo | undefined> => (m.fetch ? c.fetch(new Float32Array(m.buffer)).then(() => undefined) : c.push(new Float32Array(m.buffer), m.lr))).then(
       (info) => reply(p, undefined, info),
       (e) => reply(p, serialize(e)),
     );

@@ -261,8 +261,8 @@ export class PsClient {
     s.link.sendData(header, wire, () => {});
   }
 
-  /** Pushes the gradients in `buffer`, pulls the weights into it. */
-  async push(buffer: Float32Array): Promise<StepInfo> {
+  /** Pushes the gradients in `buffer`, pulls the weights into it; `lr`: a new learning rate first (see messages.ts). */
+  async push(buffer: Float32Array, lr?: number): Promise<StepInfo> {
     if (this.failed) throw this.failed;
     if (this.closing) throw new RingShutdownError(`rank ${this.o.rank}: the parameter-server client is closed`);
     this.buffer = buffer;
@@ -271,6 +271,7 @@ export class PsClient {
     this.total = Infinity;
     const done = this.expect(`weights of step ${this.step}`);
     for (const s of this.servers) {
+      if (lr !== undefined) s.link.sendControl({ t: 'lr', value: lr });
       for (const c of s.chunks) this.sendChunk(s, c, buffer, OP_PUSH, this.codec);
       s.link.sendControl({ t: 'pull', step: this.step });
     }

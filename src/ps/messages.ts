@@ -16,6 +16,9 @@ import type { DataHeader } from '../transport/wire.js';
  *                              then one INIT frame per chunk (its initial weights, fp32)
  *   server -> worker  'ready'  the server is initialised: workers start at step `step` (0, or the
  *                              restored one)
+ *   worker -> server  'lr'     {value}: the workers' optimizer has a new learning rate (a schedule):
+ *                              the server's optimizers use it from the next update on; sent before
+ *                              a step's PUSH frames, only when it changed
  *   worker -> server  PUSH frames, one per chunk of step `step` (fp32, or the codec of hello), then
  *                     'pull'   {step}: all of step's chunks are pushed, send the weights when allowed
  *   server -> worker  WEIGHTS frames, one per chunk (fp32), then
@@ -68,10 +71,11 @@ export interface HelloMsg {
 }
 export interface InitMsg { t: 'init'; className: string; config: Record<string, unknown> }
 export interface PullMsg { t: 'pull'; step: number }
+export interface LrMsg { t: 'lr'; value: number }
 export interface SaveMsg { t: 'save'; id: number; dir: string }
 export interface FetchMsg { t: 'fetch' }
 export interface ByeMsg { t: 'bye' }
-export type ToServer = HelloMsg | InitMsg | PullMsg | SaveMsg | FetchMsg | ByeMsg;
+export type ToServer = HelloMsg | InitMsg | PullMsg | LrMsg | SaveMsg | FetchMsg | ByeMsg;
 
 export interface ReadyMsg { t: 'ready'; step: number }
 export interface PulledMsg { t: 'pulled'; step: number; staleness: number; lag: number; total: number }
@@ -148,6 +152,9 @@ export function validateToServer(m: Record<string, unknown>, from: string): ToSe
     case 'pull':
       if (!isInt(m.step, 0, 2 ** 32 - 1)) throw bad(m, from, `step ${peerValue(m.step)}`);
       return { t: 'pull', step: m.step };
+    case 'lr':
+      if (typeof m.value !== 'number' || !Number.isFinite(m.value)) throw bad(m, from, `value ${peerValue(m.value)}`);
+      return { t: 'lr', value: m.value };
     case 'save':
       if (!isInt(m.id) || typeof m.dir !== 'string' || m.dir.length === 0 || m.dir.length > MAX_PATH) throw bad(m, from, 'id / dir');
       return { t: 'save', id: m.id, dir: m.dir };

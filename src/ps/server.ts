@@ -205,6 +205,9 @@ export class ParameterServer {
         return this.onInit(w, m);
       case 'pull':
         return this.pull(w, m.step);
+      case 'lr':
+        if (!this.ready || !this.weights || !w.hello) throw this.bad(w, "an 'lr' before the server was ready", 'lr');
+        return this.weights.setLearningRate(m.value);
       case 'save':
         return void this.save(w, m.id, m.dir);
       case 'fetch':

@@ -60,7 +60,7 @@ function sgdStep(w: Float32Array, g: Float32Array, negLr: number): void {
 export class ChunkWeights {
   private readonly slots = new Map<number, Slot>();
   /** -learningRate as a float32, when the optimizer is plain SGD (then sgdStep updates the chunks). */
-  private readonly sgd: number | undefined;
+  private sgd: number | undefined;
 
   constructor(
     private readonly tf: typeof TfCore,
@@ -73,6 +73,22 @@ export class ChunkWeights {
     const lr = spec.config.learningRate;
     const plain = Object.keys(spec.config).every((k) => k === 'learningRate');
     this.sgd = !reference && spec.className === 'SGD' && plain && typeof lr === 'number' && Number.isFinite(lr) ? Math.fround(-lr) : undefined;
+  }
+
+  /**
+   * The workers' learning rate changed (a schedule on their optimizer): every chunk's optimizer
+   * uses it from the next update, and so do those made later and the checkpoint's config. SGD and
+   * momentum keep -lr as a tensor (setLearningRate renews it); the others read the field.
+   */
+  setLearningRate(lr: number): void {
+    this.spec.config.learningRate = lr;
+    if (this.sgd !== undefined) this.sgd = Math.fround(-lr);
+    for (const s of this.slots.values()) {
+      const o = s.optimizer as unknown as { learningRate: number; setLearningRate?: (lr: number) => void } | undefined;
+      if (!o) continue;
+      if (typeof o.setLearningRate === 'function') o.setLearningRate(lr);
+      else o.learningRate = lr;
+    }
   }
 
   private newOptimizer(): TfCore.Optimizer {

@@ -146,6 +146,7 @@ export class ParameterServerPath {
       initial,
     };
     if (this.o.restore) setup.restore = this.o.restore;
+    this.sentLearningRate = (this.inner as unknown as { learningRate?: number }).learningRate;
     return { buffer: this.buffer!, setup };
   }
 
@@ -172,14 +173,27 @@ export class ParameterServerPath {
   applySync(l: NamedTensor[]): void {
     const eng = this.engine('DistributedOptimizer.applyGradients');
     const { buffer, setup } = this.pack(l);
-    this.unpack(eng.psStepSync(buffer, setup));
+    this.unpack(eng.psStepSync(buffer, setup, this.newLearningRate()));
   }
 
   async apply(l: NamedTensor[]): Promise<void> {
     const eng = this.engine('DistributedOptimizer.applyGradientsAsync');
     const { buffer, setup } = this.pack(l);
-    this.unpack(await eng.psStep(buffer, setup));
+    this.unpack(await eng.psStep(buffer, setup, false, this.newLearningRate()));
   }
+
+  /**
+   * The inner optimizer's learning rate if it changed since the servers last heard it (a schedule:
+   * `sgd.setLearningRate(x)`, `adam.learningRate = x`), else undefined. The set-up (the first
+   * step's, or pullServerWeights') carries the config, and so the rate, of that moment.
+   */
+  private newLearningRate(): number | undefined {
+    const lr = (this.inner as unknown as { learningRate?: unknown }).learningRate;
+    if (typeof lr !== 'number' || !Number.isFinite(lr) || lr === this.sentLearningRate) return undefined;
+    this.sentLearningRate = lr;
+    return lr;
+  }
+  private sentLearningRate: number | undefined;
 
   async save(dir: string): Promise<void> {
     if (typeof dir !== 'string' || !dir.startsWith('/')) throw new RingInvalidArgError(`saveServerState: dir must be an absolute directory path, got ${JSON.stringify(dir)}`);
