@@ -1,72 +1,23 @@
 import type * as TfCore from '@tensorflow/tfjs-core';
 import type * as TfLayers from '@tensorflow/tfjs-layers';
-import { COMPRESSIONS, isCompression, type Compression } from '../compression/registry.js';
 import { deserializeError, RingError, RingInvalidArgError } from '../errors.js';
-import type { ProcessGroup } from '../group.js';
 import { DistributedOptimizer } from '../tfjs/optimizer.js';
 import { needLayers, needTf } from '../tfjs/tf.js';
 import { agree, type LayerDesc } from './agreement.js';
 import { groupComm, MAX_MICRO_BATCHES, worldComm, type StageComm } from './comm.js';
-import { LOSSES, METRICS, lossFn, metricFn, type LossOrMetricFn } from './loss.js';
+import { lossFn, metricFn, type LossOrMetricFn } from './loss.js';
 import { batches, cutProblem, microBatchSizes, permute, stageRanges } from './partition.js';
 import { calibrate } from './calibrate.js';
 import { chooseCuts, type LayerCosts } from './cut.js';
-import { SCHEDULES, type ScheduleKind } from './schedules.js';
+import { resolvePipelineOptions, type PipelineFitArgs, type PipelineOptions, type PipelinePredictArgs, type ResolvedPipelineOptions } from './options.js';
 import { StageRunner } from './stage.js';
+
+export type { PipelineFitArgs, PipelineOptions, PipelinePredictArgs } from './options.js';
 
 type Tensor = TfCore.Tensor;
 type Layer = TfLayers.layers.Layer;
 type Model = TfLayers.Sequential;
 type Logs = Record<string, number>;
-type CallbackLike = TfLayers.CustomCallbackArgs | { setParams(p: unknown): void; [hook: string]: unknown };
-
-export interface PipelineOptions {
-  /** 'auto' (default): cuts balanced by measured forward+backward time per layer; or cut points, e.g. [3, 7]: layers 0-2 | 3-6 | 7-. */
-  stages?: 'auto' | number[];
-  /** Micro-batches per step; must divide fit's batchSize. Default 4. */
-  microBatches?: number;
-  /** '1f1b' (default, PipeDream-Flush: bounded activation memory) or 'gpipe'. */
-  schedule?: ScheduleKind;
-  /**
-   * The optimizer each stage applies to its own weights (e.g. tf.train.adam(1e-3)). Data x
-   * pipeline: a DistributedOptimizer over this stage's replicas (`{ group: replicas }`, see
-   * pipelineGroups), which averages the stage's gradients with the same stage of the other
-   * pipelines through the comm worker, compression included.
-   */
-  optimizer: TfCore.Optimizer;
-  /** A loss model.compile knows by name (see LOSSES), or (yTrue, yPred) => per-example losses. */
-  loss: string | LossOrMetricFn;
-  /** Metrics, logged as model.fit logs them: 'accuracy' (as 'acc'), 'mse', 'mae'. */
-  metrics?: string[];
-  /** The ranks of this pipeline, one stage per rank in group order (default: the world). */
-  group?: ProcessGroup;
-  /**
-   * Data x pipeline, shorthand: this stage's counterparts in the other pipelines. The optimizer is
-   * then wrapped in `new DistributedOptimizer(optimizer, { group: replicas, compression })`.
-   * Not with an optimizer that is a DistributedOptimizer already (its group says it).
-   */
-  replicas?: ProcessGroup;
-  /** Wire compression of the replicas' average with the `replicas` shorthand: 'none' (default), 'fp16', 'bf16'. */
-  compression?: Compression;
-}
-
-export interface PipelineFitArgs {
-  /** Examples per step of this pipeline (default 32). */
-  batchSize?: number;
-  /** Default 1. */
-  epochs?: number;
-  /** Reshuffle the examples every epoch (default true), the same way on every stage. */
-  shuffle?: boolean;
-  /** 1 (default): one line per epoch on the pipeline's first rank; 0: quiet. */
-  verbose?: 0 | 1;
-  /** tf.Callback objects or CustomCallbackArgs ({ onEpochEnd, ... }), as model.fit's. */
-  callbacks?: CallbackLike | CallbackLike[];
-}
-
-export interface PipelinePredictArgs {
-  /** Examples per forward pass of a stage (default 32). */
-  batchSize?: number;
-}
 
 /** Layers whose training forward draws randomness or updates state: a second (re-materialised) forward would differ. */
 const TRAINING_ONLY = new Set(['Dropout', 'SpatialDropout1D', 'SpatialDropout2D', 'GaussianNoise', 'GaussianDropout', 'AlphaDropout', 'BatchNormalization']);
@@ -93,7 +44,7 @@ interface Built {
  * through the stages and gradients backward, in a GPipe or 1F1B schedule (see schedules.ts).
  */
 export class Pipeline {
-  private readonly o: Required<Omit<PipelineOptions, 'group' | 'replicas'>> & Pick<PipelineOptions, 'group' | 'replicas'>;
+  private readonly o: ResolvedPipelineOptions;
   private built: Promise<Built> | undefined;
   private round = 0;
 
@@ -101,52 +52,7 @@ export class Pipeline {
     private readonly model: Model,
     options: PipelineOptions,
   ) {
-    if (options === null || typeof options !== 'object') throw bad('options must be an object');
-    const m = model as unknown as { layers?: unknown; getClassName?: () => string };
-    if (!m || !Array.isArray(m.layers) || typeof m.getClassName !== 'function' || m.getClassName() !== 'Sequential') {
-      throw bad('model must be a tf.Sequential (the same one built on every rank): a pipeline cuts its list of layers');
-    }
-    const stages = options.stages ?? 'auto';
-    if (stages !== 'auto' && !(Array.isArray(stages) && stages.every((c) => Number.isSafeInteger(c)))) {
-      throw bad(`options.stages must be 'auto' or an array of integer cut points (e.g. [3, 7]), got ${JSON.stringify(stages)}`);
-    }
-    const microBatches = options.microBatches ?? 4;
-    if (!isInt(microBatches, 1) || microBatches > MAX_MICRO_BATCHES) {
-      throw bad(`options.microBatches must be an integer in 1..${MAX_MICRO_BATCHES}, got ${JSON.stringify(microBatches)}`);
-    }
-    const schedule = options.schedule ?? '1f1b';
-    if (!SCHEDULES.includes(schedule)) throw bad(`options.schedule must be 'gpipe' or '1f1b', got ${JSON.stringify(schedule)}`);
-    const tf = needTf('pipeline');
-    if (!(options.optimizer instanceof tf.Optimizer)) throw bad('options.optimizer must be a tfjs optimizer, e.g. tf.train.adam(1e-3)');
-    const loss = options.loss;
-    if (typeof loss !== 'function' && !(LOSSES as readonly unknown[]).includes(loss)) {
-      throw bad(`options.loss must be one of ${LOSSES.map((l) => `'${l}'`).join(', ')} or a function (yTrue, yPred) => per-example losses, got ${JSON.stringify(loss)}`);
-    }
-    const metrics = options.metrics ?? [];
-    if (!Array.isArray(metrics) || !metrics.every((x) => (METRICS as readonly unknown[]).includes(x))) {
-      throw bad(`options.metrics must be an array of ${METRICS.map((l) => `'${l}'`).join(', ')}, got ${JSON.stringify(metrics)}`);
-    }
-    const compression = options.compression ?? 'none';
-    if (!isCompression(compression)) throw bad(`options.compression must be ${COMPRESSIONS.map((c) => `'${c}'`).join(', ')}, got ${JSON.stringify(compression)}`);
-    for (const k of ['group', 'replicas'] as const) {
-      const g = options[k] as unknown;
-      if (g !== undefined && (g === null || typeof (g as ProcessGroup).ranks !== 'function')) throw bad(`options.${k} must be a ProcessGroup (from newGroup), got ${String(g)}`);
-    }
-    let optimizer = options.optimizer;
-    let replicas = options.replicas;
-    if (optimizer instanceof DistributedOptimizer) {
-      if (replicas || options.compression !== undefined) {
-        throw bad('options.replicas and options.compression are a shorthand for wrapping a plain optimizer; this one is a DistributedOptimizer already: give it { group: replicas, compression } instead');
-      }
-      // Over the world it would try to average different layers' gradients across stages.
-      if (!optimizer.group) {
-        throw bad("options.optimizer is a DistributedOptimizer over the world, but a pipeline's stages hold different layers: give it { group: replicas } (see pipelineGroups), or pass the plain optimizer");
-      }
-      replicas = optimizer.group;
-    } else if (replicas) {
-      optimizer = new DistributedOptimizer(optimizer, { group: replicas, compression, name: 'ringreduce:pipeline/' });
-    }
-    this.o = { stages, microBatches, schedule, optimizer, loss, metrics, compression, group: options.group, replicas };
+    this.o = resolvePipelineOptions(model, options);
   }
 
   /** Names of the layers this rank owns (after build(), fit() or predict(); at once when the cut points are given). */
