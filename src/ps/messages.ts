@@ -1,3 +1,4 @@
+import { codecFor } from '../compression/registry.js';
 import { isRingErrorCode, RingProtocolError, type RingErrorDetails, type SerializedRingError } from '../errors.js';
 import { peerText, peerValue } from '../peer-text.js';
 import type { DataHeader } from '../transport/wire.js';
@@ -218,3 +219,23 @@ export function checkServerRecord(v: unknown, k: number): ServerRecord | string 
 
 /** The header of a frame, for messages. */
 export const frameText = (h: DataHeader): string => `frame (op ${h.chunk}, key ${h.seq}, step ${h.step})`;
+
+/**
+ * A data frame's values as fp32: raw (`code` 0) or in the job's 16-bit codec, checked against the
+ * chunk's `length`; or what is wrong with it (to follow "rank r sent"), and the field to name.
+ */
+export function decodeFrame(h: DataHeader, payload: Uint8Array, length: number, code: number, codec: PsCodec): Float32Array | { problem: string; field: string } {
+  if (h.codec !== code) return { problem: `a ${frameText(h)} in wire format ${h.codec}, the job's is ${code}`, field: 'codec' };
+  const out = new Float32Array(length);
+  if (code === 0) {
+    if (payload.byteLength !== length * 4) return { problem: `${payload.byteLength / 4} values for key ${h.seq} of ${length} (a wrong shape)`, field: 'shape' };
+    new Uint8Array(out.buffer).set(payload);
+    return out;
+  }
+  if (payload.byteLength !== length * 2) return { problem: `${payload.byteLength / 2} values for key ${h.seq} of ${length} (a wrong shape)`, field: 'shape' };
+  if (!Number.isFinite(h.scale) || h.scale <= 0) return { problem: `scale ${h.scale} in a ${frameText(h)}`, field: 'scale' };
+  // The codec reads 16-bit lanes: give it an aligned copy.
+  const aligned = payload.byteOffset % 2 === 0 ? payload : payload.slice();
+  codecFor(codec as 'fp16' | 'bf16')!.decode(out, aligned, h.scale);
+  return out;
+}

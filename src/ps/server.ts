@@ -7,6 +7,7 @@ import { peerText } from '../peer-text.js';
 import type { Link } from '../transport/link.js';
 import type { DataHeader } from '../transport/wire.js';
 import {
+  decodeFrame,
   frameText,
   OP_INIT,
   OP_PUSH,
@@ -313,19 +314,9 @@ export class ParameterServer {
 
   /** A frame's payload as float32 values: checked against the chunk's length and the job's codec. */
   private decode(w: Worker, h: DataHeader, payload: Uint8Array, length: number, code: number): Float32Array {
-    if (h.codec !== code) throw this.bad(w, `a ${frameText(h)} in wire format ${h.codec}, the job's is ${code}`, 'codec');
-    const out = new Float32Array(length);
-    if (code === 0) {
-      if (payload.byteLength !== length * 4) throw this.bad(w, `${payload.byteLength / 4} values for key ${h.seq} of ${length} (a wrong shape)`, 'shape');
-      new Uint8Array(out.buffer).set(payload);
-    } else {
-      if (payload.byteLength !== length * 2) throw this.bad(w, `${payload.byteLength / 2} values for key ${h.seq} of ${length} (a wrong shape)`, 'shape');
-      if (!Number.isFinite(h.scale) || h.scale <= 0) throw this.bad(w, `scale ${h.scale} in a ${frameText(h)}`, 'scale');
-      // The codec reads 16-bit lanes: give it an aligned copy.
-      const aligned = payload.byteOffset % 2 === 0 ? payload : payload.slice();
-      codecFor(this.job!.codec)!.decode(out, aligned, h.scale);
-    }
-    return out;
+    const out = decodeFrame(h, payload, length, code, this.job!.codec);
+    if (out instanceof Float32Array) return out;
+    throw this.bad(w, out.problem, out.field);
   }
 
   private pull(w: Worker, step: number): void {
