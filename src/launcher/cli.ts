@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { benchHelp, parseBenchArgs, type BenchParsed } from './bench/args.js';
-import { DEFAULT_GRACE_SEC, helpText, parseArgs, UsageError, type ParsedArgs } from './args.js';
+import { DEFAULT_GRACE_SEC, parseArgs, UsageError, type ParsedArgs } from './args.js';
+import { helpText } from './help.js';
 import { launch } from './job.js';
 import { packageVersion } from './layout.js';
 
