@@ -2,31 +2,27 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { stderrLogger, type Logger } from '../logger.js';
 import { startStoreServer, type StoreServer } from '../rendezvous/store.js';
-import type { Endpoint, TlsConfig } from '../rendezvous/store.js';
+import type { TlsConfig } from '../rendezvous/store.js';
 import { DEFAULT_PREFLIGHT_SEC, DEFAULT_RSH, type LaunchConfig } from './args.js';
-import { allowedCpus, boundCommand } from './bind.js';
-import { rankEnv, serverEnv } from './env.js';
 import { EXIT_LAUNCHER_ERROR, exitCodeFor, type StopReason } from './exit-codes.js';
 import {
   describeHosts,
   describeStore,
-  jobExports,
   loadTls,
   PACKAGE_ROOT,
   placeServers,
   placeSlots,
   planStore,
   rshArgv,
-  SERVER_MAIN_PATH,
   shellQuote,
-  type Slot,
   type StorePlan,
 } from './layout.js';
 import { Output } from './output.js';
 import { summarizeUncaught } from './uncaught.js';
 import { preflightHost } from './preflight.js';
-import { RankProcess, type RankExit } from './ranks.js';
-import { BOOTSTRAP_PATH, type RemoteHello } from './remote-protocol.js';
+import { describeExit, type RankExit, type RankProcess } from './ranks.js';
+import { spawnRanks, spawnServers, type SpawnContext } from './spawn.js';
+import { BOOTSTRAP_PATH } from './remote-protocol.js';
 
 /**
  * A job: the rendezvous store plus N ranks, supervised until they all succeed or the job stops.
@@ -44,8 +40,8 @@ import { BOOTSTRAP_PATH, type RemoteHello } from './remote-protocol.js';
  * bootstrap there (remote.ts); before anything starts, each remote host must pass a preflight
  * check, or ringrun exits 1 naming the hosts and what to fix. The store then listens on the
  * address that routes to the remote hosts (or --iface's), and each host's ranks are told the
- * address of the store that routes to them. Those decisions (the job's layout) are in layout.ts;
- * this file spawns, supervises and tears down.
+ * address of the store that routes to them. Those decisions (the job's layout) are in layout.ts,
+ * starting the processes in spawn.ts; this file supervises and tears down.
  */
 
 export interface LaunchOptions {
@@ -145,8 +141,9 @@ class Job {
       if (this.config.verbose) for (const line of describeStore(this.config, store.endpoint, plan, tls, slots.some((s) => s.local))) this.say(line);
       // A signal may have arrived while the store was starting: then there is nothing to spawn.
       if (!this.reason) {
-        this.spawnAll(slots, plan, store.endpoint.port, token);
-        this.spawnServers(serverSlots, plan, store.endpoint.port, token);
+        const spawning: SpawnContext = { config: this.config, base: this.options.env ?? process.env, out: this.out, err: this.err, plan, storePort: store.endpoint.port, token, say: (m) => this.say(m) };
+        this.ranks.push(...spawnRanks(spawning, slots, (r, exit) => this.onRankExit(r, exit)));
+        this.servers.push(...spawnServers(spawning, serverSlots, (r, exit) => this.onServerExit(r, exit)));
         const { timeoutSec } = this.config;
         if (timeoutSec !== undefined) timer = setTimeout(() => this.onTimeout(timeoutSec), timeoutSec * 1000);
         await this.ended;
@@ -196,66 +193,6 @@ class Job {
     return failed.length === 0;
   }
 
-  private spawnAll(slots: Slot[], plan: StorePlan, storePort: number, token: string): void {
-    const { np, command, args, tagOutput, startTimeoutSec, graceSec } = this.config;
-    const base = this.options.env ?? process.env;
-    const exports = jobExports(this.config);
-    const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
-    // Like mpirun: more ranks than CPUs here is allowed, but said once (ranks then share cores, with
-    // no binding and no busy polling, and every collective waits for a rank to be scheduled).
-    const here = slots.find((s) => s.local);
-    const cpus = allowedCpus()?.length;
-    if (here && cpus !== undefined && here.localSize > cpus) {
-      this.say(
-        `warning: ${here.localSize} ranks on this host, which has ${cpus} CPU${cpus === 1 ? '' : 's'} for them: ranks share cores (not bound, no busy polling), ` +
-          `so collectives wait for ranks to be scheduled; -np ${cpus} or fewer runs faster`,
-      );
-    }
-    slots.forEach((slot, rank) => {
-      const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
-      const job = { worldSize: np, store, token, startTimeoutSec, exports, servers: this.config.servers };
-      // Without --verbose, a rank's uncaught error is one line from ringrun instead of Node's report.
-      const onUncaught = this.config.verbose ? undefined : (summary: string) => this.say(`rank ${rank}: ${summary}`);
-      const common = { rank, tagOutput, stdout: this.out, stderr: this.err, onUncaught };
-      const onExit = (r: RankProcess, exit: RankExit) => this.onRankExit(r, exit);
-      const bindTo = this.config.bindTo ?? 'slice';
-      if (slot.local) {
-        const bound = boundCommand(bindTo, command, args, slot.localRank, slot.localSize, { path: base.PATH ?? '' });
-        if (this.config.verbose) this.say(`rank ${rank}: ${bound.cpus ? `bound to CPUs ${bound.cpus.join(',')}` : `not bound (${bound.why})`}`);
-        this.ranks.push(new RankProcess({ ...common, command: bound.command, args: bound.args, env: rankEnv(base, job, rank, slot) }, onExit));
-        return;
-      }
-      const env = rankEnv({}, job, rank, slot) as Record<string, string>;
-      const hello: RemoteHello = { v: 1, rank, host: slot.host, cwd: process.cwd(), env, command, args, graceSec, bindTo };
-      const [rsh, ...rshArgs] = rshArgv(this.config, slot.host, `exec node ${shellQuote(bootstrap)}`);
-      // ringrun's own environment goes to the rsh command (ssh needs SSH_AUTH_SOCK, HOME...), not to the rank.
-      this.ranks.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));
-    });
-  }
-
-  /** The parameter servers (--servers): ringreduce's own server script, not the command. */
-  private spawnServers(slots: Array<{ host: string; local: boolean }>, plan: StorePlan, storePort: number, token: string): void {
-    const { startTimeoutSec, tagOutput, graceSec } = this.config;
-    const base = this.options.env ?? process.env;
-    const script = join(PACKAGE_ROOT, SERVER_MAIN_PATH);
-    const bootstrap = join(PACKAGE_ROOT, BOOTSTRAP_PATH);
-    slots.forEach((slot, k) => {
-      const store: Endpoint = { host: slot.local ? plan.local : plan.remote.get(slot.host)!, port: storePort };
-      const job = { worldSize: this.config.np, store, token, startTimeoutSec, exports: jobExports(this.config), servers: slots.length };
-      const common = { rank: k, tag: `ps${k}`, tagOutput, stdout: this.out, stderr: this.err };
-      const onExit = (r: RankProcess, exit: RankExit) => this.onServerExit(r, exit);
-      if (this.config.verbose) this.say(`parameter server ${k}: on ${slot.local ? 'this host' : slot.host}`);
-      if (slot.local) {
-        this.servers.push(new RankProcess({ ...common, command: process.execPath, args: [script], env: serverEnv(base, job, k) }, onExit));
-        return;
-      }
-      const env = serverEnv({}, job, k) as Record<string, string>;
-      const hello: RemoteHello = { v: 1, rank: k, host: slot.host, cwd: process.cwd(), env, command: 'node', args: [script], graceSec, bindTo: 'none' };
-      const [rsh, ...rshArgs] = rshArgv(this.config, slot.host, `exec node ${shellQuote(bootstrap)}`);
-      this.servers.push(new RankProcess({ ...common, command: rsh, args: rshArgs, env: { ...base }, remote: { host: slot.host, hello } }, onExit));
-    });
-  }
-
   private onServerExit(r: RankProcess, exit: RankExit): void {
     // Stopping them, or the ranks are done; a server exits 0 by itself once every worker has left.
     if (this.reason || this.ranks.every((x) => x.exit) || (exit.kind === 'exited' && exit.code === 0)) return;
@@ -266,7 +203,7 @@ class Job {
       }
       return;
     }
-    const how = exit.kind === 'exited' ? `exited with code ${exit.code}` : `was killed by signal ${exit.signal}`;
+    const how = describeExit(exit);
     this.serverFailure ??= exitCodeFor({ kind: 'rank-failed', rank: r, exit }) || 1;
     this.say(`parameter server ${r.rank} ${where} ${how}; the ranks that use it fail naming it`);
   }
@@ -276,7 +213,7 @@ class Job {
       // A parameter-server job goes on without a worker: async and stale modes do; in sync mode
       // the servers fail the others' next step, naming it.
       this.lost.push({ rank: r, exit });
-      const how = exit.kind === 'exited' ? `exited with code ${exit.code}` : `was killed by signal ${exit.signal}`;
+      const how = describeExit(exit);
       this.say(`rank ${r.rank} ${r.host === undefined ? `(pid ${r.pid})` : `on host ${r.host}`} ${how}; the other ranks go on (parameter-server job)`);
       if (this.ranks.every((x) => x.exit)) this.end();
       return;
@@ -352,7 +289,7 @@ class Job {
     const r = reason.rank;
     // 'exit' can come before the last bytes of the pipe; give them a moment to arrive.
     await within(r.stderrDone, STDERR_DRAIN_MS);
-    const how = reason.exit.kind === 'exited' ? `exited with code ${reason.exit.code}` : `was killed by signal ${reason.exit.signal}`;
+    const how = describeExit(reason.exit);
     const folded = r.folded ? ' (ringrun --verbose shows its stack)' : '';
     this.say(`${r.host === undefined ? `rank ${r.rank} (pid ${r.pid})` : `rank ${r.rank} on host ${r.host} (local ssh pid ${r.pid})`} ${how}${folded}`);
     const tail = r.stderrTail();

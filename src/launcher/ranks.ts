@@ -26,6 +26,11 @@ export type RankExit =
   | { kind: 'signaled'; signal: NodeJS.Signals }
   | { kind: 'spawn-failed'; error: NodeJS.ErrnoException };
 
+/** How a process that ran ended: `exited with code 3`, `was killed by signal SIGKILL`. */
+export function describeExit(exit: Exclude<RankExit, { kind: 'spawn-failed' }>): string {
+  return exit.kind === 'exited' ? `exited with code ${exit.code}` : `was killed by signal ${exit.signal}`;
+}
+
 export interface RankSpec {
   rank: number;
   command: string;
