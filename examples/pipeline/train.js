@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs'; // or '@tensorflow/tfjs-node' / '@tensorflow/tfjs-node-gpu'
 import * as rr from 'ringreduce';
 import { installFastConvGrad } from '../mnist/fast-conv-grad.js';
-import { buildCnn, loadMnist, toTensors } from '../mnist/model.js';
+import { buildCnn, loadMnist, mnistOptions, numberOption, toTensors } from '../mnist/model.js';
 
 const env = process.env;
 const { values: a } = parseArgs({
@@ -22,11 +22,7 @@ const { values: a } = parseArgs({
     stages: { type: 'string', default: env.STAGES ?? 'auto' }, // or cut points: "2" or "1,3"
     pipelines: { type: 'string', default: env.PIPELINES ?? '1' },
     lr: { type: 'string', default: env.LR ?? '0.004' }, // per pipeline: the optimizer gets lr * pipelines
-    train: { type: 'string', default: env.TRAIN_COUNT ?? '8000' },
-    test: { type: 'string', default: env.TEST_COUNT ?? '2000' },
-    seed: { type: 'string', default: env.SEED ?? '1' },
-    'min-accuracy': { type: 'string', default: env.MIN_ACCURACY ?? '0.95' },
-    help: { type: 'boolean', short: 'h', default: false },
+    ...mnistOptions(env),
   },
 });
 if (a.help) {
@@ -36,11 +32,7 @@ if (a.help) {
 env: EPOCHS BATCH_SIZE MICRO_BATCHES SCHEDULE STAGES PIPELINES LR TRAIN_COUNT TEST_COUNT SEED MIN_ACCURACY`);
   process.exit(0);
 }
-const num = (name, min) => {
-  const v = Number(a[name]);
-  if (!Number.isFinite(v) || v < min) throw new Error(`--${name} must be a number >= ${min}, got '${a[name]}'`);
-  return v;
-};
+const num = (name, min) => numberOption(a, name, min);
 const epochs = num('epochs', 1);
 const batchSize = num('batch-size', 1);
 const pipelines = num('pipelines', 1);
