@@ -98,8 +98,6 @@ export class Engine {
 
   /** Packs the tensors (sorted by name) into one shared buffer and posts it to the worker. */
   private submit(tensors: NamedData[], o: GroupOptions, sync: boolean) {
-    if (this.fatal) throw this.fatal;
-    if (this.closed) throw new RingShutdownError(`rank ${this.options.rank}: the comm engine is shut down`);
     const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const total = sorted.reduce((s, t) => s + t.data.length, 0);
     const buffer = new SharedArrayBuffer(total * 4);
@@ -113,12 +111,9 @@ export class Engine {
     }
     const { scope, ...reduction } = o;
     const meta: GroupMeta = { tensors: sorted.map((t) => ({ name: t.name, shape: t.shape })), ...reduction };
-    const control = new SharedArrayBuffer(4);
-    const id = this.nextId++;
-    this.worker.ref();
-    this.worker.postMessage({ type: 'group', id, buffer, control, entries, meta, sync, scope } satisfies ToWorker);
+    const { id, control } = this.post((id, control) => ({ type: 'group', id, buffer, control, entries, meta, sync, scope }));
     const results = new Map(entries.map((e) => [e.name, new Float32Array(buffer, e.offset, e.count)]));
-    return { id, control: new Int32Array(control), results: tensors.map((t) => results.get(t.name)!) };
+    return { id, control, results: tensors.map((t) => results.get(t.name)!) };
   }
 
   /** Reduces the tensors across ranks; blocks this thread until done. Results are in input order. */
@@ -189,18 +184,23 @@ export class Engine {
 
   async psStep(buffer: SharedArrayBuffer, setup: (PsSetup & { initial: SharedArrayBuffer }) | undefined, fetch = false, lr?: number): Promise<StepInfo | undefined> {
     const { id } = this.post((id, control) => ({ type: 'ps', id, buffer, control, sync: false, setup, fetch, ...(lr !== undefined && { lr }) }));
-    return new Promise<StepInfo | undefined>((resolve, reject) => this.waiting.set(id, { resolve: (info) => resolve(info?.ps), reject }));
+    return (await this.answer(id))?.ps;
   }
 
   async psSave(dir: string): Promise<void> {
     const { id } = this.post((id, control) => ({ type: 'ps-save', id, control, sync: false, dir }));
-    await new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve: () => resolve(), reject }));
+    await this.answer(id);
   }
 
   async reduce(tensors: NamedData[], o: GroupOptions): Promise<Float32Array[]> {
     const { id, results } = this.submit(tensors, o, false);
-    await new Promise<void>((resolve, reject) => this.waiting.set(id, { resolve: () => resolve(), reject }));
+    await this.answer(id);
     return results;
+  }
+
+  /** The worker's 'done' for request `id`, asynchronously (its error rejects). */
+  private answer(id: number): Promise<Extract<FromWorker, { type: 'done' }> | undefined> {
+    return new Promise((resolve, reject) => this.waiting.set(id, { resolve, reject }));
   }
 
   async whenReady(): Promise<void> {
