@@ -6,6 +6,7 @@ import type { Link } from '../transport/link.js';
 import { DATA_HEADER_BYTES, type DataHeader } from '../transport/wire.js';
 import type { TlsConfig } from '../transport/ws/socket.js';
 import { WsTransport } from '../transport/ws/transport.js';
+import { withDeadline } from '../deadline.js';
 import { frameText, OP_INIT, OP_PUSH, OP_WEIGHTS, PS_CHANNEL, PS_PROTOCOL, validateToWorker, type PsCodec, type PsMode, type ToWorker } from './messages.js';
 import { chunksOf, partition, type Chunk, type Partition } from './partition.js';
 import { findServers, openStore } from './rendezvous.js';
@@ -227,28 +228,19 @@ export class PsClient {
     return new Promise((resolve, reject) => (this.waiting = { what, left: new Set(this.servers.map((s) => s.k)), resolve, reject }));
   }
 
-  private async within(p: Promise<void>, ms: number): Promise<void> {
+  /** `p`, or after `ms` (0: never) the job's failure: a timeout naming the servers that did not answer. */
+  private within(p: Promise<void>, ms: number): Promise<void> {
     if (ms <= 0) return p;
-    let timer: NodeJS.Timeout | undefined;
-    const t = new Promise<void>((_, reject) => {
-      timer = setTimeout(() => {
-        const left = [...(this.waiting?.left ?? [])];
-        reject(
-          this.fail(
-            new RingTimeoutError(`rank ${this.o.rank}: parameter server${left.length > 1 ? 's' : ''} ${left.join(', ')} did not answer (${this.waiting?.what}) within ${ms} ms`, {
-              rank: this.o.rank,
-              server: left[0],
-              op: 'parameterServer',
-            }),
-          ),
-        );
-      }, ms);
+    return withDeadline(p, Date.now() + ms, () => {
+      const left = [...(this.waiting?.left ?? [])];
+      return this.fail(
+        new RingTimeoutError(`rank ${this.o.rank}: parameter server${left.length > 1 ? 's' : ''} ${left.join(', ')} did not answer (${this.waiting?.what}) within ${ms} ms`, {
+          rank: this.o.rank,
+          server: left[0],
+          op: 'parameterServer',
+        }),
+      );
     });
-    try {
-      await Promise.race([p, t]);
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   private sendChunk(s: Server, c: Chunk, from: Float32Array, op: number, codec: number): void {

@@ -19,6 +19,7 @@ import { chooseAddress, machineKey, pidSpace } from './address.js';
 import { FileStore } from './file-store.js';
 import { describeHosts, ranksOnMachine, subRings, type HostLayout } from './hosts.js';
 import { HIERARCHICAL_MIN_BYTES } from '../collectives/hierarchical.js';
+import { withDeadline } from '../deadline.js';
 import { agreeOnLayout, checkReachable, checkRecord, checkTable, PROTOCOL, type RankRecord } from './records.js';
 import { startStoreServer, StoreClient, type RendezvousStore, type StoreServer } from './store.js';
 
@@ -293,20 +294,4 @@ function storeUnreachable(o: ResolvedOptions, where: { host: string; port: numbe
     { rank: o.rank, ranks: [0], op: 'init' },
     { cause: e },
   );
-}
-
-function withDeadline<T>(p: Promise<T>, deadline: number, error: () => Error): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(error()), Math.max(0, deadline - Date.now()));
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }
