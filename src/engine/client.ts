@@ -4,7 +4,7 @@ import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from '
 import { deserializeError, RingError, RingInternalError, RingRendezvousError, RingShutdownError, RingTimeoutError } from '../errors.js';
 import { describeErrno, isFdExhaustion } from '../transport/fds.js';
 import type { EngineOptions, FromWorker, GroupEntry, ToWorker } from './messages.js';
-import type { GroupMeta } from './plan.js';
+import { byName, type GroupMeta } from './plan.js';
 import type { PsSetup, StepInfo } from '../ps/client.js';
 
 export interface NamedData {
@@ -98,7 +98,7 @@ export class Engine {
 
   /** Packs the tensors (sorted by name) into one shared buffer and posts it to the worker. */
   private submit(tensors: NamedData[], o: GroupOptions, sync: boolean) {
-    const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const sorted = [...tensors].sort(byName);
     const total = sorted.reduce((s, t) => s + t.data.length, 0);
     const buffer = new SharedArrayBuffer(total * 4);
     const all = new Float32Array(buffer);

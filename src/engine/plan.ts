@@ -11,6 +11,12 @@ import { isCompression } from '../compression/registry.js';
 import { RingProtocolError } from '../errors.js';
 import { peerText, peerValue } from '../peer-text.js';
 
+/**
+ * The order of tensors in a group's shared buffer, and in a parameter-server job's: by name, in
+ * UTF-16 code-unit order (not the locale's), so that every rank and thread lays them out alike.
+ */
+export const byName = (a: { name: string }, b: { name: string }): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
 export interface TensorMeta {
   name: string;
   shape: number[];

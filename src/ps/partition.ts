@@ -17,6 +17,7 @@
  * at most 1.2 x the mean whenever the chunk size is a fifth of the mean (the model has at least
  * 5 x servers x minChunkElements elements) or tensors are no longer than that.
  */
+import { byName } from '../engine/plan.js';
 export interface TensorSpec {
   name: string;
   /** Element count. */
@@ -55,7 +56,7 @@ export function partition(tensors: readonly TensorSpec[], o: PartitionOptions): 
   const minChunk = o.minChunkElements ?? 1024;
   if (!Number.isSafeInteger(servers) || servers < 1) throw new RangeError(`servers must be an integer >= 1, got ${servers}`);
   if (!Number.isSafeInteger(maxChunkElements) || maxChunkElements < 1) throw new RangeError(`maxChunkElements must be an integer >= 1, got ${maxChunkElements}`);
-  const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const sorted = [...tensors].sort(byName);
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i].name === sorted[i - 1].name) throw new RangeError(`tensor '${sorted[i].name}' is listed twice`);
   }

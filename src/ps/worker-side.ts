@@ -1,6 +1,7 @@
 import type * as TfCore from '@tensorflow/tfjs-core';
 import { engine, parameterServers } from '../api.js';
 import type { Engine } from '../engine/client.js';
+import { byName } from '../engine/plan.js';
 import { RingInvalidArgError } from '../errors.js';
 import type { PsSetup } from './client.js';
 import { PS_MODES, type PsCodec, type PsMode } from './messages.js';
@@ -110,7 +111,7 @@ export class ParameterServerPath {
 
   /** The step's buffer with the gradients in it, and on the first step the set-up for the comm thread. */
   private pack(l: NamedTensor[], copy = true): { buffer: SharedArrayBuffer; setup?: PsSetup & { initial: SharedArrayBuffer } } {
-    const sorted = [...l].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const sorted = [...l].sort(byName);
     const first = this.names === undefined;
     if (first) {
       this.names = sorted.map((g) => g.name);
